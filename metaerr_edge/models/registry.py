@@ -1,0 +1,102 @@
+"""Base-classifier registry: the one list of architectures for small grey or RGB images.
+
+Every factory has the signature ``fn(in_channels, num_classes, image_size, **kwargs) -> nn.Module``
+and returns a module mapping a *normalised* image batch (N x C x H x W, float32) to logits.
+A user's own classifier needs no registration: any module with that contract works everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from metaerr_edge.errors import ConfigError
+
+ModelFactory = Callable[..., nn.Module]
+_MODELS: dict[str, ModelFactory] = {}
+
+
+def register_base(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator adding a base-model factory under ``name``."""
+
+    def wrap(fn: ModelFactory) -> ModelFactory:
+        if name in _MODELS:
+            raise ConfigError(f"base model {name!r} is registered twice")
+        _MODELS[name] = fn
+        return fn
+
+    return wrap
+
+
+def available_bases() -> list[str]:
+    return sorted(_MODELS)
+
+
+def create_base(name: str, in_channels: int, num_classes: int, image_size: tuple[int, int], **kwargs) -> nn.Module:
+    """Build a registered base model.
+
+    Example:
+        >>> net = create_base("small_cnn", in_channels=1, num_classes=10, image_size=(28, 28))
+    """
+    if name not in _MODELS:
+        raise ConfigError(f"unknown base architecture {name!r}; expected one of {available_bases()}")
+    return _MODELS[name](in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
+
+
+class SmallCNN(nn.Module):
+    """Three conv blocks (width w, 2w, 4w), global average pool, linear head. Works from 8x8 up."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32, dropout: float = 0.2) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int, pool: bool) -> list[nn.Module]:
+            layers: list[nn.Module] = [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
+            return layers + ([nn.MaxPool2d(2)] if pool else [])
+
+        self.features = nn.Sequential(
+            *block(in_channels, width, True),
+            *block(width, 2 * width, True),
+            *block(2 * width, 4 * width, False),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(4 * width, num_classes)
+
+    def forward_features(self, x):
+        return self.features(x)
+
+    def forward(self, x):
+        return self.classifier(self.dropout(self.features(x)))
+
+
+@register_base("small_cnn")
+def small_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], width: int = 32, dropout: float = 0.2) -> nn.Module:
+    return SmallCNN(in_channels, num_classes, width=width, dropout=dropout)
+
+
+@register_base("resnet18")
+def resnet18(in_channels: int, num_classes: int, image_size: tuple[int, int], width: int = 64) -> nn.Module:
+    """torchvision ResNet-18 with the CIFAR stem: 3x3 stride-1 first conv, no max-pool."""
+    import torchvision
+
+    net = torchvision.models.resnet18(num_classes=num_classes)
+    net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    return net
+
+
+@register_base("mobilenet_v3_small")
+def mobilenet_v3_small(in_channels: int, num_classes: int, image_size: tuple[int, int], width_mult: float = 1.0) -> nn.Module:
+    """torchvision MobileNetV3-Small with a stride-1 stem for small (8-32 px) inputs."""
+    import torchvision
+
+    net = torchvision.models.mobilenet_v3_small(num_classes=num_classes, width_mult=width_mult)
+    stem = net.features[0][0]
+    net.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    return net

@@ -1,0 +1,141 @@
+"""The classifier training loop shared by base models, mentors, cross-fit folds and pseudo-labelling."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from metaerr_edge.errors import ConfigError, DataError
+from metaerr_edge.fuse.fused import Preprocess
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How to train a classifier. ``augment``: "none", "shift" (grey digits) or "shift_flip" (natural RGB)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    augment: str = "shift"
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError(f"epochs, batch_size and lr must be positive, got {self.epochs}, {self.batch_size}, {self.lr}")
+        if self.augment not in ("none", "shift", "shift_flip"):
+            raise ConfigError(f"augment must be 'none', 'shift' or 'shift_flip', got {self.augment!r}")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _augment(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
+    """Random shifts of up to 1/8 of the side (zero padded), and horizontal flips for natural images."""
+    if mode == "none":
+        return x
+    n, _, h, w = x.shape
+    pad = max(1, h // 8)
+    padded = nn.functional.pad(x, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)
+    cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)
+    idx_n = torch.arange(n, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    if mode == "shift_flip":
+        flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+        out = torch.where(flip[:, None, None, None], out.flip(3), out)
+    return out.contiguous()
+
+
+def to_float(images: np.ndarray) -> torch.Tensor:
+    """uint8 N x C x H x W -> float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+
+
+def fit_classifier(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    preprocess: Preprocess,
+    config: FitConfig = FitConfig(),
+    progress: bool = True,
+    desc: str = "base",
+    sample_weight: np.ndarray | None = None,
+) -> nn.Module:
+    """Train ``model`` (normalised image -> logits) with AdamW and a cosine schedule; returns it in eval mode.
+
+    Example:
+        >>> fit_classifier(net, ds.train.images, ds.train.labels, Preprocess([0.3], [0.4]), FitConfig(epochs=2))
+    """
+    if len(images) == 0:
+        raise DataError(f"cannot train {desc!r} on an empty split; check the split fractions and --max-pool")
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    model.to(device).train()
+    pre = preprocess.to(device)
+    x_all = to_float(images)
+    y_all = torch.from_numpy(labels.astype(np.int64))
+    w_all = None if sample_weight is None else torch.from_numpy(sample_weight.astype(np.float32))
+    steps_per_epoch = math.ceil(len(x_all) / config.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
+    )
+    loss_fn = nn.CrossEntropyLoss(reduction="none", label_smoothing=config.label_smoothing)
+    bar = _progress(config.epochs * steps_per_epoch, desc, progress)
+    for _ in range(config.epochs):
+        order = torch.randperm(len(x_all), generator=gen)
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            xb = _augment(x_all[idx].to(device), config.augment, gen)
+            loss = loss_fn(model(pre(xb)), y_all[idx].to(device))
+            if w_all is not None:
+                wb = w_all[idx].to(device)
+                loss = (loss * wb).sum() / wb.sum().clamp_min(1e-8)
+            else:
+                loss = loss.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module, images: np.ndarray, preprocess: Preprocess, batch_size: int = 512, device: str = "cpu"
+) -> np.ndarray:
+    """Softmax probabilities (float32, N x K) of ``model`` on uint8 images."""
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    pre = preprocess.to(dev)
+    out = []
+    for start in range(0, len(images), batch_size):
+        xb = to_float(images[start : start + batch_size]).to(dev)
+        out.append(torch.softmax(model(pre(xb)).float(), dim=1).cpu())
+    if not out:
+        return np.zeros((0, 0), np.float32)
+    return torch.cat(out).numpy()
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
