@@ -1,0 +1,144 @@
+"""Evaluate every failure score of a run on its test split: metrics table, JSON, risk-coverage plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metaerr_edge.errors import ConfigError
+from metaerr_edge.metrics import PER_MILLE, auroc, aurc, bootstrap_ci, failure_metrics, risk_coverage_curve
+from metaerr_edge.pipeline import Run, atomic_write_bytes, atomic_write_text
+from metaerr_edge.scores import ScoreContext, available_scores, create_score
+
+TABLE_COLUMNS = ("auroc", "aupr_error", "aupr_success", "fpr95tpr", "aurc", "eaurc", "augrc", "risk@cov90", "cov@risk2")
+
+
+def parse_score_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """``"metaerr[image]"`` -> (label, name, params). Plain names take no params."""
+    if "[" in spec and spec.endswith("]"):
+        name, arg = spec[:-1].split("[", 1)
+        return spec, name, {"mode": arg}
+    return spec, spec, {}
+
+
+def default_scores(run: Run) -> list[str]:
+    """MetaErr in every trained mode, then every registered baseline."""
+    return [f"metaerr[{m}]" for m in run.config.meta_modes] + [s for s in available_scores() if s != "metaerr"]
+
+
+@dataclass
+class EvalReport:
+    run: str
+    dataset: str
+    arch: str
+    n_test: int
+    error_rate: float
+    test_accuracy: float
+    rows: dict[str, dict[str, float]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    is_error: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        deployed = next(iter(self.rows), None)
+        summary = {"test_accuracy": self.test_accuracy, "error_rate": self.error_rate, "n_test": self.n_test}
+        if deployed:
+            summary.update({f"{deployed}.{k}": self.rows[deployed][k] for k in ("auroc", "aurc", "aupr_error")})
+        if "msp" in self.rows:
+            summary.update({f"msp.{k}": self.rows["msp"][k] for k in ("auroc", "aurc")})
+        return {"run": self.run, "dataset": self.dataset, "arch": self.arch, "summary": summary,
+                "metrics": self.rows, "skipped": self.skipped,
+                "notes": "aurc, eaurc, augrc are raw areas (tables show x1000); failure score: higher = more likely wrong"}  # fmt: skip
+
+    def to_markdown(self) -> str:
+        head = ["score", "AUROC [95% CI]", "AUPR-Err", "AUPR-Succ", "FPR@95", "AURC‰ [95% CI]", "E-AURC‰", "AUGRC‰", "risk@90%", "cov@2%"]
+        lines = [
+            f"{self.dataset} / {self.arch}: test n={self.n_test}, accuracy {self.test_accuracy:.4f}, "
+            f"error rate r={self.error_rate:.4f} (a random score has AUPR-Err about r)",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+        ]
+        best_auroc = max((r["auroc"] for r in self.rows.values() if not math.isnan(r["auroc"])), default=math.nan)
+        best_aurc = min((r["aurc"] for r in self.rows.values()), default=math.nan)
+        for name, r in self.rows.items():
+            au = f"{r['auroc']:.4f} [{r['auroc_low']:.3f}, {r['auroc_high']:.3f}]"
+            ar = f"{1000 * r['aurc']:.2f} [{1000 * r['aurc_low']:.2f}, {1000 * r['aurc_high']:.2f}]"
+            au = f"**{au}**" if r["auroc"] == best_auroc else au
+            ar = f"**{ar}**" if r["aurc"] == best_aurc else ar
+            cells = [name, au, f"{r['aupr_error']:.4f}", f"{r['aupr_success']:.4f}", f"{r['fpr95tpr']:.4f}", ar,
+                     f"{1000 * r['eaurc']:.2f}", f"{1000 * r['augrc']:.2f}", f"{r['risk@cov90']:.4f}", f"{r['cov@risk2']:.4f}"]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        for name, why in self.skipped.items():
+            lines.append(f"\nskipped {name}: {why}")
+        return "\n".join(lines) + "\n"
+
+
+def evaluate_run(run: Run, scores: list[str] | None = None, n_boot: int = 1000, seed: int = 0, progress: bool = True) -> EvalReport:
+    """Fit (on non-test splits) and score every requested failure score on the test split.
+
+    Example:
+        >>> report = evaluate_run(load_run("runs/digits"), ["msp", "metaerr[probs]"])
+        >>> print(report.to_markdown())
+    """
+    from tqdm.auto import tqdm
+
+    ctx = ScoreContext(run, seed=seed)
+    is_error = ctx.is_error("test")
+    report = EvalReport(str(run.path), run.config.dataset, run.config.arch, int(len(is_error)),
+                        float(is_error.mean()), float(1 - is_error.mean()), is_error=is_error)  # fmt: skip
+    for spec in tqdm(scores or default_scores(run), desc="scores", disable=not progress, leave=False):
+        label, name, params = parse_score_spec(spec)
+        try:
+            scorer = create_score(name, **params).fit(ctx)
+            s = np.asarray(scorer.score(ctx, "test"), np.float64)
+        except ConfigError as exc:
+            if scores:  # asked for by name: a real error
+                raise
+            report.skipped[label] = str(exc)
+            continue
+        row = failure_metrics(s, is_error)
+        ci_auc, ci_aurc = bootstrap_ci(auroc, s, is_error, n_boot, seed=seed), bootstrap_ci(aurc, s, is_error, min(n_boot, 300), seed=seed)
+        row.update(auroc_low=ci_auc.low, auroc_high=ci_auc.high, aurc_low=ci_aurc.low, aurc_high=ci_aurc.high)
+        report.rows[label] = {k: float(v) for k, v in row.items()}
+        report.scores[label] = s
+    return report
+
+
+def write_report(report: EvalReport, out_dir: Path) -> dict[str, Path]:
+    """metrics.json, metrics.md and risk_coverage.png into ``out_dir`` (atomically)."""
+    out_dir = Path(out_dir)
+    paths = {"json": out_dir / "metrics.json", "md": out_dir / "metrics.md", "png": out_dir / "risk_coverage.png"}
+    atomic_write_text(paths["json"], json.dumps(report.to_dict(), indent=2))
+    atomic_write_text(paths["md"], report.to_markdown())
+    plot_risk_coverage(report.scores, report.is_error, paths["png"], f"{report.dataset} / {report.arch}")
+    return paths
+
+
+def plot_risk_coverage(scores: dict[str, np.ndarray], is_error: np.ndarray, path: Path, title: str = "") -> Path:
+    """Selective risk against coverage, one curve per score (AURC x1000 in the legend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    ax = fig.add_subplot()
+    for name, s in scores.items():
+        rc = risk_coverage_curve(s, is_error)
+        ax.plot(rc.coverages, rc.risks, label=f"{name} (AURC {1000 * rc.aurc:.1f}‰)", lw=1.4)
+    ax.set_xlabel("coverage (fraction accepted)")
+    ax.set_ylabel("selective risk (error rate of accepted)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "risk-coverage")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write_bytes(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    return Path(path)

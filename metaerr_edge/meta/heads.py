@@ -1,0 +1,141 @@
+"""MetaErr meta-model heads. Black-box only: they see the image and the base's probabilities.
+
+Input modes (the registry ``META_MODES`` is the one list):
+
+- ``probs``: sorted probabilities (and their logs) -> MLP. Class-identity free; costs ~nothing.
+- ``image``: a small CNN on the image -> MLP (the "mentor-less" image-only design).
+- ``image+probs``: both of the above, concatenated.
+- ``mentor``: an independent classifier (the mentor, trained on the base's training data) gives a
+  second posterior; its probabilities re-ordered by the base's ranking, plus the base's sorted
+  probabilities, feed the MLP. Strongest, and as expensive as the mentor network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from metaerr_edge.errors import ConfigError
+
+META_MODES = ("probs", "image", "image+probs", "mentor")
+_LOG_FLOOR = 1e-7
+_LOG_SCALE = 1.0 / 8.0
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Shape of a meta-model. ``mentor_arch``/``mentor_kwargs`` only matter for ``mode="mentor"``."""
+
+    mode: str = "probs"
+    hidden: int = 64
+    image_width: int = 16
+    dropout: float = 0.1
+    mentor_arch: str = "small_cnn"
+    mentor_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in META_MODES:
+            raise ConfigError(f"unknown meta-model mode {self.mode!r}; expected one of {list(META_MODES)}")
+
+    @property
+    def uses_image(self) -> bool:
+        return self.mode in ("image", "image+probs")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _log_probs(p: torch.Tensor) -> torch.Tensor:
+    return torch.log(p.clamp_min(_LOG_FLOOR)) * _LOG_SCALE
+
+
+def sorted_prob_features(probs: torch.Tensor) -> torch.Tensor:
+    """Descending probabilities and their scaled logs: 2K class-identity-free features."""
+    p = torch.sort(probs, dim=1, descending=True).values
+    return torch.cat([p, _log_probs(p)], dim=1)
+
+
+def mentor_features(probs: torch.Tensor, mentor_probs: torch.Tensor) -> torch.Tensor:
+    """The mentor's posterior re-ordered by the base's ranking (so index 0 = base's predicted class)."""
+    order = torch.argsort(probs, dim=1, descending=True)
+    aligned = torch.gather(mentor_probs, 1, order)
+    return torch.cat([aligned, _log_probs(aligned)], dim=1)
+
+
+class ImageEncoder(nn.Module):
+    def __init__(self, in_channels: int, width: int) -> None:
+        super().__init__()
+        w = width
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1, bias=False), nn.BatchNorm2d(4 * w), nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )  # fmt: skip
+        self.out_features = 4 * w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class MetaModel(nn.Module):
+    """``(normalised image, base probabilities) -> failure score in [0, 1]`` (higher = more likely wrong).
+
+    Example:
+        >>> meta = MetaModel(HeadConfig("probs"), in_channels=1, num_classes=10)
+        >>> meta(torch.rand(2, 1, 8, 8), torch.softmax(torch.randn(2, 10), 1)).shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self, config: HeadConfig, in_channels: int, num_classes: int, image_size: tuple[int, int] = (28, 28)
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        n_in = 0
+        self.encoder: nn.Module | None = None
+        self.mentor: nn.Module | None = None
+        if config.uses_image:
+            self.encoder = ImageEncoder(in_channels, config.image_width)
+            n_in += self.encoder.out_features
+        if config.mode in ("probs", "image+probs", "mentor"):
+            n_in += 2 * num_classes
+        if config.mode == "mentor":
+            from metaerr_edge.models.registry import create_base
+
+            self.mentor = create_base(config.mentor_arch, in_channels, num_classes, image_size, **config.mentor_kwargs)
+            n_in += 2 * num_classes
+        h = config.hidden
+        self.head = nn.Sequential(
+            nn.Linear(n_in, h), nn.ReLU(inplace=True), nn.Dropout(config.dropout),
+            nn.Linear(h, h), nn.ReLU(inplace=True), nn.Linear(h, 1),
+        )  # fmt: skip
+
+    def features(
+        self, x: torch.Tensor | None, probs: torch.Tensor, mentor_probs: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        parts = []
+        if self.encoder is not None:
+            parts.append(self.encoder(x))
+        if self.config.mode != "image":
+            parts.append(sorted_prob_features(probs))
+        if self.mentor is not None:
+            if mentor_probs is None:
+                mentor_probs = torch.softmax(self.mentor(x).float(), dim=1)
+            parts.append(mentor_features(probs, mentor_probs))
+        return torch.cat(parts, dim=1)
+
+    def logit(self, x: torch.Tensor | None, probs: torch.Tensor, mentor_probs: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.features(x, probs, mentor_probs)).reshape(-1)
+
+    def forward(self, x: torch.Tensor | None, probs: torch.Tensor, mentor_probs: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.sigmoid(self.logit(x, probs, mentor_probs))
+
+    def train(self, mode: bool = True) -> "MetaModel":
+        super().train(mode)
+        if self.mentor is not None:  # the mentor is trained separately and frozen here
+            self.mentor.eval()
+        return self

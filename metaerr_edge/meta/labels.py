@@ -1,0 +1,66 @@
+"""Error labels from data the base model did not train on: held-out, or k-fold cross-fitting.
+
+``is_error = (argmax(probs) != y)``, 1 = failure. On its own training set a base model makes almost
+no errors, so labels from there would teach the meta-model nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from torch import nn
+
+from metaerr_edge.errors import ConfigError, DataError
+from metaerr_edge.fuse.fused import Preprocess
+from metaerr_edge.models.training import FitConfig, fit_classifier, predict_probs
+
+
+def error_labels(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``1`` where the argmax of ``probs`` differs from ``labels`` (int64)."""
+    if len(probs) != len(labels):
+        raise DataError(f"{len(probs)} probability rows but {len(labels)} labels")
+    return (probs.argmax(axis=1) != labels).astype(np.int64)
+
+
+def fold_ids(n: int, k: int, seed: int) -> np.ndarray:
+    """A seeded assignment of ``n`` samples to ``k`` folds of near-equal size."""
+    if k < 2:
+        raise ConfigError(f"cross-fitting needs at least 2 folds, got {k}")
+    if n < k:
+        raise DataError(f"cannot split {n} samples into {k} folds; use fewer folds or more data")
+    return np.random.default_rng(seed).permutation(np.arange(n) % k)
+
+
+def crossfit_probs(
+    factory: Callable[[], nn.Module],
+    images: np.ndarray,
+    labels: np.ndarray,
+    preprocess: Preprocess,
+    fit: FitConfig,
+    k: int = 5,
+    progress: bool = True,
+    desc: str = "fold",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold probabilities: k models, each scoring the fold it did not see.
+
+    Returns ``(oof_probs, fold_id)``; row ``i`` of ``oof_probs`` comes from the model trained
+    without fold ``fold_id[i]``.
+
+    Example:
+        >>> oof, folds = crossfit_probs(lambda: create_base("small_cnn", 1, 10, (8, 8)), x, y, pre, FitConfig(), k=5)
+    """
+    folds = fold_ids(len(images), k, fit.seed)
+    oof: np.ndarray | None = None
+    for f in range(k):
+        train, held = folds != f, folds == f
+        model = fit_classifier(
+            factory(), images[train], labels[train], preprocess,
+            FitConfig(**{**fit.__dict__, "seed": fit.seed + 1000 * (f + 1)}), progress, f"{desc} {f + 1}/{k}",
+        )  # fmt: skip
+        p = predict_probs(model, images[held], preprocess, device=fit.device)
+        if oof is None:
+            oof = np.zeros((len(images), p.shape[1]), np.float32)
+        oof[held] = p
+    assert oof is not None
+    return oof, folds

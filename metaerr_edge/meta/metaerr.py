@@ -1,0 +1,97 @@
+"""``MetaErr``: give any trained classifier a failure score, without touching the classifier.
+
+Example (a user's own pretrained ``nn.Module``, which MetaErr treats as a black box)::
+
+    metaerr = MetaErr(mode="probs", preprocess=Preprocess(mean=[0.5], std=[0.5]))
+    metaerr.fit(my_model, heldout_images, heldout_labels)   # data my_model did not train on
+    scores = metaerr.score(test_images)                     # higher = more likely wrong
+    fused = metaerr.fuse(threshold=0.3)                     # one nn.Module, ready for export
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from metaerr_edge.errors import ConfigError
+from metaerr_edge.fuse.fused import FusedModel, Preprocess
+from metaerr_edge.meta.fit import MetaFitConfig, MetaFitResult, fit_meta, meta_scores
+from metaerr_edge.meta.heads import HeadConfig, MetaModel
+from metaerr_edge.meta.labels import error_labels
+from metaerr_edge.models.training import FitConfig, fit_classifier, predict_probs
+
+
+class MetaErr:
+    """Fit a black-box meta-model to a frozen base classifier on held-out labelled images.
+
+    Args:
+        mode: meta-model input mode, one of ``heads.META_MODES``.
+        preprocess: how uint8 images become the base model's input (the base's own normalisation).
+        head: the meta-model's shape (``mode`` here overrides ``head.mode``).
+        fit: meta-training settings.
+    """
+
+    def __init__(
+        self,
+        mode: str = "probs",
+        preprocess: Preprocess | None = None,
+        head: HeadConfig | None = None,
+        fit: MetaFitConfig | None = None,
+        progress: bool = True,
+    ) -> None:
+        base_head = head or HeadConfig()
+        self.head = HeadConfig(**{**base_head.to_dict(), "mode": mode})
+        self.preprocess = preprocess
+        self.fit_config = fit or MetaFitConfig()
+        self.progress = progress
+        self.base: nn.Module | None = None
+        self.meta: MetaModel | None = None
+        self.result: MetaFitResult | None = None
+
+    def fit(
+        self,
+        base: nn.Module,
+        images: np.ndarray,
+        labels: np.ndarray,
+        mentor_train: tuple[np.ndarray, np.ndarray] | None = None,
+        mentor_fit: FitConfig | None = None,
+    ) -> MetaFitResult:
+        """Label the base's errors on ``images`` (which it must not have trained on) and fit the meta-model.
+
+        ``mentor_train`` (images, labels the base may have trained on) is required for ``mode="mentor"``.
+        """
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise ConfigError(f"images must be uint8 N x C x H x W, got {images.dtype} {images.shape}")
+        pre = self.preprocess or Preprocess([0.0] * images.shape[1], [1.0] * images.shape[1])
+        self.preprocess = pre
+        self.base = base.eval()
+        probs = predict_probs(base, images, pre, device=self.fit_config.device)
+        is_error = error_labels(probs, labels)
+        meta = MetaModel(self.head, images.shape[1], probs.shape[1], images.shape[2:])
+        mentor_probs = None
+        if meta.mentor is not None:
+            if mentor_train is None:
+                raise ConfigError("mode='mentor' needs mentor_train=(images, labels) to train the mentor network")
+            fit_classifier(meta.mentor, *mentor_train, pre, mentor_fit or FitConfig(seed=self.fit_config.seed), self.progress, "mentor")
+            meta.mentor.requires_grad_(False)
+            mentor_probs = predict_probs(meta.mentor, images, pre, device=self.fit_config.device)
+        self.result = fit_meta(meta, images, probs, is_error, pre, self.fit_config, mentor_probs, self.progress)
+        self.meta = meta
+        return self.result
+
+    def _check_fitted(self) -> None:
+        if self.meta is None or self.base is None:
+            raise ConfigError("call MetaErr.fit(base, images, labels) before score() or fuse()")
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        """Failure scores in [0, 1] for uint8 images (higher = more likely wrong)."""
+        self._check_fitted()
+        probs = predict_probs(self.base, images, self.preprocess, device=self.fit_config.device)
+        return meta_scores(self.meta, images, probs, self.preprocess, device=self.fit_config.device)
+
+    def fuse(self, threshold: float = 0.5, layout: str = "NCHW") -> FusedModel:
+        """The base and meta-model behind one input, ready for :func:`metaerr_edge.fuse.export.export_onnx`."""
+        self._check_fitted()
+        pre = Preprocess(self.preprocess.mean.flatten().tolist(), self.preprocess.std.flatten().tolist(), layout)
+        return FusedModel(self.base, self.meta, pre, threshold).eval().to(torch.device("cpu"))

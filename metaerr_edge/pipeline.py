@@ -1,0 +1,292 @@
+"""The training job: base + MetaErr into a run folder, and loading it back.
+
+A run folder holds everything later stages need::
+
+    run/config.json          RunConfig (what was asked) + summary (what came out)
+    run/splits.npz           the seeded split indices
+    run/base.pt              base architecture + weights
+    run/meta_<mode>.pt       one meta-model per trained input mode (the first is deployed)
+    run/predictions.npz      base probabilities and meta scores on calib and test, labels
+
+Every file is written to a temporary name and renamed, so an interrupted run leaves no half file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from metaerr_edge.data import DatasetArrays, SplitConfig, Splits, load_dataset, make_splits
+from metaerr_edge.errors import ConfigError, DataError
+from metaerr_edge.fuse.contract import Contract, InputSpec, ThresholdSpec
+from metaerr_edge.fuse.fused import FusedModel, Preprocess
+from metaerr_edge.meta import META_MODES, HeadConfig, MetaFitConfig, MetaModel, crossfit_probs, error_labels, fit_meta, meta_scores
+from metaerr_edge.models import FitConfig, create_base, fit_classifier, predict_probs
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``metaerr-edge train`` needs; every field has a default that works on digits."""
+
+    dataset: str = "digits"
+    root: str | None = None
+    download: bool = False
+    arch: str = "small_cnn"
+    arch_kwargs: dict = field(default_factory=dict)
+    meta_modes: tuple[str, ...] = ("probs",)
+    labels: str = "crossfit"  # "crossfit" (k-fold out-of-fold) or "heldout"
+    folds: int = 5
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 2e-3
+    augment: str = "auto"
+    meta_epochs: int = 30
+    meta_hidden: int = 64
+    meta_image_width: int = 16
+    mentor_arch: str = "small_cnn"
+    mentor_kwargs: dict = field(default_factory=dict)
+    meta_fraction: float = 0.25
+    calib_fraction: float = 0.1
+    test_fraction: float = 0.2
+    max_pool: int | None = None
+    max_test: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.labels not in ("crossfit", "heldout"):
+            raise ConfigError(f"labels must be 'crossfit' or 'heldout', got {self.labels!r}")
+        bad = [m for m in self.meta_modes if m not in META_MODES]
+        if bad or not self.meta_modes:
+            raise ConfigError(f"meta_modes {list(self.meta_modes)}: each must be one of {list(META_MODES)}")
+        from metaerr_edge.models import available_bases
+
+        for name in (self.arch, self.mentor_arch):
+            if name not in available_bases():
+                raise ConfigError(f"unknown base architecture {name!r}; expected one of {available_bases()}")
+
+    @property
+    def split_config(self) -> SplitConfig:
+        return SplitConfig(self.meta_fraction, self.calib_fraction, self.test_fraction, self.max_pool, self.max_test, self.seed)
+
+    def fit_config(self, channels: int, seed_offset: int = 0) -> FitConfig:
+        augment = self.augment if self.augment != "auto" else ("shift_flip" if channels == 3 else "shift")
+        return FitConfig(self.epochs, self.batch_size, self.lr, augment=augment, seed=self.seed + seed_offset, device=self.device)
+
+    def head_config(self, mode: str) -> HeadConfig:
+        return HeadConfig(mode, self.meta_hidden, self.meta_image_width, mentor_arch=self.mentor_arch, mentor_kwargs=dict(self.mentor_kwargs))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"unknown RunConfig field(s) {unknown}; known: {sorted(known)}")
+        raw = dict(raw)
+        if "meta_modes" in raw:
+            raw["meta_modes"] = tuple(raw["meta_modes"])
+        return cls(**raw)
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``; the target never holds a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text))
+
+
+class Run:
+    """A trained run folder, loaded lazily. See the module docstring for its files."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        cfg_file = self.path / "config.json"
+        if not cfg_file.is_file():
+            raise DataError(f"{self.path} is not a run folder: expected {cfg_file} (made by `metaerr-edge train`)")
+        raw = json.loads(cfg_file.read_text())
+        self.config = RunConfig.from_dict(raw["config"])
+        self.summary: dict[str, Any] = raw.get("summary", {})
+        self.classes: tuple[str, ...] = tuple(raw["classes"])
+        self.preprocess = Preprocess(raw["mean"], raw["std"])
+        self.channels, self.height, self.width = raw["input_shape"]
+
+    @cached_property
+    def base(self) -> nn.Module:
+        ckpt = torch.load(self.path / "base.pt", map_location="cpu", weights_only=True)
+        net = create_base(ckpt["arch"], self.channels, len(self.classes), (self.height, self.width), **ckpt["arch_kwargs"])
+        net.load_state_dict(ckpt["state_dict"])
+        return net.eval()
+
+    def meta(self, mode: str | None = None) -> MetaModel:
+        mode = mode or self.config.meta_modes[0]
+        if mode not in self.config.meta_modes:
+            raise ConfigError(f"this run trained meta modes {list(self.config.meta_modes)}, not {mode!r}")
+        ckpt = torch.load(self.path / f"meta_{mode}.pt", map_location="cpu", weights_only=True)
+        meta = MetaModel(HeadConfig(**ckpt["head"]), self.channels, len(self.classes), (self.height, self.width))
+        meta.load_state_dict(ckpt["state_dict"])
+        return meta.eval()
+
+    @cached_property
+    def data(self) -> DatasetArrays:
+        return load_dataset(self.config.dataset, self.config.root, self.config.download)
+
+    @cached_property
+    def splits(self) -> Splits:
+        with np.load(self.path / "splits.npz") as z:
+            return Splits.from_npz_dict(z)
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 images N x C x H x W, int64 labels) of a split: base_train, meta_train, calib, test, pool."""
+        arr = self.splits.arrays(self.data, name)
+        return arr.images, arr.labels
+
+    @cached_property
+    def predictions(self) -> dict[str, np.ndarray]:
+        with np.load(self.path / "predictions.npz") as z:
+            return {k: z[k] for k in z.files}
+
+    def input_spec(self, layout: str = "NCHW") -> InputSpec:
+        mean = tuple(self.preprocess.mean.flatten().tolist())
+        std = tuple(self.preprocess.std.flatten().tolist())
+        nchw = layout == "NCHW"
+        return InputSpec(
+            name="image", layout=layout, dtype="float32" if nchw else "uint8", channels=self.channels,
+            height=self.height, width=self.width, value_range=(0.0, 1.0) if nchw else (0.0, 255.0),
+            channel_order="GRAY" if self.channels == 1 else "RGB", mean=mean, std=std,
+        )  # fmt: skip
+
+    def fused(self, threshold: float | None = None, layout: str = "NCHW", mode: str | None = None) -> FusedModel:
+        pre = Preprocess(self.preprocess.mean.flatten().tolist(), self.preprocess.std.flatten().tolist(), layout)
+        t = self.default_threshold().value if threshold is None else threshold
+        return FusedModel(self.base, self.meta(mode), pre, t).eval()
+
+    def default_threshold(self) -> ThresholdSpec:
+        """Threshold at 90% coverage on the calibration split (``metaerr-edge calibrate`` refines it)."""
+        scores = self.predictions[f"calib_score_{self.config.meta_modes[0]}"]
+        value = float(np.quantile(scores, 0.9, method="lower"))
+        return ThresholdSpec(value=value, method="coverage", target_coverage=0.9, calibration_n=int(len(scores)),
+                             achieved_coverage=float(np.mean(scores <= value)))  # fmt: skip
+
+    def contract(self, layout: str = "NCHW", threshold: ThresholdSpec | None = None, mode: str | None = None) -> Contract:
+        metrics_file = self.path / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()).get("summary", {}) if metrics_file.is_file() else {}
+        mode = mode or self.config.meta_modes[0]
+        return Contract(
+            input=self.input_spec(layout), classes=self.classes, threshold=threshold or self.default_threshold(),
+            base={"arch": self.config.arch, "dataset": self.config.dataset, "accuracy": self.summary.get("test_accuracy")},
+            meta={"mode": mode, "labels": self.config.labels, "folds": self.config.folds},
+            metrics=metrics,
+        )  # fmt: skip
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Open a run folder written by :func:`train_run`."""
+    return Run(path)
+
+
+def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = True) -> Run:
+    """Train the base model and every requested MetaErr mode; write the run folder.
+
+    Example:
+        >>> run = train_run(RunConfig(dataset="digits", epochs=5), "runs/digits")
+    """
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    data = load_dataset(config.dataset, config.root, config.download)
+    splits = make_splits(data, config.split_config)
+    mean, std = data.channel_stats()
+    pre = Preprocess(mean, std)
+    k, (h, w), c = len(data.classes), data.image_size, data.channels
+    fit = config.fit_config(c)
+
+    def new_base() -> nn.Module:
+        return create_base(config.arch, c, k, (h, w), **config.arch_kwargs)
+
+    pool = splits.arrays(data, "pool")
+    calib, test = splits.arrays(data, "calib"), splits.arrays(data, "test")
+    # 1. Error labels on data the base did not train on.
+    if config.labels == "crossfit":
+        meta_x, meta_y = pool.images, pool.labels
+        meta_probs, _ = crossfit_probs(new_base, meta_x, meta_y, pre, fit, config.folds, progress, "base fold")
+        base = fit_classifier(new_base(), pool.images, pool.labels, pre, fit, progress, "base (all)")
+        mentor_train = pool
+    else:
+        base_tr, meta_tr = splits.arrays(data, "base_train"), splits.arrays(data, "meta_train")
+        base = fit_classifier(new_base(), base_tr.images, base_tr.labels, pre, fit, progress, "base")
+        meta_x, meta_y = meta_tr.images, meta_tr.labels
+        meta_probs = predict_probs(base, meta_x, pre, device=config.device)
+        mentor_train = base_tr
+    is_error = error_labels(meta_probs, meta_y)
+    preds: dict[str, np.ndarray] = {
+        "calib_probs": predict_probs(base, calib.images, pre, device=config.device),
+        "calib_labels": calib.labels,
+        "test_probs": predict_probs(base, test.images, pre, device=config.device),
+        "test_labels": test.labels,
+        "meta_train_is_error": is_error,
+    }
+    # 2. One meta-model per input mode.
+    meta_results = {}
+    for i, mode in enumerate(config.meta_modes):
+        meta = MetaModel(config.head_config(mode), c, k, (h, w))
+        mentor_probs = None
+        if meta.mentor is not None:
+            mfit = config.fit_config(c, seed_offset=7)
+            new_mentor = lambda: create_base(config.mentor_arch, c, k, (h, w), **config.mentor_kwargs)  # noqa: E731
+            if config.labels == "crossfit":
+                mentor_probs, _ = crossfit_probs(new_mentor, meta_x, meta_y, pre, mfit, config.folds, progress, "mentor fold")
+            fit_classifier(meta.mentor, mentor_train.images, mentor_train.labels, pre, mfit, progress, "mentor")
+            meta.mentor.requires_grad_(False)
+            if mentor_probs is None:
+                mentor_probs = predict_probs(meta.mentor, meta_x, pre, device=config.device)
+        mcfg = MetaFitConfig(epochs=config.meta_epochs, seed=config.seed + i, device=config.device)
+        result = fit_meta(meta, meta_x, meta_probs, is_error, pre, mcfg, mentor_probs, progress, f"meta [{mode}]")
+        meta_results[mode] = asdict(result)
+        for split, arr in (("calib", calib), ("test", test)):
+            preds[f"{split}_score_{mode}"] = meta_scores(meta, arr.images, preds[f"{split}_probs"], pre, device=config.device)
+        _save_torch(out / f"meta_{mode}.pt", {"head": meta.config.to_dict(), "state_dict": meta.state_dict()})
+    # 3. The rest of the run folder.
+    _save_torch(out / "base.pt", {"arch": config.arch, "arch_kwargs": dict(config.arch_kwargs), "state_dict": base.state_dict()})
+    atomic_write_bytes(out / "splits.npz", lambda tmp: _savez(tmp, splits.to_npz_dict()))
+    atomic_write_bytes(out / "predictions.npz", lambda tmp: _savez(tmp, preds))
+    summary = {
+        "test_accuracy": float((preds["test_probs"].argmax(1) == test.labels).mean()),
+        "split_sizes": splits.sizes(),
+        "meta_train_n": int(len(is_error)),
+        "meta_train_errors": int(is_error.sum()),
+        "meta": meta_results,
+        "train_seconds": round(time.perf_counter() - t0, 2),
+        "torch": torch.__version__,
+    }
+    cfg = {"config": asdict(config), "summary": summary, "classes": list(data.classes), "mean": list(mean),
+           "std": list(std), "input_shape": [c, h, w]}  # fmt: skip
+    atomic_write_text(out / "config.json", json.dumps(cfg, indent=2))
+    return Run(out)
+
+
+def _save_torch(path: Path, obj: dict) -> None:
+    atomic_write_bytes(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _savez(tmp: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(tmp, "wb") as fh:  # a file handle keeps numpy from appending ".npz" to the temp name
+        np.savez(fh, **arrays)

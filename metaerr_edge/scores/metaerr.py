@@ -1,0 +1,22 @@
+"""MetaErr as a scorer: the run's trained meta-model of a given input mode."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from metaerr_edge.scores.base import Scorer, ScoreContext, register_score
+
+
+@register_score("metaerr")
+class MetaErrScore(Scorer):
+    """The meta-model's failure probability. Params: ``mode`` (default: the run's deployed mode)."""
+
+    def score(self, ctx: ScoreContext, split: str) -> np.ndarray:
+        mode = self.params.get("mode") or ctx.run.config.meta_modes[0]
+        key = f"{split}_score_{mode}"
+        if key in ctx.run.predictions:
+            return ctx.run.predictions[key].astype(np.float64)
+        from metaerr_edge.meta import meta_scores
+
+        images, _ = ctx.split(split)
+        return meta_scores(ctx.run.meta(mode), images, ctx.probs(split), ctx.preprocess).astype(np.float64)
