@@ -1,0 +1,185 @@
+"""ONNX Runtime backends: ``"onnxruntime"`` (CPU) and ``"onnxruntime-cuda"`` (CUDA provider).
+
+onnxruntime is imported inside :func:`open_ort_inference_session` only. Providers are always passed
+explicitly, and after the session is created the provider actually in use
+(``session.get_providers()[0]``) is checked: ONNX Runtime silently falls back to CPU when the
+CUDA/cuDNN libraries are missing, so a CUDA request that ends up on CPU raises
+:class:`BackendUnavailable` instead of running slowly without a word.
+
+Threads: each session gets its own ``intra_op_num_threads`` (default: the usable CPUs, at most
+:data:`MAX_DEFAULT_THREADS`; several sessions on ORT's default thread pools oversubscribe cores)
+and ``inter_op_num_threads=1`` with sequential execution. ``InferenceSession.run`` is thread-safe.
+
+IO binding (``io_binding=True``, CUDA only; never run on the machines this was written on):
+the input is bound from host memory and the outputs are bound on the device, then copied back
+once, which avoids ORT's per-output staging copies.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError, MissingDependency, require
+from metaerr_edge.fuse.contract import OUTPUT_NAMES
+from metaerr_edge.runtime.session import Backend, Outputs, read_contract_from_ort, register_backend
+
+MAX_DEFAULT_THREADS = 8
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def default_intra_op_threads() -> int:
+    """The CPUs this process may use, capped at :data:`MAX_DEFAULT_THREADS`."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(usable, MAX_DEFAULT_THREADS))
+
+
+def _import_ort() -> Any:
+    return require("onnxruntime", "metaerr-edge", "running the fused graph with ONNX Runtime")
+
+
+def open_ort_inference_session(
+    path: Path,
+    providers: list[Any],
+    *,
+    intra_op_num_threads: int | None = None,
+    inter_op_num_threads: int = 1,
+    optimize: bool = True,
+) -> Any:
+    """Create an ``onnxruntime.InferenceSession`` with explicit providers and thread counts.
+
+    Raises:
+        ContractError: the file is missing, truncated or not an ONNX model.
+
+    Example:
+        >>> sess = open_ort_inference_session(Path("fused.onnx"), ["CPUExecutionProvider"])
+    """
+    ort = _import_ort()
+    if not path.is_file():
+        raise ContractError(f"model file {str(path)!r} does not exist (or is not a file)")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(intra_op_num_threads or default_intra_op_threads())
+    opts.inter_op_num_threads = int(inter_op_num_threads)
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    opts.log_severity_level = 3  # errors only; fallbacks are reported by us, not by ORT's log
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
+        raise ContractError(f"{path}: ONNX Runtime cannot load this file ({type(exc).__name__}: {exc})") from exc
+
+
+class _OrtBackend(Backend):
+    """Shared implementation; subclasses choose the provider."""
+
+    provider: str = CPU
+
+    def __init__(self, sess: Any, source: str, device: str, io_binding: bool, device_id: int) -> None:
+        self._sess = sess
+        self.contract = read_contract_from_ort(sess, source)
+        self.providers = tuple(sess.get_providers())
+        self.device = device
+        self.max_batch = None
+        self._input = self.contract.input.name
+        self._outputs = list(OUTPUT_NAMES)
+        self._io_binding = io_binding
+        self._device_id = device_id
+
+    @classmethod
+    def _open(cls, model: Any, providers: list[Any], threads: tuple[int | None, int], device: str,
+              io_binding: bool = False, device_id: int = 0) -> "_OrtBackend":
+        if not isinstance(model, (str, Path)) or Path(model).is_dir():
+            raise ConfigError(
+                f"the {cls.name} backend opens a fused .onnx file path, got {type(model).__name__} "
+                f"{str(model)[:80]!r}; for a FusedModel or a run folder use backend='torch'"
+            )
+        try:
+            ort = _import_ort()
+        except MissingDependency as exc:
+            raise BackendUnavailable(f"{exc}. {cls.install_hint}") from exc
+        available = ort.get_available_providers()
+        if cls.provider not in available:
+            raise BackendUnavailable(
+                f"onnxruntime {ort.__version__} has no {cls.provider} (available: {available}). {cls.install_hint}"
+            )
+        sess = open_ort_inference_session(
+            Path(model), providers, intra_op_num_threads=threads[0], inter_op_num_threads=threads[1]
+        )
+        active = sess.get_providers()[0]
+        if active != cls.provider:
+            raise BackendUnavailable(
+                f"{cls.provider} was requested but ONNX Runtime is running on {active} (providers in use: "
+                f"{sess.get_providers()}); usually the CUDA/cuDNN libraries matching onnxruntime-gpu "
+                f"{ort.__version__} are missing. {cls.install_hint}"
+            )
+        return cls(sess, str(model), device, io_binding, device_id)
+
+    def run(self, images: np.ndarray) -> Outputs:
+        if self._io_binding:
+            return self._run_io_binding(images)
+        label, probs, score, defer = self._sess.run(self._outputs, {self._input: images})
+        return label, probs, score, defer
+
+    def _run_io_binding(self, images: np.ndarray) -> Outputs:
+        # CUDA only; never run here. One binding per call keeps it thread-safe.
+        binding = self._sess.io_binding()
+        binding.bind_cpu_input(self._input, images)
+        for name in self._outputs:
+            binding.bind_output(name, "cuda", self._device_id)
+        self._sess.run_with_iobinding(binding)
+        label, probs, score, defer = binding.copy_outputs_to_cpu()
+        return label, probs, score, defer
+
+    def close(self) -> None:
+        self._sess = None
+
+
+@register_backend("onnxruntime", auto_priority=20)
+class OrtCpuBackend(_OrtBackend):
+    """ONNX Runtime on CPU (the portable default and the last automatic fallback).
+
+    Example:
+        >>> s = open_session("fused.onnx", backend="onnxruntime", intra_op_num_threads=4)
+    """
+
+    provider = CPU
+    install_hint = "Install it with: pip install onnxruntime"
+
+    @classmethod
+    def open(cls, model: Any, *, intra_op_num_threads: int | None = None,
+             inter_op_num_threads: int = 1) -> "OrtCpuBackend":
+        backend = cls._open(model, [CPU], (intra_op_num_threads, inter_op_num_threads), "cpu")
+        return backend  # type: ignore[return-value]
+
+
+@register_backend("onnxruntime-cuda", auto_priority=10)
+class OrtCudaBackend(_OrtBackend):
+    """ONNX Runtime with the CUDA execution provider (CPU kept only for ops CUDA lacks).
+
+    Example:
+        >>> s = open_session("fused.onnx", backend="onnxruntime-cuda", device_id=0, io_binding=True)
+    """
+
+    provider = CUDA
+    install_hint = (
+        "Install the GPU build with: pip uninstall onnxruntime && pip install onnxruntime-gpu "
+        "(or pip install 'metaerr-edge[gpu]'), with CUDA and cuDNN versions matching it, "
+        "on a machine with an NVIDIA GPU"
+    )
+
+    @classmethod
+    def open(cls, model: Any, *, device_id: int = 0, io_binding: bool = False,
+             intra_op_num_threads: int | None = None, inter_op_num_threads: int = 1) -> "OrtCudaBackend":
+        providers = [(CUDA, {"device_id": int(device_id)}), CPU]
+        backend = cls._open(model, providers, (intra_op_num_threads, inter_op_num_threads),
+                            f"cuda:{int(device_id)}", io_binding, int(device_id))
+        return backend  # type: ignore[return-value]
