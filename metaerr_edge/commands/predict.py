@@ -1,0 +1,38 @@
+"""``metaerr-edge predict model.onnx PATH...``: label, failure score and decision per image, as JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("predict", help="run the fused graph on image files or folders; one JSON line per image")
+    p.add_argument("model", help="fused .onnx")
+    p.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--backend", default="auto", help="auto, tensorrt, onnxruntime-cuda, onnxruntime (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from metaerr_edge.runtime import open_session
+    from metaerr_edge.runtime.images import load_images
+
+    with open_session(args.model, backend=args.backend) as session:
+        for name, why in session.fallback_report:
+            print(f"fallback: {name} unavailable: {why}", file=sys.stderr)
+        print(f"running on {session.backend} ({', '.join(session.providers)})", file=sys.stderr)
+        images, files = load_images(args.paths, session.contract)
+        classes = session.contract.classes
+        step = min(args.batch_size, session.max_batch or args.batch_size)
+        for start in range(0, len(files), step):
+            pred = session.predict(images[start : start + step])
+            for i, path in enumerate(files[start : start + step]):
+                print(json.dumps({
+                    "path": str(path), "label": int(pred.label[i]), "class": classes[int(pred.label[i])],
+                    "failure_score": round(float(pred.failure_score[i]), 6),
+                    "decision": "DEFER" if bool(pred.defer[i]) else "ACCEPT",
+                }))  # fmt: skip
+    return 0
