@@ -1,0 +1,246 @@
+"""Pseudo-labelling benchmark: MetaErr against confidence, class-balanced top-k and MC-Dropout (UPS).
+
+Settings: MNIST with 100 and 1,000 labels, Fashion-MNIST with 1,000, CIFAR-10 with 4,000. Every
+selector gets the same labelled set, pool, test subset, schedule and round-0 base per seed. The
+count-based selectors (``topk``, ``metaerr-topk``) get, per round, the number of pseudo-labels the
+``confidence`` selector kept in the same seed and round, so their precision compares at equal count.
+
+The defaults fit about an hour on one CPU thread (small pool, narrow CNN, few epochs); the flags
+scale it up on a GPU, e.g. ``--pool-size 0 --max-test 0 --width 32 --epochs 15 --rounds 3 --device cuda``.
+
+    python benchmarks/pseudo_label.py --root ../shared/datasets            # all settings
+    python benchmarks/pseudo_label.py --settings mnist-100 --seeds 0 1 2
+    python benchmarks/pseudo_label.py --readme-only                        # re-tabulate saved JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SETTINGS = {  # name -> (dataset, labels)
+    "mnist-100": ("mnist", 100),
+    "mnist-1000": ("mnist", 1000),
+    "fashion-mnist-1000": ("fashion-mnist", 1000),
+    "cifar10-4000": ("cifar10", 4000),
+}
+SELECTORS = ("confidence", "topk", "mc-dropout", "metaerr", "metaerr-topk")
+COUNT_MATCHED = ("topk", "metaerr-topk")
+SECTION = "## Pseudo-labelling"
+
+
+def run_setting(name: str, args: argparse.Namespace) -> dict:
+    import torch
+
+    from metaerr_edge.data import load_dataset
+    from metaerr_edge.models import FitConfig
+    from metaerr_edge.ssl import create_selector, run_pseudo_labelling, sample_labelled, train_round0
+
+    dataset, n_labels = SETTINGS[name]
+    data = load_dataset(dataset, args.root)
+    fit = FitConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        augment="shift_flip" if data.channels == 3 else "shift", device=args.device,
+    )  # fmt: skip
+    arch_kwargs = {"width": args.width}
+    common = dict(
+        arch_kwargs=arch_kwargs, pool_size=args.pool_size or None, max_test=args.max_test or None,
+        min_steps=args.min_steps, progress=False,
+    )  # fmt: skip
+    options = {
+        "confidence": {"threshold": args.threshold},
+        "topk": {"threshold": args.threshold},
+        "mc-dropout": {"threshold": args.threshold, "max_std": args.max_std, "passes": args.mc_passes},
+        "metaerr": {"mode": args.meta_mode, "folds": args.folds, "meta_epochs": args.meta_epochs},
+        "metaerr-topk": {"mode": args.meta_mode, "folds": args.folds, "meta_epochs": args.meta_epochs, "threshold": args.threshold},
+    }
+    runs = []
+    for seed in args.seeds:
+        torch.manual_seed(seed)
+        labelled = sample_labelled(data.train.labels, n_labels, seed)
+        t0 = time.perf_counter()
+        base0 = train_round0(data, labelled, fit, seed, arch_kwargs=arch_kwargs, min_steps=args.min_steps)
+        round0_s = time.perf_counter() - t0
+        conf_counts = None
+        for sel in args.selectors:
+            budgets = conf_counts if sel in COUNT_MATCHED else None
+            t0 = time.perf_counter()
+            res = run_pseudo_labelling(
+                data, labelled, create_selector(sel, **options[sel]), args.rounds, fit, seed,
+                budgets=budgets, warm_start=base0, **common,
+            )  # fmt: skip
+            seconds = time.perf_counter() - t0
+            if sel == "confidence":
+                conf_counts = [r.kept for r in res.rounds[1:]]
+            runs.append({**res.to_dict(), "seconds": seconds, "round0_seconds": round0_s, "count_matched_to": "confidence" if budgets else None})
+            last = res.rounds[-1]
+            print(
+                f"[{name}] seed {seed} {sel:13s} kept {[r.kept for r in res.rounds[1:]]} "
+                f"prec {[round(r.precision, 4) for r in res.rounds[1:]]} acc {[round(r.test_acc, 4) for r in res.rounds]} "
+                f"final {last.test_acc:.4f} ({seconds:.0f}s)", flush=True,
+            )  # fmt: skip
+    schedule = {k: v for k, v in vars(args).items() if k not in ("settings", "readme_only")}
+    out = {"setting": name, "dataset": dataset, "labels": n_labels, "schedule": schedule, "options": options,
+           "runs": runs, "summary": summarise(runs)}  # fmt: skip
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    v = np.array([x for x in values if not math.isnan(x)], float)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per selector: final test accuracy, round-0 accuracy, last-round kept/precision (mean, std over seeds)."""
+    out = {}
+    for sel in dict.fromkeys(r["selector"] for r in runs):
+        rs = [r for r in runs if r["selector"] == sel]
+        last = [r["rounds"][-1] for r in rs]
+        pooled_kept = sum(sum(x["kept"] for x in r["rounds"][1:]) for r in rs)
+        pooled_correct = sum(sum(x["kept"] * x["precision"] for x in r["rounds"][1:] if x["kept"]) for r in rs)
+        out[sel] = {
+            "final_test_acc": _mean_std([r["final_test_acc"] for r in rs]),
+            "round0_test_acc": _mean_std([r["rounds"][0]["test_acc"] for r in rs]),
+            "last_kept": _mean_std([x["kept"] for x in last]),
+            "last_precision": _mean_std([x["precision"] for x in last]),
+            "precision_all_rounds": pooled_correct / pooled_kept if pooled_kept else float("nan"),
+            "seconds": _mean_std([r["seconds"] for r in rs]),
+            "seeds": len(rs),
+        }
+    return out
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
+    markers = dict(zip(SELECTORS, "os^Dv"))
+    for ax, res in zip(axes[0], results):
+        for sel in dict.fromkeys(r["selector"] for r in res["runs"]):
+            pts = [(x["kept"], x["precision"]) for r in res["runs"] if r["selector"] == sel for x in r["rounds"][1:] if x["kept"]]
+            if pts:
+                k, p = zip(*pts)
+                ax.scatter(k, p, label=sel, marker=markers.get(sel, "o"), alpha=0.7, s=22)
+        ax.set_title(res["setting"])
+        ax.set_xlabel("pseudo-labels kept (per round, seed)")
+        ax.set_ylabel("pseudo-label precision")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(ms: tuple[float, float], scale: float = 100.0, digits: int = 1) -> str:
+    m, s = ms
+    return "-" if math.isnan(m) else f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
+
+
+def readme_section(results: list[dict]) -> str:
+    lines = [
+        SECTION,
+        "",
+        "`python benchmarks/pseudo_label.py --root ../shared/datasets` (one CPU thread; the schedule is in each JSON).",
+        "Round 0 trains on the labelled set only; each round re-selects pseudo-labels from the whole pool with the",
+        "previous base and retrains from scratch on labelled + pseudo-labelled. `topk` and `metaerr-topk` keep, per",
+        "round, exactly as many as `confidence` kept in the same seed (precision at equal count). Test accuracy",
+        "in %, mean ± std over seeds; kept/precision are the last round's; \"prec. all\" pools every round and seed.",
+        "",
+    ]
+    for res in results:
+        sch = res["schedule"]
+        lines += [
+            f"### {res['setting']} ({res['dataset']}, {res['labels']} labels; pool {sch['pool_size'] or 'all'}, "
+            f"test {sch['max_test'] or 'all'}, {sch['rounds']} rounds, {len(sch['seeds'])} seeds)",
+            "",
+            "| selector | round-0 acc | final acc | kept (last round) | precision % (last round) | prec. all % | s / run |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for sel, s in res["summary"].items():
+            kept = "-" if math.isnan(s["last_kept"][0]) else f"{s['last_kept'][0]:.0f} ± {s['last_kept'][1]:.0f}"
+            pa = "-" if math.isnan(s["precision_all_rounds"]) else f"{100 * s['precision_all_rounds']:.2f}"
+            lines.append(
+                f"| {sel} | {_fmt(s['round0_test_acc'])} | {_fmt(s['final_test_acc'])} | {kept} | "
+                f"{_fmt(s['last_precision'], digits=2)} | {pa} | {s['seconds'][0]:.0f} |"
+            )
+        lines.append("")
+    lines += ["![precision against count](results/pseudo_label_precision.png)", ""]
+    return "\n".join(lines)
+
+
+def write_readme(section: str, path: Path = HERE / "README.md") -> None:
+    """Replace (or append) only the '## Pseudo-labelling' section; other sections are left as they are."""
+    text = path.read_text() if path.exists() else ""
+    start = text.find(SECTION + "\n")
+    if start < 0:
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + section
+    else:
+        nxt = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + section + ("\n" + text[nxt + 1 :] if nxt >= 0 else "")
+    path.write_text(text.rstrip() + "\n")
+
+
+def load_results() -> list[dict]:
+    found = {p.stem.removeprefix("pseudo_label_"): json.loads(p.read_text()) for p in RESULTS.glob("pseudo_label_*.json")}
+    return [found[s] for s in SETTINGS if s in found]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", default=str(HERE.parents[1] / "shared" / "datasets"))
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--selectors", nargs="+", default=list(SELECTORS), choices=list(SELECTORS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--pool-size", type=int, default=2000, help="unlabelled pool cap (0 = the whole rest of the train split)")
+    p.add_argument("--max-test", type=int, default=1000, help="test subset size (0 = the whole test split)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--min-steps", type=int, default=300, help="at least this many optimiser steps per training")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--width", type=int, default=16, help="small_cnn width")
+    p.add_argument("--threshold", type=float, default=0.9, help="confidence threshold (0.9: short CPU schedules give under-confident bases)")
+    p.add_argument("--max-std", type=float, default=0.05)
+    p.add_argument("--mc-passes", type=int, default=10)
+    p.add_argument("--meta-mode", default="probs")
+    p.add_argument("--meta-epochs", type=int, default=30)
+    p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--readme-only", action="store_true", help="re-tabulate the saved JSON into README.md and the plot")
+    args = p.parse_args(argv)
+    if not args.readme_only:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        for name in args.settings:
+            t0 = time.perf_counter()
+            res = run_setting(name, args)
+            res["wall_seconds"] = time.perf_counter() - t0
+            (RESULTS / f"pseudo_label_{name}.json").write_text(json.dumps(res, indent=1))
+            print(f"[{name}] done in {res['wall_seconds']:.0f}s", flush=True)
+            results = load_results()
+            plot(results, RESULTS / "pseudo_label_precision.png")
+            write_readme(readme_section(results))
+    results = load_results()
+    if results:
+        plot(results, RESULTS / "pseudo_label_precision.png")
+        write_readme(readme_section(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,213 @@
+"""Pseudo-labelling rounds: train on the labelled set, select pseudo-labels from the pool, retrain.
+
+Round 0 trains the base on the labelled set alone. Each round r >= 1 asks the selector for
+pseudo-labels on the *whole* unlabelled pool using the round r-1 base (earlier pseudo-labels are
+re-decided, not frozen, as in UPS), then retrains the base from scratch on labelled + pseudo-labelled.
+Per round it records how many pseudo-labels were kept, their precision against the true labels (known
+in a benchmark, never shown to the selector) and test accuracy. Nothing is selected on the test split:
+the schedule is fixed and the meta-model picks its checkpoint on a split of the labelled set.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from torch import nn
+
+from metaerr_edge.data import DatasetArrays, ImageArrays
+from metaerr_edge.errors import ConfigError, DataError
+from metaerr_edge.fuse.fused import Preprocess
+from metaerr_edge.models import FitConfig, create_base, fit_classifier, predict_probs
+from metaerr_edge.ssl.selectors import SelectContext, Selector, create_selector
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One round. ``kept``/``precision`` describe the pseudo-labels the round's base trained on."""
+
+    round: int
+    kept: int
+    precision: float
+    test_acc: float
+    n_train: int
+    seconds: float
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SSLResult:
+    selector: str
+    selector_params: dict
+    seed: int
+    n_labelled: int
+    n_pool: int
+    n_test: int
+    rounds: tuple[RoundRecord, ...]
+
+    @property
+    def final_test_acc(self) -> float:
+        return self.rounds[-1].test_acc
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "rounds": [asdict(r) for r in self.rounds], "final_test_acc": self.final_test_acc}
+
+
+def pseudo_label_precision(pseudo_labels: np.ndarray, true_labels: np.ndarray) -> float:
+    """Fraction of pseudo-labels equal to the true label; NaN when none were kept.
+
+    Example:
+        >>> pseudo_label_precision(np.array([1, 2, 3]), np.array([1, 2, 0]))
+        0.6666666666666666
+    """
+    if len(pseudo_labels) != len(true_labels):
+        raise DataError(f"{len(pseudo_labels)} pseudo-labels but {len(true_labels)} true labels")
+    return float(np.mean(pseudo_labels == true_labels)) if len(pseudo_labels) else float("nan")
+
+
+def sample_labelled(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A seeded, class-balanced labelled subset of ``n`` indices (``n // K`` per class, remainder at random).
+
+    Example:
+        >>> idx = sample_labelled(ds.train.labels, 100, seed=0)
+    """
+    classes = np.unique(labels)
+    if not len(classes) <= n < len(labels):
+        raise ConfigError(
+            f"asked for {n} labelled samples from a training pool of {len(labels)} with {len(classes)} classes; "
+            f"use between {len(classes)} and {len(labels) - 1} so that every class is labelled and an unlabelled pool remains"
+        )
+    rng = np.random.default_rng(seed)
+    per = n // len(classes)
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:per] for c in classes]
+    taken = np.concatenate(chosen)
+    rest = rng.permutation(np.setdiff1d(np.arange(len(labels)), taken))
+    return np.sort(np.concatenate([taken, rest[: n - len(taken)]]))
+
+
+def fit_for(fit: FitConfig, n: int, min_steps: int, seed: int) -> FitConfig:
+    """``fit`` with enough epochs for ``min_steps`` optimiser steps on ``n`` samples (tiny labelled sets)."""
+    steps = max(1, math.ceil(n / fit.batch_size))
+    return FitConfig(**{**fit.__dict__, "epochs": max(fit.epochs, math.ceil(min_steps / steps)), "seed": seed})
+
+
+def split_for_ssl(
+    data: DatasetArrays, labelled_idx: np.ndarray, seed: int, pool_size: int | None = None, max_test: int | None = None
+) -> tuple[ImageArrays, ImageArrays, ImageArrays, np.ndarray]:
+    """``(labelled, pool, test, pool_idx)``; ``pool_idx`` indexes ``data.train``. The pool is the rest of the training split (seeded subsample of
+    ``pool_size``); without an official test split, a seeded 20% of the non-labelled images is the test."""
+    n = len(data.train)
+    labelled_idx = np.asarray(labelled_idx, dtype=np.int64)
+    if len(labelled_idx) == 0 or len(np.unique(labelled_idx)) != len(labelled_idx):
+        raise ConfigError(f"labelled_idx must be non-empty and unique, got {len(labelled_idx)} ({len(np.unique(labelled_idx))} unique)")
+    if labelled_idx.min() < 0 or labelled_idx.max() >= n or len(labelled_idx) >= n:
+        raise ConfigError(f"labelled_idx must index the {n} training images and leave an unlabelled pool")
+    rng = np.random.default_rng(seed + 17)
+    rest = rng.permutation(np.setdiff1d(np.arange(n), labelled_idx))
+    if data.test is None:
+        n_test = max(1, int(round(0.2 * len(rest))))
+        test, rest = data.train.subset(np.sort(rest[:n_test])), rest[n_test:]
+    else:
+        test = data.test
+    if max_test is not None and len(test) > max_test:
+        test = test.subset(np.sort(np.random.default_rng(seed + 23).permutation(len(test))[:max_test]))
+    pool_idx = np.sort(rest[:pool_size] if pool_size is not None else rest)
+    if len(pool_idx) == 0:
+        raise ConfigError("the unlabelled pool is empty; use fewer labels or a larger pool_size")
+    return data.train.subset(labelled_idx), data.train.subset(pool_idx), test, pool_idx
+
+
+def run_pseudo_labelling(
+    data: DatasetArrays,
+    labelled_idx: np.ndarray,
+    selector: Selector | str,
+    rounds: int = 3,
+    fit: FitConfig = FitConfig(),
+    seed: int = 0,
+    *,
+    arch: str = "small_cnn",
+    arch_kwargs: dict | None = None,
+    pool_size: int | None = None,
+    max_test: int | None = None,
+    budgets: Sequence[int | None] | None = None,
+    min_steps: int = 100,
+    warm_start: nn.Module | None = None,
+    progress: bool = False,
+) -> SSLResult:
+    """Pseudo-labelling with ``selector`` for ``rounds`` rounds after a supervised round 0.
+
+    Args:
+        data: dataset; ``labelled_idx`` indexes ``data.train``.
+        selector: a :class:`Selector` or a registered name.
+        fit: base training config; ``epochs`` is raised so each round has >= ``min_steps`` steps.
+        budgets: per-round count for count-based selectors (round r uses ``budgets[r - 1]``); None
+            lets them match the confidence selector's count on the same model.
+        warm_start: the round-0 base already trained with this config (``train_round0``), to share it
+            between selectors of the same seed.
+
+    Example:
+        >>> res = run_pseudo_labelling(ds, sample_labelled(ds.train.labels, 100, 0), "metaerr-topk", rounds=2)
+        >>> [(r.kept, r.precision, r.test_acc) for r in res.rounds]
+    """
+    sel = create_selector(selector) if isinstance(selector, str) else selector
+    if rounds < 0:
+        raise ConfigError(f"rounds must be >= 0, got {rounds}")
+    if budgets is not None and len(budgets) < rounds:
+        raise ConfigError(f"budgets has {len(budgets)} entries for {rounds} rounds; give one per round")
+    labelled, pool, test, _ = split_for_ssl(data, labelled_idx, seed, pool_size, max_test)
+    mean, std = data.channel_stats()
+    pre = Preprocess(mean, std)
+    num_classes = len(data.classes)
+
+    def factory() -> nn.Module:
+        return create_base(arch, data.channels, num_classes, data.image_size, **(arch_kwargs or {}))
+
+    def test_acc(model: nn.Module) -> float:
+        return float((predict_probs(model, test.images, pre, device=fit.device).argmax(1) == test.labels).mean())
+
+    t0 = time.perf_counter()
+    fit0 = fit_for(fit, len(labelled), min_steps, seed * 1000)
+    model = warm_start if warm_start is not None else fit_classifier(factory(), labelled.images, labelled.labels, pre, fit0, progress, "round 0")
+    records = [RoundRecord(0, 0, float("nan"), test_acc(model), len(labelled), time.perf_counter() - t0)]
+    cur_fit = fit0
+    pseudo_x = pseudo_y = None
+    for r in range(1, rounds + 1):
+        t0 = time.perf_counter()
+        probs = predict_probs(model, pool.images, pre, device=fit.device)
+        ctx = SelectContext(
+            model=model, probs=probs, pool_images=pool.images, labelled_images=labelled.images,
+            labelled_labels=labelled.labels, preprocess=pre, round=r, budget=None if budgets is None else budgets[r - 1],
+            fit=cur_fit, factory=factory, pseudo_images=pseudo_x, pseudo_labels=pseudo_y, seed=seed, progress=progress,
+        )  # fmt: skip
+        idx, plabels = sel.select(ctx)
+        _check_selection(idx, plabels, len(pool), sel.name)
+        precision = pseudo_label_precision(plabels, pool.labels[idx])
+        pseudo_x, pseudo_y = pool.images[idx], plabels
+        x = np.concatenate([labelled.images, pseudo_x])
+        y = np.concatenate([labelled.labels, pseudo_y])
+        cur_fit = fit_for(fit, len(x), min_steps, seed * 1000 + r)
+        model = fit_classifier(factory(), x, y, pre, cur_fit, progress, f"round {r}")
+        records.append(RoundRecord(r, len(idx), precision, test_acc(model), len(x), time.perf_counter() - t0, dict(ctx.info)))
+    return SSLResult(sel.name, sel.params(), seed, len(labelled), len(pool), len(test), tuple(records))
+
+
+def train_round0(
+    data: DatasetArrays, labelled_idx: np.ndarray, fit: FitConfig = FitConfig(), seed: int = 0, *,
+    arch: str = "small_cnn", arch_kwargs: dict | None = None, min_steps: int = 100, progress: bool = False,
+) -> nn.Module:  # fmt: skip
+    """The round-0 base of :func:`run_pseudo_labelling` (same seed and schedule), for ``warm_start``."""
+    labelled_idx = np.asarray(labelled_idx, dtype=np.int64)
+    mean, std = data.channel_stats()
+    net = create_base(arch, data.channels, len(data.classes), data.image_size, **(arch_kwargs or {}))
+    return fit_classifier(
+        net, data.train.images[labelled_idx], data.train.labels[labelled_idx], Preprocess(mean, std),
+        fit_for(fit, len(labelled_idx), min_steps, seed * 1000), progress, "round 0",
+    )  # fmt: skip
+
+
+def _check_selection(idx: np.ndarray, labels: np.ndarray, n_pool: int, name: str) -> None:
+    if len(idx) != len(labels) or len(np.unique(idx)) != len(idx) or (len(idx) and (idx.min() < 0 or idx.max() >= n_pool)):
+        raise DataError(f"selector {name!r} returned an invalid selection: {len(idx)} indices into a pool of {n_pool}, {len(labels)} labels")

@@ -1,0 +1,295 @@
+"""Pseudo-label selectors: which unlabelled pool samples to keep, and with which label.
+
+Every selector has one method, ``select(ctx) -> (pool_indices, pseudo_labels)``, where ``ctx`` is a
+:class:`SelectContext` (the current base, its probabilities on the pool, the labelled set, the
+pseudo-labels the current base was trained on, preprocessing, round number and budget). The
+pseudo-label is always the current base's argmax; selectors differ only in which samples they keep.
+The registry below is the one list of them:
+
+- ``confidence``: max softmax probability >= ``threshold`` (the classic pseudo-labelling rule).
+- ``topk``: class-balanced top-``budget`` by confidence (``budget // K`` per predicted class).
+- ``mc-dropout``: UPS-style, confident (MC-mean probability >= ``threshold``) AND certain (std of the
+  predicted class's probability over ``passes`` dropout passes <= ``max_std``).
+- ``metaerr``: a MetaErr meta-model, re-fitted each round on out-of-fold errors of the labelled set,
+  keeps the pool samples it predicts correct (failure score < ``max_score``).
+- ``metaerr-topk``: the same meta-model, keeping the ``budget`` samples with the lowest failure score
+  (count-matched: with the budget set to what ``confidence`` kept, precision compares at equal count).
+
+A count-based selector given no budget uses the count ``confidence`` would keep from the same model
+in the same round, so it is count-matched by default.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+from torch import nn
+
+from metaerr_edge.errors import ConfigError, DataError
+from metaerr_edge.fuse.fused import Preprocess
+from metaerr_edge.meta import HeadConfig, MetaFitConfig, MetaModel, crossfit_probs, error_labels, fit_meta, fold_ids, meta_scores
+from metaerr_edge.models import FitConfig, fit_classifier, predict_probs
+
+log = logging.getLogger(__name__)
+
+Selection = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class SelectContext:
+    """What a selector may look at in one round. Pool arrays are the *unlabelled* pool only.
+
+    ``pseudo_images``/``pseudo_labels`` are the pseudo-labels the current ``model`` was trained on
+    (empty in round 1); ``fit`` is the config the current model was trained with; ``factory`` builds a
+    fresh, untrained base of the same architecture.
+    """
+
+    model: nn.Module
+    probs: np.ndarray
+    pool_images: np.ndarray
+    labelled_images: np.ndarray
+    labelled_labels: np.ndarray
+    preprocess: Preprocess
+    round: int
+    budget: int | None
+    fit: FitConfig
+    factory: Callable[[], nn.Module]
+    pseudo_images: np.ndarray | None = None
+    pseudo_labels: np.ndarray | None = None
+    seed: int = 0
+    progress: bool = False
+    info: dict = field(default_factory=dict)  # selectors write diagnostics here (meta AUROC...)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.probs.shape[1])
+
+
+class Selector:
+    """Base class: ``select(ctx)`` returns sorted unique pool indices and their pseudo-labels."""
+
+    name: str = ""
+
+    def select(self, ctx: SelectContext) -> Selection:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def params(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)} if hasattr(self, "__dataclass_fields__") else {}
+
+
+_SELECTORS: dict[str, type[Selector]] = {}
+
+
+def register_selector(name: str) -> Callable[[type[Selector]], type[Selector]]:
+    """Class decorator adding a selector under ``name``."""
+
+    def wrap(cls: type[Selector]) -> type[Selector]:
+        if name in _SELECTORS:
+            raise ConfigError(f"selector {name!r} is registered twice")
+        cls.name = name
+        _SELECTORS[name] = cls
+        return cls
+
+    return wrap
+
+
+def available_selectors() -> list[str]:
+    return sorted(_SELECTORS)
+
+
+def create_selector(name: str, **kwargs) -> Selector:
+    """Build a registered selector; unknown names or options raise :class:`ConfigError`.
+
+    Example:
+        >>> sel = create_selector("confidence", threshold=0.95)
+    """
+    if name not in _SELECTORS:
+        raise ConfigError(f"unknown selector {name!r}; expected one of {available_selectors()}")
+    cls = _SELECTORS[name]
+    known = {f.name for f in fields(cls)}
+    bad = sorted(set(kwargs) - known)
+    if bad:
+        raise ConfigError(f"selector {name!r} takes options {sorted(known)}, got unknown {bad}")
+    return cls(**kwargs)
+
+
+def _selection(order: np.ndarray, probs: np.ndarray) -> Selection:
+    idx = np.unique(np.asarray(order, dtype=np.int64))
+    return idx, probs[idx].argmax(axis=1).astype(np.int64)
+
+
+def _check_threshold(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must lie in [0, 1], got {value}")
+
+
+def confidence_count(probs: np.ndarray, threshold: float = 0.95) -> int:
+    """How many pool samples the ``confidence`` selector keeps at ``threshold``."""
+    return int((probs.max(axis=1) >= threshold).sum())
+
+
+def _budget(ctx: SelectContext, threshold: float) -> int:
+    n = confidence_count(ctx.probs, threshold) if ctx.budget is None else int(ctx.budget)
+    if n < 0:
+        raise ConfigError(f"the per-round budget must be >= 0, got {n}")
+    return min(n, len(ctx.probs))
+
+
+def lowest(score: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` smallest scores; ties broken by index (stable), so results are deterministic."""
+    return np.argsort(score, kind="stable")[:n]
+
+
+@register_selector("confidence")
+@dataclass(frozen=True)
+class ConfidenceSelector(Selector):
+    threshold: float = 0.95
+
+    def __post_init__(self) -> None:
+        _check_threshold("threshold", self.threshold)
+
+    def select(self, ctx: SelectContext) -> Selection:
+        return _selection(np.flatnonzero(ctx.probs.max(axis=1) >= self.threshold), ctx.probs)
+
+
+@register_selector("topk")
+@dataclass(frozen=True)
+class TopKSelector(Selector):
+    """Class-balanced: ``budget // K`` most confident per predicted class (the remainder, and any
+    class short of candidates, is filled by the most confident of the rest). ``threshold`` only sets
+    the default budget (the confidence selector's count)."""
+
+    threshold: float = 0.95
+
+    def __post_init__(self) -> None:
+        _check_threshold("threshold", self.threshold)
+
+    def select(self, ctx: SelectContext) -> Selection:
+        n = _budget(ctx, self.threshold)
+        pred, score = ctx.probs.argmax(axis=1), -ctx.probs.max(axis=1)
+        per_class = n // ctx.num_classes
+        chosen = [c_idx[lowest(score[c_idx], per_class)] for c_idx in (np.flatnonzero(pred == c) for c in range(ctx.num_classes))]
+        taken = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+        rest = np.setdiff1d(np.arange(len(score)), taken)
+        fill = rest[lowest(score[rest], n - len(taken))]
+        return _selection(np.concatenate([taken, fill]), ctx.probs)
+
+
+@register_selector("mc-dropout")
+@dataclass(frozen=True)
+class MCDropoutSelector(Selector):
+    """UPS (Rizve et al. 2021): keep when the MC-mean confidence >= ``threshold`` and the std over
+    ``passes`` dropout passes of the predicted class's probability <= ``max_std``. The label is the
+    MC-mean argmax."""
+
+    threshold: float = 0.95
+    max_std: float = 0.05
+    passes: int = 10
+
+    def __post_init__(self) -> None:
+        _check_threshold("threshold", self.threshold)
+        if self.passes < 2 or self.max_std < 0:
+            raise ConfigError(f"mc-dropout needs passes >= 2 and max_std >= 0, got {self.passes}, {self.max_std}")
+
+    def select(self, ctx: SelectContext) -> Selection:
+        from metaerr_edge.scores.mc_dropout import mc_dropout_probs
+
+        mc = mc_dropout_probs(ctx.model, ctx.pool_images, ctx.preprocess, passes=self.passes, seed=ctx.seed + ctx.round, device=ctx.fit.device)
+        mean = mc.mean(axis=0)
+        pred = mean.argmax(axis=1)
+        std = mc[:, np.arange(len(pred)), pred].std(axis=0)
+        keep = np.flatnonzero((mean.max(axis=1) >= self.threshold) & (std <= self.max_std))
+        return _selection(keep, mean)
+
+
+def labelled_oof_probs(ctx: SelectContext, folds: int, with_pseudo: bool = False) -> np.ndarray:
+    """Out-of-fold base probabilities on the labelled set, each fold scored by a model that never saw it.
+
+    By default this is :func:`~metaerr_edge.meta.crossfit_probs` on the labelled set with the round's
+    training schedule and a round-dependent seed. With ``with_pseudo`` the fold models also train on
+    the current pseudo-labels (as the current base did), which tracks the base more closely between
+    rounds at ``folds`` times the cost of a base training.
+    """
+    fit = FitConfig(**{**ctx.fit.__dict__, "seed": ctx.fit.seed + 7 + 101 * ctx.round})
+    x, y = ctx.labelled_images, ctx.labelled_labels
+    if not with_pseudo or ctx.pseudo_labels is None or len(ctx.pseudo_labels) == 0:
+        return crossfit_probs(ctx.factory, x, y, ctx.preprocess, fit, k=folds, progress=ctx.progress, desc="meta fold")[0]
+    fold = fold_ids(len(x), folds, fit.seed)
+    oof = np.zeros((len(x), ctx.num_classes), np.float32)
+    for f in range(folds):
+        tr, held = fold != f, fold == f
+        model = fit_classifier(
+            ctx.factory(), np.concatenate([x[tr], ctx.pseudo_images]), np.concatenate([y[tr], ctx.pseudo_labels]),
+            ctx.preprocess, FitConfig(**{**fit.__dict__, "seed": fit.seed + 1000 * (f + 1)}), ctx.progress, f"meta fold {f + 1}/{folds}",
+        )  # fmt: skip
+        oof[held] = predict_probs(model, x[held], ctx.preprocess, device=fit.device)
+    return oof
+
+
+@dataclass(frozen=True)
+class _MetaErrBase(Selector):
+    """Shared by ``metaerr`` and ``metaerr-topk``: fit a meta-model on out-of-fold labelled errors.
+
+    The meta-model's training set is the labelled set only, re-fitted every round: accepted
+    pseudo-labels are never meta-training *targets* (their labels may be wrong, and the base agrees
+    with its own pseudo-labels by construction). ``oof_pseudo=True`` adds them to the fold models'
+    training data (see :func:`labelled_oof_probs`).
+    """
+
+    mode: str = "probs"
+    folds: int = 3
+    meta_epochs: int = 30
+    max_score: float = 0.5
+    threshold: float = 0.95
+    oof_pseudo: bool = False
+
+    def __post_init__(self) -> None:
+        HeadConfig(self.mode)  # validates the mode
+        _check_threshold("max_score", self.max_score)
+        _check_threshold("threshold", self.threshold)
+        if self.mode == "mentor":
+            raise ConfigError("the metaerr selector supports modes probs, image, image+probs (not mentor)")
+
+    def failure_scores(self, ctx: SelectContext) -> np.ndarray:
+        if len(ctx.labelled_labels) < 2 * self.folds:
+            raise ConfigError(f"metaerr needs at least {2 * self.folds} labelled samples for {self.folds} folds, got {len(ctx.labelled_labels)}")
+        oof = labelled_oof_probs(ctx, self.folds, self.oof_pseudo)
+        is_error = error_labels(oof, ctx.labelled_labels)
+        ctx.info.update(meta_train=len(is_error), meta_errors=int(is_error.sum()))
+        c, h, w = ctx.labelled_images.shape[1:]
+        meta = MetaModel(HeadConfig(self.mode), c, ctx.num_classes, (h, w))
+        try:
+            res = fit_meta(
+                meta, ctx.labelled_images, oof, is_error, ctx.preprocess,
+                MetaFitConfig(epochs=self.meta_epochs, seed=ctx.seed + ctx.round, device=ctx.fit.device), progress=ctx.progress,
+            )  # fmt: skip
+        except DataError as exc:  # too few (or too many) out-of-fold errors to learn from
+            log.warning("metaerr round %d: %s; falling back to 1 - max prob", ctx.round, exc)
+            ctx.info.update(meta_fallback="msp")
+            return 1.0 - ctx.probs.max(axis=1)
+        ctx.info.update(meta_val_auroc=res.val_auroc)
+        return meta_scores(meta, ctx.pool_images, ctx.probs.astype(np.float32), ctx.preprocess, device=ctx.fit.device)
+
+
+@register_selector("metaerr")
+@dataclass(frozen=True)
+class MetaErrSelector(_MetaErrBase):
+    """Keep pool samples the meta-model predicts correct: failure score < ``max_score`` (0.5 is the
+    decision boundary of its class-weighted loss)."""
+
+    def select(self, ctx: SelectContext) -> Selection:
+        return _selection(np.flatnonzero(self.failure_scores(ctx) < self.max_score), ctx.probs)
+
+
+@register_selector("metaerr-topk")
+@dataclass(frozen=True)
+class MetaErrTopKSelector(_MetaErrBase):
+    """Keep the ``budget`` pool samples with the lowest failure score (default budget: the count the
+    confidence selector at ``threshold`` keeps from the same model)."""
+
+    def select(self, ctx: SelectContext) -> Selection:
+        n = _budget(ctx, self.threshold)
+        return _selection(lowest(self.failure_scores(ctx), n), ctx.probs)

@@ -1,0 +1,163 @@
+"""Pseudo-labelling: selector registry and contract, precision, the rounds loop, out-of-fold meta labels."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from metaerr_edge.data import load_dataset
+from metaerr_edge.errors import ConfigError
+from metaerr_edge.fuse.fused import Preprocess
+from metaerr_edge.models import FitConfig, create_base, fit_classifier, predict_probs
+from metaerr_edge.ssl import (
+    SelectContext,
+    available_selectors,
+    confidence_count,
+    create_selector,
+    pseudo_label_precision,
+    run_pseudo_labelling,
+    sample_labelled,
+    split_for_ssl,
+)
+from metaerr_edge.ssl import selectors as selectors_mod
+
+FIT = FitConfig(epochs=2, batch_size=32, augment="none")
+TINY = {"width": 8}
+FAST_OPTIONS = {"metaerr": {"meta_epochs": 3, "folds": 2}, "metaerr-topk": {"meta_epochs": 3, "folds": 2}, "mc-dropout": {"passes": 3}}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def ssl_setup(digits):
+    """A tiny base trained on 100 labelled digits, its pool (indices into train) and a context maker."""
+    torch.manual_seed(0)
+    labelled_idx = sample_labelled(digits.train.labels, 100, seed=0)
+    labelled, pool, _, pool_idx = split_for_ssl(digits, labelled_idx, seed=0, pool_size=300)
+    pre = Preprocess(*digits.channel_stats())
+
+    def factory():
+        return create_base("small_cnn", 1, 10, (8, 8), **TINY)
+
+    model = fit_classifier(factory(), labelled.images, labelled.labels, pre, FIT, progress=False)
+    probs = predict_probs(model, pool.images, pre)
+
+    def make_ctx(budget=None):
+        return SelectContext(
+            model=model, probs=probs, pool_images=pool.images, labelled_images=labelled.images,
+            labelled_labels=labelled.labels, preprocess=pre, round=1, budget=budget, fit=FIT, factory=factory,
+        )  # fmt: skip
+
+    return labelled_idx, pool_idx, pool, make_ctx
+
+
+def test_registry_is_the_one_list():
+    assert available_selectors() == sorted(["confidence", "topk", "mc-dropout", "metaerr", "metaerr-topk"])
+    for name in available_selectors():
+        assert create_selector(name).name == name
+
+
+def test_unknown_selector_and_option_raise_config_error():
+    with pytest.raises(ConfigError, match="unknown selector 'nope'.*confidence"):
+        create_selector("nope")
+    with pytest.raises(ConfigError, match="unknown \\['bogus'\\]"):
+        create_selector("confidence", bogus=1)
+    with pytest.raises(ConfigError, match="threshold must lie in"):
+        create_selector("confidence", threshold=1.5)
+
+
+@pytest.mark.parametrize("name", available_selectors())
+def test_selector_returns_valid_unique_pool_indices(name, ssl_setup):
+    labelled_idx, pool_idx, pool, make_ctx = ssl_setup
+    ctx = make_ctx(budget=40)
+    opts = dict(FAST_OPTIONS.get(name, {}))
+    if name in ("confidence", "mc-dropout"):  # the tiny base is not confident: keep its more confident half
+        opts["threshold"] = float(np.quantile(ctx.probs.max(1), 0.5))
+    if name == "mc-dropout":
+        opts["max_std"] = 1.0
+    if name == "metaerr":  # a meta-model on 100 samples may call every pool prediction a failure
+        opts["max_score"] = 1.0
+    idx, labels = create_selector(name, **opts).select(ctx)
+    assert idx.dtype == np.int64 and labels.dtype == np.int64 and len(idx) == len(labels)
+    assert len(idx) > 0 and len(np.unique(idx)) == len(idx)
+    assert idx.min() >= 0 and idx.max() < len(pool)
+    assert np.intersect1d(pool_idx[idx], labelled_idx).size == 0  # never a labelled sample
+    assert np.array_equal(labels, ctx.probs[idx].argmax(1)) or name == "mc-dropout"
+    if name in ("topk", "metaerr-topk"):
+        assert len(idx) == 40  # count-matched to the budget
+
+
+def test_topk_is_class_balanced_and_defaults_to_the_confidence_count(ssl_setup):
+    *_, make_ctx = ssl_setup
+    ctx = make_ctx(budget=30)
+    _, labels = create_selector("topk").select(ctx)
+    counts = np.bincount(labels, minlength=10)
+    assert counts.sum() == 30 and counts.max() - counts.min() <= 3 or (counts == 0).any()
+    ctx = make_ctx(budget=None)
+    t = float(np.quantile(ctx.probs.max(1), 0.7))
+    idx, _ = create_selector("topk", threshold=t).select(ctx)
+    assert len(idx) == confidence_count(ctx.probs, t) > 0
+
+
+def test_precision_against_hand_data():
+    assert pseudo_label_precision(np.array([1, 2, 3, 4]), np.array([1, 2, 0, 4])) == pytest.approx(0.75)
+    assert pseudo_label_precision(np.array([0, 0]), np.array([0, 0])) == 1.0
+    assert math.isnan(pseudo_label_precision(np.array([], np.int64), np.array([], np.int64)))
+
+
+def test_metaerr_meta_model_trains_on_out_of_fold_labelled_errors(ssl_setup, monkeypatch):
+    *_, make_ctx = ssl_setup
+    seen = {}
+    real_crossfit, real_fit_meta = selectors_mod.crossfit_probs, selectors_mod.fit_meta
+
+    def spy_crossfit(factory, images, labels, preprocess, fit, k=5, **kw):
+        out = real_crossfit(factory, images, labels, preprocess, fit, k=k, **kw)
+        seen["crossfit"] = (images, labels, k, out[0])
+        return out
+
+    def spy_fit_meta(meta, images, probs, is_error, preprocess, config, **kw):
+        seen["fit_meta"] = (images, probs, is_error)
+        return real_fit_meta(meta, images, probs, is_error, preprocess, config, **kw)
+
+    monkeypatch.setattr(selectors_mod, "crossfit_probs", spy_crossfit)
+    monkeypatch.setattr(selectors_mod, "fit_meta", spy_fit_meta)
+    ctx = make_ctx(budget=20)
+    create_selector("metaerr-topk", folds=2, meta_epochs=2).select(ctx)
+    images, labels, k, oof = seen["crossfit"]
+    assert k == 2 and np.array_equal(images, ctx.labelled_images) and np.array_equal(labels, ctx.labelled_labels)
+    m_images, m_probs, m_err = seen["fit_meta"]
+    assert np.array_equal(m_images, ctx.labelled_images)
+    assert np.array_equal(m_probs, oof)  # out-of-fold, not the base's in-sample probabilities
+    assert np.array_equal(m_err, (oof.argmax(1) != ctx.labelled_labels).astype(np.int64))
+    assert ctx.info["meta_train"] == len(ctx.labelled_labels)
+
+
+def test_one_round_on_digits_returns_per_round_records(digits):
+    labelled_idx = sample_labelled(digits.train.labels, 100, seed=1)
+    res = run_pseudo_labelling(
+        digits, labelled_idx, create_selector("topk"), rounds=1, fit=FIT, seed=1,
+        arch_kwargs=TINY, pool_size=100, budgets=[30], min_steps=10,
+    )  # fmt: skip
+    assert [r.round for r in res.rounds] == [0, 1]
+    r0, r1 = res.rounds
+    assert r0.kept == 0 and math.isnan(r0.precision) and r0.n_train == 100
+    assert r1.kept == 30 and 0.0 <= r1.precision <= 1.0 and r1.n_train == 130
+    assert 0.0 <= r1.test_acc <= 1.0 and res.final_test_acc == r1.test_acc
+    assert res.n_pool == 100 and res.to_dict()["rounds"][1]["kept"] == 30
+
+
+def test_bad_inputs_raise_config_error(digits):
+    with pytest.raises(ConfigError, match="unknown selector"):
+        run_pseudo_labelling(digits, np.arange(100), "nope", rounds=1)
+    with pytest.raises(ConfigError, match="asked for 5000 labelled samples from a training pool of 1797"):
+        sample_labelled(digits.train.labels, 5000, seed=0)
+    with pytest.raises(ConfigError, match="leave an unlabelled pool"):
+        split_for_ssl(digits, np.arange(len(digits.train)), seed=0)
+    with pytest.raises(ConfigError, match="budgets has 1 entries for 2 rounds"):
+        run_pseudo_labelling(digits, np.arange(100), "topk", rounds=2, budgets=[5])
