@@ -1,0 +1,232 @@
+"""Parity: does the ONNX file answer like the PyTorch FusedModel it came from?
+
+As Polygraphy compares runners, :func:`verify_parity` feeds ONNX Runtime and the PyTorch reference
+the same inputs, in chunks of several batch sizes (dynamic batch is part of what is tested), and
+checks three things: labels equal, failure scores within ``atol``, and the same accept/defer
+decision. A sample whose score lies within ``atol`` of the threshold may legitimately flip: it is
+counted as a boundary case and reported, not failed.
+
+Example:
+    >>> report = verify_parity("model.onnx", fused, generate_inputs(contract, 256, seed=0))
+    >>> report.passed, report.max_abs_score_diff
+    (True, 1.2e-07)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from metaerr_edge.errors import ConfigError, InputError, require
+from metaerr_edge.fuse.contract import Contract
+from metaerr_edge.fuse.fused import FusedModel
+
+
+@dataclass(frozen=True)
+class BatchParity:
+    """Agreement for one batch size (all ``n`` inputs run in chunks of ``batch_size``)."""
+
+    batch_size: int
+    n: int
+    label_mismatches: int
+    max_abs_score_diff: float
+    max_abs_probs_diff: float
+    decision_mismatches: int
+    boundary_cases: int
+    boundary_flips: int
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """ONNX Runtime vs PyTorch on the same inputs, over every batch size tried.
+
+    ``decision_mismatches`` excludes ``boundary_flips`` (flips of samples whose score lies within
+    ``atol`` of ``threshold``); ``boundary_cases`` counts such samples, flipped or not.
+    """
+
+    onnx_path: str
+    n: int
+    atol: float
+    threshold: float
+    providers: tuple[str, ...]
+    requested_providers: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    label_agreement: float
+    label_mismatches: int
+    max_abs_score_diff: float
+    max_abs_probs_diff: float
+    decision_agreement: float
+    decision_mismatches: int
+    boundary_cases: int
+    boundary_flips: int
+    per_batch: tuple[BatchParity, ...]
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        return asdict(self)
+
+    def to_markdown(self) -> str:
+        """A short human-readable report: verdict, totals, one table row per batch size."""
+        verdict = "PASSED" if self.passed else "FAILED"
+        fallback = "" if self.providers[:1] == self.requested_providers[:1] else (
+            f" (requested {self.requested_providers[0]}: ONNX Runtime fell back)")
+        lines = [
+            f"### Parity {verdict}: `{os.path.basename(self.onnx_path)}` (ONNX Runtime "
+            f"{', '.join(self.providers)}{fallback}) vs PyTorch",
+            "",
+            f"- inputs: {self.n} per batch size, batch sizes {list(self.batch_sizes)}",
+            f"- labels: {self.label_agreement:.4%} agree ({self.label_mismatches} mismatches)",
+            f"- failure score: max |diff| {self.max_abs_score_diff:.3g} (atol {self.atol:g})",
+            f"- probs: max |diff| {self.max_abs_probs_diff:.3g}",
+            f"- defer at threshold {self.threshold:g}: {self.decision_agreement:.4%} agree "
+            f"({self.decision_mismatches} mismatches; {self.boundary_cases} boundary cases within "
+            f"atol of the threshold, {self.boundary_flips} of them flipped)",
+            "",
+            "| batch | n | label mism. | max dscore | max dprobs | defer mism. | boundary (flips) |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines += [f"| {b.batch_size} | {b.n} | {b.label_mismatches} | {b.max_abs_score_diff:.3g} | "
+                  f"{b.max_abs_probs_diff:.3g} | {b.decision_mismatches} | "
+                  f"{b.boundary_cases} ({b.boundary_flips}) |" for b in self.per_batch]
+        return "\n".join(lines) + "\n"
+
+
+def generate_inputs(contract: Contract, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` random inputs of the contract's shape and dtype (uint8 0-255 or float in value_range).
+
+    Example:
+        >>> generate_inputs(contract, 4, seed=0).shape
+        (4, 1, 28, 28)
+    """
+    if n < 1:
+        raise ConfigError(f"n must be >= 1, got {n}")
+    rng = np.random.default_rng(seed)
+    spec = contract.input
+    shape = (n, *(int(d) for d in spec.shape[1:]))
+    if spec.dtype == "uint8":
+        return rng.integers(0, 256, size=shape, dtype=np.uint8)
+    low, high = spec.value_range
+    return (rng.random(shape, dtype=np.float32) * (high - low) + low).astype(np.float32)
+
+
+def verify_parity(onnx_path: str | os.PathLike[str], fused: FusedModel, images: np.ndarray, *,
+                  atol: float = 1e-5, batch_sizes: Sequence[int] = (1, 7, 64),
+                  providers: Sequence[str] = ("CPUExecutionProvider",),
+                  threads: int = 0) -> ParityReport:
+    """Run ONNX Runtime and ``fused`` on ``images`` in chunks of each batch size and compare.
+
+    Args:
+        onnx_path: the exported fused model.
+        fused: the PyTorch reference, with the same threshold as the file.
+        images: inputs in the file's layout and dtype, e.g. from :func:`generate_inputs`.
+        atol: tolerance on the failure score, and the half-width of the boundary band.
+        batch_sizes: chunk sizes to run (the last chunk of each may be smaller).
+        providers: ONNX Runtime execution providers, in order of preference. The ones actually
+            active are reported (ONNX Runtime falls back silently when e.g. CUDA is missing).
+        threads: ONNX Runtime ``intra_op_num_threads`` (0 = its default).
+
+    Returns:
+        A :class:`ParityReport`; ``passed`` when labels are equal, scores within ``atol`` and
+        decisions equal outside the boundary band.
+
+    Raises:
+        InputError: ``images`` do not match the model's input.
+    """
+    ort = require("onnxruntime", "metaerr-edge", "verify_parity")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(onnx_path), options, providers=list(providers))
+    inp = session.get_inputs()[0]
+    want_dtype = np.uint8 if inp.type == "tensor(uint8)" else np.float32
+    if images.ndim != 4 or images.dtype != want_dtype or list(images.shape[1:]) != list(inp.shape[1:]):
+        raise InputError(f"images are {images.dtype}{list(images.shape)}, the model takes "
+                         f"{inp.type}{inp.shape} named {inp.name!r}; use generate_inputs(contract, n)")
+    threshold = float(fused.defer_threshold)
+    was_training = fused.training
+    fused.eval()
+    rows = []
+    try:
+        for bs in batch_sizes:
+            if bs < 1:
+                raise ConfigError(f"batch sizes must be >= 1, got {bs}")
+            ref, got = _run_chunks(session, inp.name, fused, images, bs)
+            rows.append(_compare(ref, got, bs, atol, threshold))
+    finally:
+        fused.train(was_training)
+    n_all = sum(r.n for r in rows)
+    labels = sum(r.label_mismatches for r in rows)
+    decisions = sum(r.decision_mismatches for r in rows)
+    flips = sum(r.boundary_flips for r in rows)
+    score = max(r.max_abs_score_diff for r in rows)
+    return ParityReport(
+        onnx_path=str(onnx_path), n=len(images), atol=atol, threshold=threshold,
+        providers=tuple(session.get_providers()), requested_providers=tuple(providers), batch_sizes=tuple(batch_sizes),
+        label_agreement=1.0 - labels / n_all, label_mismatches=labels,
+        max_abs_score_diff=score, max_abs_probs_diff=max(r.max_abs_probs_diff for r in rows),
+        decision_agreement=1.0 - (decisions + flips) / n_all, decision_mismatches=decisions,
+        boundary_cases=sum(r.boundary_cases for r in rows), boundary_flips=flips,
+        per_batch=tuple(rows), passed=labels == 0 and score <= atol and decisions == 0,
+    )
+
+
+def verify_run(onnx_path: str | os.PathLike[str], run: Any, n: int = 512, atol: float = 1e-5,
+               batch_sizes: Sequence[int] = (1, 7, 64),
+               providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0) -> ParityReport:
+    """Parity of an exported run on its first ``n`` test images (uses ``run.fused`` and ``run.split``).
+
+    The reference is built with the file's layout and threshold (as read from its contract), so a
+    file whose threshold was rewritten by ``set_threshold`` is compared at that threshold.
+
+    Example:
+        >>> print(verify_run("model.onnx", run).to_markdown())
+    """
+    from metaerr_edge.fuse.modelfile import read_contract
+
+    contract = read_contract(onnx_path)
+    layout = contract.input.layout
+    fused = run.fused(threshold=contract.threshold.value, layout=layout)
+    images, _ = run.split("test")
+    images = np.asarray(images[:n])
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise InputError(f"run.split('test') gave {images.dtype}{list(images.shape)}, expected uint8 NCHW")
+    feed = images.transpose(0, 2, 3, 1) if layout == "NHWC" else images.astype(np.float32) / 255.0
+    return verify_parity(onnx_path, fused, np.ascontiguousarray(feed), atol=atol,
+                         batch_sizes=batch_sizes, providers=providers, threads=threads)
+
+
+def _run_chunks(session: Any, name: str, fused: FusedModel, images: np.ndarray,
+                batch_size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(reference outputs, ONNX Runtime outputs), each the 4 outputs concatenated over chunks."""
+    ref: list[list[np.ndarray]] = [[], [], [], []]
+    got: list[list[np.ndarray]] = [[], [], [], []]
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            for k, value in enumerate(fused(torch.from_numpy(chunk))):
+                ref[k].append(value.numpy())
+            for k, value in enumerate(session.run(None, {name: chunk})):
+                got[k].append(np.asarray(value))
+    return [np.concatenate(v) for v in ref], [np.concatenate(v) for v in got]
+
+
+def _compare(ref: list[np.ndarray], got: list[np.ndarray], batch_size: int, atol: float,
+             threshold: float) -> BatchParity:
+    (label_r, probs_r, score_r, defer_r), (label_o, probs_o, score_o, defer_o) = ref, got
+    score_r, score_o = score_r.astype(np.float64), score_o.astype(np.float64)
+    boundary = np.minimum(np.abs(score_r - threshold), np.abs(score_o - threshold)) <= atol
+    flipped = defer_r.astype(bool) != defer_o.astype(bool)
+    return BatchParity(
+        batch_size=batch_size, n=len(label_r),
+        label_mismatches=int(np.sum(label_r != label_o)),
+        max_abs_score_diff=float(np.max(np.abs(score_r - score_o))),
+        max_abs_probs_diff=float(np.max(np.abs(probs_r.astype(np.float64) - probs_o))),
+        decision_mismatches=int(np.sum(flipped & ~boundary)),
+        boundary_cases=int(np.sum(boundary)),
+        boundary_flips=int(np.sum(flipped & boundary)),
+    )
