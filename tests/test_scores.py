@@ -111,10 +111,12 @@ def test_mc_dropout_stats_and_no_dropout_error() -> None:
         mc_dropout_probs(no_drop, np.zeros((2, 1, 4, 4), np.uint8), Preprocess([0.5], [0.5]))
 
 
-@pytest.mark.parametrize("name", ["temperature", "mc-dropout", "trustscore", "confidnet"])
-def test_baselines_on_digits_run_beat_random(digits_run, name: str) -> None:
+@pytest.mark.parametrize(
+    "name,params", [("temperature", {}), ("mc-dropout", {"passes": 8}), ("trustscore", {}), ("confidnet", {"epochs": 8})]
+)
+def test_baselines_on_digits_run_beat_random(digits_run, name: str, params: dict) -> None:
     ctx = ScoreContext(digits_run, seed=0)
-    scorer = create_score(name).fit(ctx)
+    scorer = create_score(name, **params).fit(ctx)
     s = scorer.score(ctx, "test")
     err = ctx.is_error("test")
     assert s.shape == err.shape and np.isfinite(s).all()

@@ -24,6 +24,7 @@ class MetaFitConfig:
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "cpu"
+    balanced: bool = True  # up-weight errors by n_correct / n_error in the BCE loss (False: plain BCE)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
@@ -62,7 +63,8 @@ def fit_meta(
 ) -> MetaFitResult:
     """Fit ``meta`` to predict ``is_error`` from (image, probs); keep the best meta-validation AUROC.
 
-    The positive (error) class is up-weighted by ``n_correct / n_error`` in the BCE loss.
+    The positive (error) class is up-weighted by ``n_correct / n_error`` in the BCE loss
+    (unless ``config.balanced`` is False).
     """
     from sklearn.metrics import roc_auc_score
     from tqdm.auto import tqdm
@@ -84,7 +86,7 @@ def fit_meta(
     y_all = torch.from_numpy(is_error.astype(np.float32))
     tr_idx, va_idx = torch.from_numpy(np.flatnonzero(~val)), torch.from_numpy(np.flatnonzero(val))
     n_pos = float(y_all[tr_idx].sum())
-    pos_weight = torch.tensor((len(tr_idx) - n_pos) / max(n_pos, 1.0))
+    pos_weight = torch.tensor((len(tr_idx) - n_pos) / max(n_pos, 1.0) if config.balanced else 1.0)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight.to(device))
     meta.to(device)
     if meta.mentor is not None:  # trained beforehand as a classifier; frozen here

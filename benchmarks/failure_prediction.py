@@ -1,0 +1,378 @@
+"""Failure-prediction benchmark: MetaErr against every baseline, same base model, same splits, several seeds.
+
+    python benchmarks/failure_prediction.py --root ../shared/datasets               # CPU defaults (~1 h, 1 thread)
+    python benchmarks/failure_prediction.py --root DATA --device cuda --epochs 30 --arch resnet18 --max-pool 0
+
+Per dataset and seed (the seed changes the splits and every initialisation):
+  1. ``train_run`` with held-out error labels: base on ``base_train``, meta heads on the base's errors on
+     ``meta_train``, meta modes ``probs`` and ``mentor`` (a small_cnn mentor trained on ``base_train``).
+  2. ``evaluate_run`` on test for every registered baseline and both MetaErr modes (bootstrap CIs per seed).
+  3. MetaErr variants fitted here on the same run (the attempts log): a narrower mentor, head widths,
+     unweighted loss. Every variant is also scored on ``calib`` (no model trained there); the row
+     ``metaerr[selected]`` is the variant with the best calib AUROC, chosen without looking at test.
+Outputs: ``benchmarks/results/failure_prediction_<dataset>.json`` (atomic), ``risk_coverage_<dataset>.png``
+(seed 0), and the generated tables in ``benchmarks/README.md`` between the failure-prediction markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from metaerr_edge.evaluate import evaluate_run, plot_risk_coverage  # noqa: E402
+from metaerr_edge.meta import HeadConfig, MetaFitConfig, MetaModel, fit_meta  # noqa: E402
+from metaerr_edge.metrics import auroc, aurc, bootstrap_ci, failure_metrics  # noqa: E402
+from metaerr_edge.models import create_base, fit_classifier, predict_probs  # noqa: E402
+from metaerr_edge.pipeline import Run, RunConfig, atomic_write_text, train_run  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "benchmarks" / "README.md"
+BEGIN, END = "<!-- failure-prediction:begin -->", "<!-- failure-prediction:end -->"
+BASELINES = ["msp", "entropy", "margin", "doctor-gini", "doctor-ratio", "temperature", "mc-dropout", "trustscore", "confidnet"]
+WHITE_BOX = {"mc-dropout", "trustscore", "confidnet"}
+SUMMARY_KEYS = ("auroc", "aurc", "eaurc", "augrc", "aupr_error", "fpr95tpr", "risk@cov90")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--root", default="../shared/datasets", help="folder holding MNIST/, FashionMNIST/, CIFAR10-jpeg/")
+    ap.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist", "cifar10"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--arch", default="small_cnn")
+    ap.add_argument("--arch-kwargs", type=json.loads, default={}, help='JSON, e.g. \'{"width": 32}\'')
+    ap.add_argument("--mentor-arch", default="small_cnn")
+    ap.add_argument("--epochs", type=int, default=3, help="base and mentor epochs")
+    ap.add_argument("--meta-epochs", type=int, default=30)
+    ap.add_argument("--max-pool", type=int, default=12000, help="training pool per run (0 = all)")
+    ap.add_argument("--max-test", type=int, default=5000, help="test images per run (0 = the whole official test split)")
+    ap.add_argument("--meta-fraction", type=float, default=0.3)
+    ap.add_argument("--calib-fraction", type=float, default=0.15)
+    ap.add_argument("--narrow-width", type=int, default=8, help="width of the narrow mentor variant (0 = skip)")
+    ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs-dir", default=str(ROOT / "benchmarks" / "runs"), help="run folders (reused when the config matches)")
+    ap.add_argument("--arch-check", nargs="*", default=["small_cnn", "mobilenet_v3_small"],
+                    help="architectures for the architecture-agnostic check (empty = skip)")  # fmt: skip
+    ap.add_argument("--arch-check-dataset", default="mnist")
+    ap.add_argument("--arch-check-pool", type=int, default=8000)
+    ap.add_argument("--arch-check-test", type=int, default=3000)
+    ap.add_argument("--arch-check-seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--readme-only", action="store_true", help="only regenerate the README tables from the JSON files")
+    ap.add_argument("--quiet", action="store_true")
+    return ap.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- cost of each meta mode
+
+
+def cost(module: torch.nn.Module, shape: tuple[int, ...]) -> dict[str, float]:
+    """Parameters and forward FLOPs (torch's FLOP counter, batch 1)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module = module.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(torch.zeros(1, *shape))
+    return {"params": int(sum(p.numel() for p in module.parameters())), "flops": int(counter.get_total_flops())}
+
+
+def head_cost(meta: MetaModel) -> dict[str, float]:
+    return {"params": int(sum(p.numel() for p in meta.head.parameters())), "flops": int(2 * sum(m.in_features * m.out_features
+            for m in meta.head.modules() if isinstance(m, torch.nn.Linear)))}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def run_config(args, dataset: str, seed: int, arch: str | None = None, max_pool: int | None = None, max_test: int | None = None) -> RunConfig:
+    mp = args.max_pool if max_pool is None else max_pool
+    mt = args.max_test if max_test is None else max_test
+    return RunConfig(
+        dataset=dataset, root=args.root, arch=arch or args.arch, arch_kwargs=dict(args.arch_kwargs) if arch in (None, args.arch) else {},
+        meta_modes=("probs", "mentor"), labels="heldout", epochs=args.epochs, meta_epochs=args.meta_epochs,
+        mentor_arch=args.mentor_arch, meta_fraction=args.meta_fraction, calib_fraction=args.calib_fraction, max_pool=mp or None, max_test=mt or None,
+        seed=seed, device=args.device,
+    )  # fmt: skip
+
+
+def get_run(config: RunConfig, folder: Path, progress: bool) -> tuple[Run, float]:
+    """Reuse a finished run folder with the same config, else train one."""
+    cfg = folder / "config.json"
+    if cfg.is_file() and json.loads(cfg.read_text())["config"] == json.loads(json.dumps(asdict(config))):
+        return Run(folder), float(json.loads(cfg.read_text())["summary"].get("train_seconds", 0.0))
+    t0 = time.perf_counter()
+    run = train_run(config, folder, progress=progress)
+    return run, time.perf_counter() - t0
+
+
+def row_metrics(s_test: np.ndarray, err_test: np.ndarray, s_cal: np.ndarray | None, err_cal: np.ndarray, n_boot: int, seed: int) -> dict:
+    row = {k: float(v) for k, v in failure_metrics(s_test, err_test).items()}
+    ci_auc = bootstrap_ci(auroc, s_test, err_test, n_boot, seed=seed)
+    ci_aurc = bootstrap_ci(aurc, s_test, err_test, min(n_boot, 300), seed=seed)
+    row.update(auroc_low=ci_auc.low, auroc_high=ci_auc.high, aurc_low=ci_aurc.low, aurc_high=ci_aurc.high)
+    if s_cal is not None:
+        row.update(calib_auroc=float(auroc(s_cal, err_cal)), calib_aurc=float(aurc(s_cal, err_cal)))
+    return row
+
+
+def metaerr_variants(run: Run, args, progress: bool) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict]]:
+    """Extra MetaErr heads on the same run (no test look): returns {label: {calib, test}} scores and costs."""
+    cfg = run.config
+    pre = run.preprocess
+    c, h, w = run.channels, run.height, run.width
+    k = len(run.classes)
+    meta_x, meta_y = run.split("meta_train")
+    base_tr_x, base_tr_y = run.split("base_train")
+    p_meta = predict_probs(run.base, meta_x, pre, device=cfg.device)
+    err_meta = (p_meta.argmax(1) != meta_y).astype(np.int64)
+    probs = {s: run.predictions[f"{s}_probs"] for s in ("calib", "test")}
+    images = {s: run.split(s)[0] for s in ("calib", "test")}
+    mentors = {"mentor": run.meta("mentor").mentor}
+    if args.narrow_width:
+        narrow = create_base(cfg.mentor_arch, c, k, (h, w), width=args.narrow_width) if cfg.mentor_arch == "small_cnn" else None
+        if narrow is not None:
+            mentors["mentor-narrow"] = fit_classifier(narrow, base_tr_x, base_tr_y, pre, cfg.fit_config(c, seed_offset=11), progress, "narrow mentor")
+    mp = {name: {s: predict_probs(m, x, pre, device=cfg.device) for s, x in [("meta", meta_x), *images.items()]}
+          for name, m in mentors.items()}  # fmt: skip
+    # (label, mentor name, hidden, balanced loss)
+    plan = [("mentor-narrow", "mentor-narrow", cfg.meta_hidden, True), ("mentor,h16", "mentor", 16, True),
+            ("mentor,h256", "mentor", 256, True), ("mentor,unweighted", "mentor", cfg.meta_hidden, False),
+            ("probs,unweighted", None, cfg.meta_hidden, False)]  # fmt: skip
+    out: dict[str, dict[str, np.ndarray]] = {}
+    costs: dict[str, dict] = {}
+    for label, mentor_name, hidden, balanced in plan:
+        if mentor_name is not None and mentor_name not in mp:
+            continue
+        mode = "mentor" if mentor_name else "probs"
+        kw = {"width": args.narrow_width} if mentor_name == "mentor-narrow" else dict(cfg.mentor_kwargs)
+        meta = MetaModel(HeadConfig(mode, hidden, mentor_arch=cfg.mentor_arch, mentor_kwargs=kw), c, k, (h, w))
+        if mentor_name:
+            meta.mentor.load_state_dict(mentors[mentor_name].state_dict())
+        mcfg = MetaFitConfig(epochs=cfg.meta_epochs, seed=cfg.seed, device=cfg.device, balanced=balanced)
+        fit_meta(meta, meta_x, p_meta, err_meta, pre, mcfg, mp[mentor_name]["meta"] if mentor_name else None, progress, label)
+        with torch.no_grad():
+            out[f"metaerr[{label}]"] = {
+                s: meta(None, torch.from_numpy(probs[s]), torch.from_numpy(mp[mentor_name][s]) if mentor_name else None).numpy().astype(np.float64)
+                for s in ("calib", "test")
+            }  # fmt: skip
+        costs[f"metaerr[{label}]"] = meta_cost(meta, (c, h, w))
+    return out, costs
+
+
+def meta_cost(meta: MetaModel, shape: tuple[int, ...]) -> dict:
+    hc = head_cost(meta)
+    if meta.mentor is not None:
+        mc = cost(meta.mentor, shape)
+        return {"params": hc["params"] + mc["params"], "flops": hc["flops"] + mc["flops"]}
+    if meta.encoder is not None:
+        ec = cost(meta.encoder, shape)
+        return {"params": hc["params"] + ec["params"], "flops": hc["flops"] + ec["flops"]}
+    return hc
+
+
+def one_seed(args, config: RunConfig, specs: list[str], with_variants: bool, progress: bool) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
+    folder = Path(args.runs_dir) / f"{config.dataset}_{config.arch}_s{config.seed}"
+    run, train_s = get_run(config, folder, progress)
+    t0 = time.perf_counter()
+    report = evaluate_run(run, specs, n_boot=args.n_boot, seed=config.seed, progress=progress)
+    eval_s = time.perf_counter() - t0
+    err_cal = (run.predictions["calib_probs"].argmax(1) != run.predictions["calib_labels"]).astype(np.int64)
+    rows = dict(report.rows)
+    for mode in run.config.meta_modes:  # calib metrics of the trained MetaErr modes, for selection
+        s_cal = run.predictions[f"calib_score_{mode}"].astype(np.float64)
+        rows[f"metaerr[{mode}]"].update(calib_auroc=float(auroc(s_cal, err_cal)), calib_aurc=float(aurc(s_cal, err_cal)))
+    scores = dict(report.scores)
+    costs = {"base": cost(run.base, (run.channels, run.height, run.width))}
+    for mode in run.config.meta_modes:
+        costs[f"metaerr[{mode}]"] = meta_cost(run.meta(mode), (run.channels, run.height, run.width))
+    t1 = time.perf_counter()
+    if with_variants:
+        extra, extra_costs = metaerr_variants(run, args, progress)
+        costs.update(extra_costs)
+        for label, s in extra.items():
+            rows[label] = row_metrics(s["test"], report.is_error, s["calib"], err_cal, args.n_boot, config.seed)
+            scores[label] = s["test"]
+    variants_s = time.perf_counter() - t1
+    # the MetaErr variant with the best calib AUROC (ties: the cheaper one), chosen without test
+    cands = [k for k in rows if k.startswith("metaerr[") and "calib_auroc" in rows[k]]
+    best = max(cands, key=lambda k: (round(rows[k]["calib_auroc"], 4), -costs.get(k, {"flops": 0})["flops"]))
+    rows["metaerr[selected]"] = {**rows[best], "selected": best}
+    scores["metaerr[selected]"] = scores[best]
+    result = {
+        "seed": config.seed, "test_accuracy": report.test_accuracy, "error_rate": report.error_rate, "n_test": report.n_test,
+        "n_calib": int(len(err_cal)), "split_sizes": run.summary.get("split_sizes"), "meta_train_errors": run.summary.get("meta_train_errors"),
+        "selected": best, "rows": rows, "skipped": report.skipped, "costs": costs,
+        "seconds": {"train": round(train_s, 1), "evaluate": round(eval_s, 1), "variants": round(variants_s, 1)},
+    }  # fmt: skip
+    return result, scores, report.is_error
+
+
+def aggregate(seeds: list[dict]) -> dict:
+    names = list(dict.fromkeys(n for s in seeds for n in s["rows"]))
+    out = {}
+    for n in names:
+        vals = {k: [s["rows"][n][k] for s in seeds if n in s["rows"]] for k in SUMMARY_KEYS}
+        out[n] = {k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)} for k, v in vals.items()}
+    acc = [s["test_accuracy"] for s in seeds]
+    return {"scores": out, "test_accuracy": {"mean": float(np.mean(acc)), "std": float(np.std(acc, ddof=1)) if len(acc) > 1 else 0.0}}
+
+
+def run_dataset(args, dataset: str, progress: bool) -> dict:
+    specs = ["metaerr[probs]", "metaerr[mentor]"] + BASELINES
+    path = RESULTS / f"failure_prediction_{dataset}.json"
+    seeds: list[dict] = []
+    t0 = time.perf_counter()
+    for seed in args.seeds:
+        config = run_config(args, dataset, seed)
+        res, scores, err = one_seed(args, config, specs, True, progress)
+        seeds.append(res)
+        if seed == args.seeds[0]:
+            plot_risk_coverage(scores, err, RESULTS / f"risk_coverage_{dataset}.png",
+                               f"{dataset} / {config.arch} (seed {seed}, acc {res['test_accuracy']:.3f})")  # fmt: skip
+        doc = {"dataset": dataset, "config": {**asdict(config), "seed": "per seed"}, "seeds": seeds,
+               "aggregate": aggregate(seeds), "wall_seconds": round(time.perf_counter() - t0, 1),
+               "white_box": sorted(WHITE_BOX), "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "notes": "aurc/eaurc/augrc raw (tables x1000); failure score: higher = more likely wrong; "
+                        "metaerr[selected] = best calib AUROC among MetaErr variants"}  # fmt: skip
+        atomic_write_text(path, json.dumps(doc, indent=1))
+        log(f"{dataset} seed {seed}: acc {res['test_accuracy']:.4f} selected {res['selected']} "
+            f"{json.dumps(res['seconds'])}")  # fmt: skip
+    return doc
+
+
+def run_arch_check(args, progress: bool) -> dict:
+    specs = ["metaerr[probs]", "metaerr[mentor]", "msp", "temperature", "doctor-gini"]
+    path = RESULTS / "failure_prediction_archcheck.json"
+    doc = {"dataset": args.arch_check_dataset, "archs": {}, "max_pool": args.arch_check_pool, "max_test": args.arch_check_test}
+    for arch in args.arch_check:
+        seeds = []
+        for seed in args.arch_check_seeds:
+            cfg = run_config(args, args.arch_check_dataset, seed, arch=arch, max_pool=args.arch_check_pool, max_test=args.arch_check_test)
+            res, _, _ = one_seed(args, cfg, specs, False, progress)
+            seeds.append(res)
+            log(f"arch check {arch} seed {seed}: acc {res['test_accuracy']:.4f} {json.dumps(res['seconds'])}")
+        doc["archs"][arch] = {"seeds": seeds, "aggregate": aggregate(seeds)}
+        atomic_write_text(path, json.dumps(doc, indent=1))
+    return doc
+
+
+# --------------------------------------------------------------------------- README tables
+
+
+def _fmt(agg: dict, key: str, scale: float = 1.0, digits: int = 4) -> str:
+    m, s = agg[key]["mean"] * scale, agg[key]["std"] * scale
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if not math.isnan(m) else "nan"
+
+
+def dataset_table(doc: dict) -> str:
+    agg = doc["aggregate"]
+    seeds = doc["seeds"]
+    acc = agg["test_accuracy"]
+    cfg = doc["config"]
+    sel = ", ".join(f"s{s['seed']}: {s['selected']}" for s in seeds)
+    lines = [
+        f"### {doc['dataset']}: base {cfg['arch']} {cfg.get('arch_kwargs') or ''}, test accuracy {acc['mean']:.4f} ± {acc['std']:.4f}",
+        "",
+        f"{len(seeds)} seeds; pool {cfg['max_pool']} ({seeds[0]['split_sizes']}), test n={seeds[0]['n_test']}, "
+        f"base/mentor epochs {cfg['epochs']}, held-out labels ({seeds[0]['meta_train_errors']} meta-train errors on seed {seeds[0]['seed']}). "
+        f"`metaerr[selected]` picked on calib: {sel}. Wall time {doc['wall_seconds'] / 60:.1f} min.",
+        "",
+        "| score | AUROC | AURC ×1000 | E-AURC ×1000 | AUGRC ×1000 | AUPR-Err | FPR@95 | AUROC 95% CI (seed 0) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    best_auc = max(v["auroc"]["mean"] for v in agg["scores"].values())
+    best_aurc = min(v["aurc"]["mean"] for v in agg["scores"].values())
+    for name, a in agg["scores"].items():
+        r0 = seeds[0]["rows"].get(name, {})
+        au, ar = _fmt(a, "auroc"), _fmt(a, "aurc", 1000, 2)
+        au = f"**{au}**" if a["auroc"]["mean"] == best_auc else au
+        ar = f"**{ar}**" if a["aurc"]["mean"] == best_aurc else ar
+        tag = f"{name} (white-box)" if name in WHITE_BOX else name
+        ci = f"[{r0['auroc_low']:.3f}, {r0['auroc_high']:.3f}]" if r0 else ""
+        lines.append(f"| {tag} | {au} | {ar} | {_fmt(a, 'eaurc', 1000, 2)} | {_fmt(a, 'augrc', 1000, 2)} | "
+                     f"{_fmt(a, 'aupr_error')} | {_fmt(a, 'fpr95tpr')} | {ci} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def frontier_table(docs: list[dict]) -> str:
+    lines = ["### Quality / cost frontier of the MetaErr variants (seed-mean test AUROC, AURC ×1000; cost relative to the base)", "",
+             "| variant | " + " | ".join(f"{d['dataset']} AUROC / AURC" for d in docs) + " | params / base | FLOPs / base |",
+             "|---|" + "---|" * len(docs) + "---|---|"]  # fmt: skip
+    names = [n for n in docs[0]["aggregate"]["scores"] if n.startswith("metaerr[") and n != "metaerr[selected]"] + ["msp"]
+    for n in names:
+        cells = []
+        for d in docs:
+            a = d["aggregate"]["scores"].get(n)
+            cells.append(f"{a['auroc']['mean']:.4f} / {1000 * a['aurc']['mean']:.2f}" if a else "-")
+        c, base = docs[0]["seeds"][0]["costs"].get(n), docs[0]["seeds"][0]["costs"]["base"]
+        rel = (f"{c['params'] / base['params']:.3f}", f"{c['flops'] / base['flops']:.4f}") if c else ("0", "~0")
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {rel[0]} | {rel[1]} |")
+    base = docs[0]["seeds"][0]["costs"]["base"]
+    lines += ["", f"Base ({docs[0]['config']['arch']}, {docs[0]['dataset']} input): {base['params']:,} params, "
+              f"{base['flops'] / 1e6:.1f} MFLOPs per image (torch FLOP counter; other datasets' inputs differ slightly)."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def archcheck_table(doc: dict) -> str:
+    lines = [f"### Architecture-agnostic check ({doc['dataset']}, pool {doc['max_pool']}, test n={doc['max_test']}, same MetaErr recipe)", "",
+             "| base arch | test acc | msp AUROC | metaerr[probs] AUROC | metaerr[mentor] AUROC | msp AURC‰ | metaerr[mentor] AURC‰ | selected (calib) |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for arch, d in doc["archs"].items():
+        a = d["aggregate"]["scores"]
+        lines.append(f"| {arch} | {d['aggregate']['test_accuracy']['mean']:.4f} | {a['msp']['auroc']['mean']:.4f} | "
+                     f"{a['metaerr[probs]']['auroc']['mean']:.4f} | {a['metaerr[mentor]']['auroc']['mean']:.4f} | "
+                     f"{1000 * a['msp']['aurc']['mean']:.2f} | {1000 * a['metaerr[mentor]']['aurc']['mean']:.2f} | "
+                     f"{', '.join(s['selected'] for s in d['seeds'])} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_readme() -> None:
+    docs = [json.loads((RESULTS / f"failure_prediction_{d}.json").read_text())
+            for d in ("mnist", "fashion-mnist", "cifar10") if (RESULTS / f"failure_prediction_{d}.json").is_file()]  # fmt: skip
+    parts = [dataset_table(d) for d in docs]
+    if docs:
+        parts.append(frontier_table(docs))
+    arch = RESULTS / "failure_prediction_archcheck.json"
+    if arch.is_file():
+        parts.append(archcheck_table(json.loads(arch.read_text())))
+    block = f"{BEGIN}\n<!-- generated by benchmarks/failure_prediction.py; edits here are overwritten -->\n\n" + "\n".join(parts) + f"\n{END}"
+    text = README.read_text() if README.is_file() else "# Benchmarks\n"
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    elif "## Failure prediction" in text:
+        text = text.replace("## Failure prediction", "## Failure prediction\n\n" + block, 1)
+    else:
+        text = text.rstrip() + "\n\n## Failure prediction\n\n" + block + "\n"
+    atomic_write_text(README, text)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if not args.readme_only:
+        for dataset in args.datasets:
+            run_dataset(args, dataset, not args.quiet)
+            write_readme()
+        if args.arch_check:
+            run_arch_check(args, not args.quiet)
+    write_readme()
+
+
+if __name__ == "__main__":
+    main()
