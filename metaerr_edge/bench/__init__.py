@@ -25,11 +25,11 @@ from metaerr_edge.bench.report import (
     save_json,
     to_markdown,
 )
+from metaerr_edge.bench.env import environment
 from metaerr_edge.bench.timer import (
     PERCENTILES,
     LatencyStats,
     TimingConfig,
-    environment,
     measure,
     measure_device,
 )
