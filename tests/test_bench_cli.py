@@ -1,0 +1,126 @@
+"""``metaerr-edge bench``: JSON (with samples and environment), Markdown and plot; clear errors on bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from metaerr_edge.bench import TimingConfig, load_json
+from metaerr_edge.cli import main
+from metaerr_edge.commands import bench as bench_cmd
+from metaerr_edge.errors import ConfigError
+from metaerr_edge.fuse.contract import Contract, InputSpec
+from metaerr_edge.fuse.export import export_onnx
+from metaerr_edge.fuse.fused import FusedModel, Preprocess
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the fast legacy exporter, on purpose
+FAST = ["--warmup-s", "0", "--duration-s", "0.02", "--min-iters", "3", "--rounds", "2", "--quiet"]
+
+
+class _Base(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+class _Meta(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc(torch.sort(probs, dim=1, descending=True).values))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 3-class fused model on 1x8x8 inputs, exported with the fast legacy exporter."""
+    torch.manual_seed(0)
+    fused = FusedModel(_Base(), _Meta(), Preprocess([0.5], [0.5]), threshold=0.5).eval()
+    contract = Contract(input=InputSpec(channels=1, height=8, width=8), classes=("a", "b", "c"))
+    path = tmp_path_factory.mktemp("bench") / "tiny.onnx"
+    export_onnx(fused, contract, path, dynamo=False)
+    return path, fused
+
+
+def test_bench_writes_json_markdown_and_plot(tiny, tmp_path, capsys):
+    path, _ = tiny
+    out = tmp_path / "out"
+    assert main(["bench", str(path), "--backend", "onnxruntime", "--batch", "1,4", "--threads", "1", *FAST, "-o", str(out)]) == 0
+    report = load_json(out / "bench.json")
+    assert [(r.name, r.batch_size) for r in report.results] == [("fused/onnxruntime", 1), ("fused/onnxruntime", 4)]
+    for r in report.results:
+        assert r.host.iterations >= 3 and len(r.host.samples_ms) == r.host.iterations
+        assert r.device is None and r.notes["cuda_graphs"] is False and r.notes["intra_op_num_threads"] == 1
+    env = report.environment
+    assert env["packages"]["onnxruntime"] and env["bench_threads"]["onnxruntime_intra_op"] == 1
+    assert "| fused/onnxruntime | 4 |" in (out / "bench.md").read_text()
+    assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    assert "fused/onnxruntime" in capsys.readouterr().out
+
+
+def test_torch_backend_runs_beside_onnxruntime_with_ratios(tiny, tmp_path, monkeypatch):
+    path, fused = tiny
+    monkeypatch.setattr(bench_cmd, "_load_torch_model", lambda run, contract: fused)  # no training in a unit test
+    out = tmp_path / "out"
+    argv = ["bench", str(path), "--backend", "onnxruntime,torch", "--run", str(tmp_path), "--batch", "2", *FAST, "-o", str(out)]
+    assert main(argv) == 0
+    report = load_json(out / "bench.json")
+    assert {r.name for r in report.results} == {"fused/onnxruntime", "fused/torch"}
+    assert [(r["a"], r["b"]) for r in report.ratios] == [("fused/torch", "fused/onnxruntime")]
+    from metaerr_edge.commands.tradeoff import bench_latency
+
+    samples, name = bench_latency(str(out / "bench.json"), None, batch=2)
+    assert "fused" in name and samples.size >= 3
+
+
+def test_wrong_run_is_refused_by_the_parity_check(tiny, tmp_path, monkeypatch, capsys):
+    path, _ = tiny
+    torch.manual_seed(1)
+    other = FusedModel(_Base(), _Meta(), Preprocess([0.5], [0.5]), threshold=0.5).eval()
+    monkeypatch.setattr(bench_cmd, "_load_torch_model", lambda run, contract: other)
+    argv = ["bench", str(path), "--backend", "torch", "--run", str(tmp_path), "--batch", "1", *FAST, "-o", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "disagree" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--backend", "onnxruntime,openvino"], "unknown backend(s) ['openvino']"),
+        (["--batch", "1,0"], "integers >= 1"),
+        (["--batch", "x"], "integers >= 1"),
+        (["--backend", "torch"], "needs --run"),
+        (["--cuda-graphs"], "--cuda-graphs"),
+        (["--min-iters", "0"], "min_iterations"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(tiny, tmp_path, capsys, extra, message):
+    path, _ = tiny
+    assert main(["bench", str(path), *extra, "--quiet", "-o", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_model_file_exits_2(tmp_path, capsys):
+    assert main(["bench", str(tmp_path / "nope.onnx"), "--quiet"]) == 2
+    assert "no model file" in capsys.readouterr().err
+
+
+def test_measure_interleaved_pools_rounds_and_checks_rounds():
+    cfg = TimingConfig(warmup_s=0.0, min_duration_s=0.0, min_iterations=5)
+    order: list[str] = []
+    stats = bench_cmd.measure_interleaved([("a", lambda: order.append("a")), ("b", lambda: order.append("b"))], cfg, 3,
+                                          batch_size=2)
+    assert stats["a"].iterations == stats["b"].iterations == 6  # ceil(5 / 3) per round, 3 rounds
+    assert stats["a"].batch_size == 2
+    assert order[:2] == ["a", "a"] and "b" in order[2:4]  # rounds rotate who goes first
+    with pytest.raises(ConfigError):
+        bench_cmd.measure_interleaved([("a", lambda: None)], cfg, 0, batch_size=1)
+    assert np.all(stats["a"].samples_ms >= 0)
