@@ -51,15 +51,18 @@ def _log_probs(p: torch.Tensor) -> torch.Tensor:
     return torch.log(p.clamp_min(_LOG_FLOOR)) * _LOG_SCALE
 
 
-def sorted_prob_features(probs: torch.Tensor) -> torch.Tensor:
-    """Descending probabilities and their scaled logs: 2K class-identity-free features."""
-    p = torch.sort(probs, dim=1, descending=True).values
+def sorted_prob_features(probs: torch.Tensor, k: int) -> torch.Tensor:
+    """Descending probabilities and their scaled logs: 2K class-identity-free features.
+
+    ``topk`` with a Python-int ``k`` (rather than ``sort``) exports as one TopK node with a constant k.
+    """
+    p = torch.topk(probs, k, dim=1).values
     return torch.cat([p, _log_probs(p)], dim=1)
 
 
-def mentor_features(probs: torch.Tensor, mentor_probs: torch.Tensor) -> torch.Tensor:
+def mentor_features(probs: torch.Tensor, mentor_probs: torch.Tensor, k: int) -> torch.Tensor:
     """The mentor's posterior re-ordered by the base's ranking (so index 0 = base's predicted class)."""
-    order = torch.argsort(probs, dim=1, descending=True)
+    order = torch.topk(probs, k, dim=1).indices
     aligned = torch.gather(mentor_probs, 1, order)
     return torch.cat([aligned, _log_probs(aligned)], dim=1)
 
@@ -121,11 +124,11 @@ class MetaModel(nn.Module):
         if self.encoder is not None:
             parts.append(self.encoder(x))
         if self.config.mode != "image":
-            parts.append(sorted_prob_features(probs))
+            parts.append(sorted_prob_features(probs, self.num_classes))
         if self.mentor is not None:
             if mentor_probs is None:
                 mentor_probs = torch.softmax(self.mentor(x).float(), dim=1)
-            parts.append(mentor_features(probs, mentor_probs))
+            parts.append(mentor_features(probs, mentor_probs, self.num_classes))
         return torch.cat(parts, dim=1)
 
     def logit(self, x: torch.Tensor | None, probs: torch.Tensor, mentor_probs: torch.Tensor | None = None) -> torch.Tensor:
