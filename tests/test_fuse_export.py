@@ -37,7 +37,7 @@ from metaerr_edge.fuse.export import (
     set_threshold,
 )
 from metaerr_edge.fuse.fused import FusedModel, Preprocess
-from metaerr_edge.fuse.triton import write_triton_repository
+from metaerr_edge.fuse.triton_repo import write_triton_repository
 from metaerr_edge.fuse.verify import generate_inputs, verify_parity, verify_run
 
 pytestmark = [  # the legacy exporter (dynamo=False) is exercised on purpose

@@ -191,7 +191,7 @@ def export_run(run: RunLike, out_path: str | os.PathLike[str], *, layout: str = 
     fused = run.fused(threshold=contract.threshold.value, layout=layout)
     if fmt == "onnx":
         return export_onnx(fused, contract, out_path, opset=opset, dynamo=dynamo, simplify=simplify)
-    from metaerr_edge.fuse.triton import write_triton_repository
+    from metaerr_edge.fuse.triton_repo import write_triton_repository
 
     with tempfile.TemporaryDirectory() as tmp:
         report = export_onnx(fused, contract, Path(tmp) / "model.onnx", opset=opset, dynamo=dynamo,
