@@ -16,7 +16,7 @@ loaded only when its sidecar matches the key and the plan's sha256; otherwise it
 
 Running: one ``IExecutionContext`` and one CUDA stream per thread (``threading.local``),
 ``set_input_shape`` + ``set_tensor_address`` for every I/O tensor, ``execute_async_v3``. Device
-memory comes from PyTorch CUDA tensors (``memory="torch"``, default: caching allocator,
+memory (:mod:`metaerr_edge.runtime.cuda_memory`) comes from PyTorch CUDA tensors (``memory="torch"``, default: caching allocator,
 ``data_ptr()`` on the thread's stream) or cuda-python (``memory="cuda-python"``:
 ``cuda.bindings.runtime`` or the older ``cuda.cudart``). pycuda is not used (its contexts bind to
 the thread that created them).
@@ -32,7 +32,6 @@ import os
 import platform
 import tempfile
 import threading
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ import numpy as np
 
 from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError
 from metaerr_edge.fuse.contract import OUTPUT_NAMES
+from metaerr_edge.runtime.cuda_memory import cuda_memory
 from metaerr_edge.runtime.session import Backend, Outputs, read_contract, register_backend
 
 logger = logging.getLogger("metaerr_edge.runtime.tensorrt")
@@ -283,114 +283,6 @@ def build_engine(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", 
     return plan_path
 
 
-class _TorchMemory:
-    """Device buffers as PyTorch CUDA tensors (caching allocator) on the calling thread's stream."""
-
-    def __init__(self, device_id: int) -> None:
-        try:
-            import torch
-        except ImportError as exc:
-            raise BackendUnavailable(f"memory='torch' needs PyTorch ({exc}); or use memory='cuda-python'") from exc
-        if not torch.cuda.is_available() or torch.cuda.device_count() <= device_id:
-            raise BackendUnavailable(f"needs an NVIDIA GPU with CUDA (cuda:{device_id}); torch.cuda.is_available() "
-                                     f"is {torch.cuda.is_available()}, {torch.cuda.device_count()} device(s)")
-        self.torch, self.device_id, self.dev = torch, device_id, torch.device("cuda", device_id)
-
-    def gpu(self) -> tuple[str, str]:
-        major, minor = self.torch.cuda.get_device_capability(self.dev)
-        return self.torch.cuda.get_device_name(self.dev), f"{major}.{minor}"
-
-    def activate(self) -> Any:
-        return self.torch.cuda.device(self.dev)
-
-    def new_stream(self) -> tuple[Any, int]:
-        stream = self.torch.cuda.Stream(self.dev)
-        return stream, int(stream.cuda_stream)
-
-    def upload(self, host: np.ndarray, stream: Any) -> tuple[int, Any]:
-        with self.torch.cuda.stream(stream):
-            t = self.torch.from_numpy(host if host.flags.writeable else host.copy()).to(self.dev, non_blocking=True)
-        return t.data_ptr(), t
-
-    def empty(self, shape: tuple[int, ...], dtype: np.dtype, stream: Any) -> tuple[int, Any]:
-        with self.torch.cuda.stream(stream):
-            t = self.torch.empty(shape, dtype=self.torch.from_numpy(np.empty(0, dtype)).dtype, device=self.dev)
-        return t.data_ptr(), t
-
-    def download(self, buf: Any, stream: Any) -> np.ndarray:
-        with self.torch.cuda.stream(stream):
-            return np.asarray(buf.cpu().numpy())  # ordered after the engine on this stream, and waits for it
-
-    def synchronize(self, stream: Any) -> None:
-        stream.synchronize()
-
-    def free(self, buf: Any) -> None:
-        """Nothing to do: the caching allocator takes the tensor back when it is dropped."""
-
-
-class _CudaPythonMemory:
-    """Device buffers from cuda-python's runtime API (cudaMalloc, cudaMemcpyAsync, a stream)."""
-
-    def __init__(self, device_id: int) -> None:
-        try:
-            from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-        except ImportError:
-            try:
-                from cuda import cudart  # older cuda-python
-            except ImportError as exc:
-                raise BackendUnavailable(f"memory='cuda-python' needs: pip install cuda-python ({exc})") from exc
-        self.rt, self.device_id = cudart, device_id
-        err, count = cudart.cudaGetDeviceCount()
-        if err != cudart.cudaError_t.cudaSuccess or count <= device_id:
-            raise BackendUnavailable(
-                f"needs an NVIDIA GPU with CUDA (cuda:{device_id}); cudaGetDeviceCount: {err}, {count}"
-            )
-
-    def _ok(self, result: tuple[Any, ...]) -> Any:
-        if result[0] != self.rt.cudaError_t.cudaSuccess:
-            raise BackendUnavailable(f"CUDA runtime error {result[0]}")
-        return result[1] if len(result) == 2 else None
-
-    def gpu(self) -> tuple[str, str]:
-        prop = self._ok(self.rt.cudaGetDeviceProperties(self.device_id))
-        name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
-        return name.rstrip("\x00"), f"{prop.major}.{prop.minor}"
-
-    @contextlib.contextmanager
-    def activate(self) -> Iterator[None]:
-        self._ok(self.rt.cudaSetDevice(self.device_id))
-        yield
-
-    def new_stream(self) -> tuple[Any, int]:
-        stream = self._ok(self.rt.cudaStreamCreate())
-        return stream, int(stream)
-
-    def empty(self, shape: tuple[int, ...], dtype: np.dtype, stream: Any) -> tuple[int, Any]:
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        ptr = int(self._ok(self.rt.cudaMalloc(max(1, nbytes))))
-        return ptr, (ptr, shape, np.dtype(dtype))
-
-    def upload(self, host: np.ndarray, stream: Any) -> tuple[int, Any]:
-        ptr, buf = self.empty(host.shape, host.dtype, stream)
-        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._ok(self.rt.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes, kind, stream))
-        return ptr, buf
-
-    def download(self, buf: Any, stream: Any) -> np.ndarray:
-        ptr, shape, dtype = buf
-        out = np.empty(shape, dtype)
-        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._ok(self.rt.cudaMemcpyAsync(out.ctypes.data, ptr, out.nbytes, kind, stream))
-        return out  # valid after synchronize()
-
-    def synchronize(self, stream: Any) -> None:
-        self._ok(self.rt.cudaStreamSynchronize(stream))
-
-    def free(self, buf: Any) -> None:
-        self._ok(self.rt.cudaFree(buf[0]))
-
-
-_MEMORY_PROVIDERS: dict[str, Any] = {"torch": _TorchMemory, "cuda-python": _CudaPythonMemory}
 
 
 @register_backend("tensorrt", auto_priority=0)
@@ -494,6 +386,4 @@ class TensorRTBackend(Backend):
 
 
 def _memory(memory: str, device_id: int) -> Any:
-    if memory not in _MEMORY_PROVIDERS:
-        raise ConfigError(f"memory must be one of {list(_MEMORY_PROVIDERS)}, got {memory!r}")
-    return _MEMORY_PROVIDERS[memory](device_id)
+    return cuda_memory(memory, device_id)
