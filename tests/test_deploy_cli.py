@@ -91,3 +91,16 @@ def test_sgr_guarantee_holds_over_100_random_splits_of_real_scores(digits_run):
     # The guarantee bounds P(risk > r*) by delta per split; allow the binomial spread of 100 splits.
     assert exceed <= binom.ppf(0.999, trials, delta), exceed
     assert len(coverages) > 50 and np.mean(coverages) > 0.3  # the bound is not vacuous on this data
+
+
+def test_every_backend_that_runs_here_agrees_on_a_real_run(exported, digits_run):
+    """ONNX Runtime CPU on the exported file and PyTorch on the run folder: same answers."""
+    from metaerr_edge.runtime import open_session
+
+    images = digits_run.split("test")[0][:64].astype(np.float32) / 255.0
+    with open_session(exported, backend="onnxruntime") as ort, open_session(digits_run.path, backend="torch") as ref:
+        assert (ort.backend, ref.backend) == ("onnxruntime", "torch")
+        a, b = ort.predict(images), ref.predict(images)
+    np.testing.assert_array_equal(a.label, b.label)
+    np.testing.assert_allclose(a.failure_score, b.failure_score, atol=1e-5)
+    np.testing.assert_array_equal(a.defer, b.defer)
