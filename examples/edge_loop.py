@@ -68,8 +68,8 @@ def main() -> None:
     if args.fast:
         args.max_frames, args.quiet = min(args.max_frames or 32, 32), True
 
-    # Options go to the backends that take them. TensorRT gets cuda-python device memory: its
-    # default (memory="torch") would import PyTorch, which a device loop must not need.
+    # Options go to the backends that take them. TensorRT gets cuda-python device memory explicitly
+    # (memory="torch" would import PyTorch, which a device loop must not need).
     options: dict = {}
     if args.backend in ("auto", "onnxruntime", "onnxruntime-cuda"):
         options["intra_op_num_threads"] = args.threads

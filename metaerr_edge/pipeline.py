@@ -247,6 +247,7 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
     # 2. One meta-model per input mode.
     meta_results = {}
     for i, mode in enumerate(config.meta_modes):
+        torch.manual_seed(config.seed + 100 + i)  # the head's initial weights depend on the seed only
         meta = MetaModel(config.head_config(mode), c, k, (h, w))
         mentor_probs = None
         if meta.mentor is not None:

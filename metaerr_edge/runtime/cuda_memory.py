@@ -128,7 +128,15 @@ MEMORY_PROVIDERS: dict[str, Any] = {"torch": TorchMemory, "cuda-python": CudaPyt
 
 
 def cuda_memory(memory: str, device_id: int) -> Any:
-    """The memory provider named ``memory`` on GPU ``device_id`` (raises BackendUnavailable without CUDA)."""
+    """The memory provider named ``memory`` on GPU ``device_id`` (raises BackendUnavailable without CUDA).
+
+    ``"auto"`` takes cuda-python when it is importable (no torch needed on the device), else torch.
+    """
+    if memory == "auto":
+        import importlib.util
+
+        has_cuda_python = importlib.util.find_spec("cuda") is not None
+        memory = "cuda-python" if has_cuda_python else "torch"
     if memory not in MEMORY_PROVIDERS:
-        raise ConfigError(f"memory must be one of {list(MEMORY_PROVIDERS)}, got {memory!r}")
+        raise ConfigError(f"memory must be 'auto' or one of {list(MEMORY_PROVIDERS)}, got {memory!r}")
     return MEMORY_PROVIDERS[memory](device_id)

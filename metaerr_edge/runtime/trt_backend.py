@@ -16,8 +16,9 @@ loaded only when its sidecar matches the key and the plan's sha256; otherwise it
 
 Running: one ``IExecutionContext`` and one CUDA stream per thread (``threading.local``),
 ``set_input_shape`` + ``set_tensor_address`` for every I/O tensor, ``execute_async_v3``. Device
-memory (:mod:`metaerr_edge.runtime.cuda_memory`) comes from PyTorch CUDA tensors (``memory="torch"``, default: caching allocator,
-``data_ptr()`` on the thread's stream) or cuda-python (``memory="cuda-python"``:
+memory (:mod:`metaerr_edge.runtime.cuda_memory`) comes from cuda-python (``memory="cuda-python"``) or
+PyTorch CUDA tensors (``memory="torch"``: caching allocator, ``data_ptr()`` on the thread's stream);
+the default ``memory="auto"`` takes cuda-python when importable, so a device needs no torch (cuda-python:
 ``cuda.bindings.runtime`` or the older ``cuda.cudart``). pycuda is not used (its contexts bind to
 the thread that created them).
 """
@@ -248,7 +249,7 @@ def build_engine(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", 
                  opt_batch: int = 1, max_batch: int = 32, workspace_bytes: int = 1 << 30,
                  timing_cache_path: str | os.PathLike[str] | None = None,
                  cache_dir: str | os.PathLike[str] | None = None, device_id: int = 0,
-                 memory: str = "torch") -> Path:
+                 memory: str = "auto") -> Path:
     """Build a TensorRT engine for the fused ONNX, or reuse a matching cached one.
 
     Returns:
@@ -298,7 +299,7 @@ class TensorRTBackend(Backend):
     @classmethod
     def open(cls, model: Any, *, precision: str = "fp32", min_batch: int = 1, opt_batch: int = 1,
              max_batch: int = 32, workspace_bytes: int = 1 << 30, cache_dir: str | None = None,
-             timing_cache_path: str | None = None, device_id: int = 0, memory: str = "torch") -> "TensorRTBackend":
+             timing_cache_path: str | None = None, device_id: int = 0, memory: str = "auto") -> "TensorRTBackend":
         if not isinstance(model, (str, Path)) or not Path(model).is_file():
             raise ConfigError(f"the tensorrt backend opens a fused .onnx file, got {str(model)[:80]!r}")
         trt = _import_tensorrt()  # the cheapest failure first, so auto mode moves on at once
