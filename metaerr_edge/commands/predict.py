@@ -21,9 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from metaerr_edge.runtime.images import load_images
 
     with open_session(args.model, backend=args.backend) as session:
-        for name, why in session.fallback_report:
-            print(f"fallback: {name} unavailable: {why}", file=sys.stderr)
-        print(f"running on {session.backend} ({', '.join(session.providers)})", file=sys.stderr)
+        print(f"running on {session.backend} ({', '.join(session.providers)}); fallbacks: {len(session.fallback_report)}", file=sys.stderr)
         images, files = load_images(args.paths, session.contract)
         classes = session.contract.classes
         step = min(args.batch_size, session.max_batch or args.batch_size)
