@@ -41,6 +41,8 @@ README = ROOT / "benchmarks" / "README.md"
 BEGIN, END = "<!-- failure-prediction:begin -->", "<!-- failure-prediction:end -->"
 BASELINES = ["msp", "entropy", "margin", "doctor-gini", "doctor-ratio", "temperature", "mc-dropout", "trustscore", "confidnet"]
 WHITE_BOX = {"mc-dropout", "trustscore", "confidnet"}
+PLOTTED = ("metaerr[selected]", "metaerr[probs]", "metaerr[mentor]", "msp", "temperature", "doctor-gini",
+           "mc-dropout", "trustscore", "confidnet")  # the risk-coverage plot stays readable
 SUMMARY_KEYS = ("auroc", "aurc", "eaurc", "augrc", "aupr_error", "fpr95tpr", "risk@cov90")
 
 
@@ -69,7 +71,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--arch-check-pool", type=int, default=8000)
     ap.add_argument("--arch-check-test", type=int, default=3000)
     ap.add_argument("--arch-check-seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--arch-check-epochs", type=int, default=12,
+                    help="torchvision MobileNetV3's BatchNorm momentum is 0.01: a few hundred steps are needed "
+                         "before its running statistics (used in eval) settle")  # fmt: skip
     ap.add_argument("--readme-only", action="store_true", help="only regenerate the README tables from the JSON files")
+    ap.add_argument("--arch-check-only", action="store_true", help="skip the per-dataset benchmark")
     ap.add_argument("--quiet", action="store_true")
     return ap.parse_args(argv)
 
@@ -95,12 +101,13 @@ def head_cost(meta: MetaModel) -> dict[str, float]:
 # --------------------------------------------------------------------------- one run
 
 
-def run_config(args, dataset: str, seed: int, arch: str | None = None, max_pool: int | None = None, max_test: int | None = None) -> RunConfig:
+def run_config(args, dataset: str, seed: int, arch: str | None = None, max_pool: int | None = None, max_test: int | None = None,
+               epochs: int | None = None) -> RunConfig:
     mp = args.max_pool if max_pool is None else max_pool
     mt = args.max_test if max_test is None else max_test
     return RunConfig(
         dataset=dataset, root=args.root, arch=arch or args.arch, arch_kwargs=dict(args.arch_kwargs) if arch in (None, args.arch) else {},
-        meta_modes=("probs", "mentor"), labels="heldout", epochs=args.epochs, meta_epochs=args.meta_epochs,
+        meta_modes=("probs", "mentor"), labels="heldout", epochs=epochs or args.epochs, meta_epochs=args.meta_epochs,
         mentor_arch=args.mentor_arch, meta_fraction=args.meta_fraction, calib_fraction=args.calib_fraction, max_pool=mp or None, max_test=mt or None,
         seed=seed, device=args.device,
     )  # fmt: skip
@@ -182,7 +189,7 @@ def meta_cost(meta: MetaModel, shape: tuple[int, ...]) -> dict:
 
 
 def one_seed(args, config: RunConfig, specs: list[str], with_variants: bool, progress: bool) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
-    folder = Path(args.runs_dir) / f"{config.dataset}_{config.arch}_s{config.seed}"
+    folder = Path(args.runs_dir) / f"{config.dataset}_{config.arch}_p{config.max_pool}_e{config.epochs}_s{config.seed}"
     run, train_s = get_run(config, folder, progress)
     t0 = time.perf_counter()
     report = evaluate_run(run, specs, n_boot=args.n_boot, seed=config.seed, progress=progress)
@@ -238,7 +245,8 @@ def run_dataset(args, dataset: str, progress: bool) -> dict:
         res, scores, err = one_seed(args, config, specs, True, progress)
         seeds.append(res)
         if seed == args.seeds[0]:
-            plot_risk_coverage(scores, err, RESULTS / f"risk_coverage_{dataset}.png",
+            shown = {k: v for k, v in scores.items() if k in PLOTTED}
+            plot_risk_coverage(shown, err, RESULTS / f"risk_coverage_{dataset}.png",
                                f"{dataset} / {config.arch} (seed {seed}, acc {res['test_accuracy']:.3f})")  # fmt: skip
         doc = {"dataset": dataset, "config": {**asdict(config), "seed": "per seed"}, "seeds": seeds,
                "aggregate": aggregate(seeds), "wall_seconds": round(time.perf_counter() - t0, 1),
@@ -254,11 +262,13 @@ def run_dataset(args, dataset: str, progress: bool) -> dict:
 def run_arch_check(args, progress: bool) -> dict:
     specs = ["metaerr[probs]", "metaerr[mentor]", "msp", "temperature", "doctor-gini"]
     path = RESULTS / "failure_prediction_archcheck.json"
-    doc = {"dataset": args.arch_check_dataset, "archs": {}, "max_pool": args.arch_check_pool, "max_test": args.arch_check_test}
+    doc = {"dataset": args.arch_check_dataset, "archs": {}, "max_pool": args.arch_check_pool, "max_test": args.arch_check_test,
+           "epochs": args.arch_check_epochs, "mentor_arch": args.mentor_arch}
     for arch in args.arch_check:
         seeds = []
         for seed in args.arch_check_seeds:
-            cfg = run_config(args, args.arch_check_dataset, seed, arch=arch, max_pool=args.arch_check_pool, max_test=args.arch_check_test)
+            cfg = run_config(args, args.arch_check_dataset, seed, arch=arch, max_pool=args.arch_check_pool, max_test=args.arch_check_test,
+                             epochs=args.arch_check_epochs)
             res, _, _ = one_seed(args, cfg, specs, False, progress)
             seeds.append(res)
             log(f"arch check {arch} seed {seed}: acc {res['test_accuracy']:.4f} {json.dumps(res['seconds'])}")
@@ -282,14 +292,15 @@ def dataset_table(doc: dict) -> str:
     cfg = doc["config"]
     sel = ", ".join(f"s{s['seed']}: {s['selected']}" for s in seeds)
     lines = [
-        f"### {doc['dataset']}: base {cfg['arch']} {cfg.get('arch_kwargs') or ''}, test accuracy {acc['mean']:.4f} ± {acc['std']:.4f}",
+        f"### {doc['dataset']}: base {cfg['arch']}{' ' + json.dumps(cfg['arch_kwargs']) if cfg.get('arch_kwargs') else ''}, "
+        f"test accuracy {acc['mean']:.4f} ± {acc['std']:.4f}",
         "",
         f"{len(seeds)} seeds; pool {cfg['max_pool']} ({seeds[0]['split_sizes']}), test n={seeds[0]['n_test']}, "
         f"base/mentor epochs {cfg['epochs']}, held-out labels ({seeds[0]['meta_train_errors']} meta-train errors on seed {seeds[0]['seed']}). "
         f"`metaerr[selected]` picked on calib: {sel}. Wall time {doc['wall_seconds'] / 60:.1f} min.",
         "",
-        "| score | AUROC | AURC ×1000 | E-AURC ×1000 | AUGRC ×1000 | AUPR-Err | FPR@95 | AUROC 95% CI (seed 0) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| score | AUROC | AURC ×1000 | E-AURC ×1000 | AUGRC ×1000 | AUPR-Err | FPR@95 | AUROC 95% CI (seed 0) | calib AUROC (selection) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     best_auc = max(v["auroc"]["mean"] for v in agg["scores"].values())
     best_aurc = min(v["aurc"]["mean"] for v in agg["scores"].values())
@@ -300,8 +311,10 @@ def dataset_table(doc: dict) -> str:
         ar = f"**{ar}**" if a["aurc"]["mean"] == best_aurc else ar
         tag = f"{name} (white-box)" if name in WHITE_BOX else name
         ci = f"[{r0['auroc_low']:.3f}, {r0['auroc_high']:.3f}]" if r0 else ""
+        cal = [s["rows"][name]["calib_auroc"] for s in seeds if "calib_auroc" in s["rows"].get(name, {})]
+        cal_s = f"{np.mean(cal):.4f}" if cal and name != "metaerr[selected]" else ""
         lines.append(f"| {tag} | {au} | {ar} | {_fmt(a, 'eaurc', 1000, 2)} | {_fmt(a, 'augrc', 1000, 2)} | "
-                     f"{_fmt(a, 'aupr_error')} | {_fmt(a, 'fpr95tpr')} | {ci} |")  # fmt: skip
+                     f"{_fmt(a, 'aupr_error')} | {_fmt(a, 'fpr95tpr')} | {ci} | {cal_s} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -325,7 +338,8 @@ def frontier_table(docs: list[dict]) -> str:
 
 
 def archcheck_table(doc: dict) -> str:
-    lines = [f"### Architecture-agnostic check ({doc['dataset']}, pool {doc['max_pool']}, test n={doc['max_test']}, same MetaErr recipe)", "",
+    lines = [f"### Architecture-agnostic check ({doc['dataset']}, pool {doc['max_pool']}, test n={doc['max_test']}, "
+             f"{doc.get('epochs', '?')} epochs, same MetaErr recipe, {doc.get('mentor_arch', 'small_cnn')} mentor)", "",
              "| base arch | test acc | msp AUROC | metaerr[probs] AUROC | metaerr[mentor] AUROC | msp AURC‰ | metaerr[mentor] AURC‰ | selected (calib) |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for arch, d in doc["archs"].items():
@@ -366,7 +380,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     if not args.readme_only:
-        for dataset in args.datasets:
+        for dataset in [] if args.arch_check_only else args.datasets:
             run_dataset(args, dataset, not args.quiet)
             write_readme()
         if args.arch_check:
