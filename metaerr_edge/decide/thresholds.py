@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from metaerr_edge.errors import ConfigError, DataError, require
+from metaerr_edge.fuse.contract import ThresholdSpec  # pure python, no torch
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from metaerr_edge.fuse.contract import ThresholdSpec
 
 # Coverage targets are fractions of n; floor(c * n) must not lose a sample to float error
 # (0.29 * 100 == 28.999999999999996).
@@ -28,35 +27,23 @@ SEARCHES = ("binary", "exhaustive")
 
 
 @dataclass(frozen=True)
-class ThresholdChoice:
+class ThresholdChoice(ThresholdSpec):
     """A calibrated deferral threshold and how it was chosen: defer when ``failure_score > value``.
 
-    The fields are exactly those of :class:`metaerr_edge.fuse.contract.ThresholdSpec`, so a
-    choice travels into the model contract with :meth:`to_spec`. ``method`` is ``"coverage"`` or
-    ``"risk"``; an ``"-infeasible"`` suffix means the target could not be met on the calibration
-    data (see :func:`threshold_for_coverage` and :func:`threshold_for_risk`). Undefined numbers
-    (the risk of an empty accepted set) are ``None``, never NaN, so the contract stays valid JSON.
+    It is the contract's :class:`~metaerr_edge.fuse.contract.ThresholdSpec` (same fields) plus
+    :attr:`feasible`. ``method`` is ``"coverage"`` or ``"risk"``; an ``"-infeasible"`` suffix means
+    the target could not be met on the calibration data (see :func:`threshold_for_coverage` and
+    :func:`threshold_for_risk`). Undefined numbers (the risk of an empty accepted set) are ``None``,
+    never NaN, so the contract stays valid JSON.
     """
-
-    value: float
-    method: str
-    target_coverage: float | None = None
-    target_risk: float | None = None
-    delta: float | None = None
-    calibration_n: int | None = None
-    achieved_coverage: float | None = None
-    achieved_risk: float | None = None
-    risk_upper_bound: float | None = None
 
     @property
     def feasible(self) -> bool:
         """False when the target could not be met and the threshold defers as much as it can."""
         return not self.method.endswith("-infeasible")
 
-    def to_spec(self) -> "ThresholdSpec":
-        """The same threshold as the contract's :class:`~metaerr_edge.fuse.contract.ThresholdSpec`."""
-        from metaerr_edge.fuse.contract import ThresholdSpec  # pure python; lazy keeps this torch-free
-
+    def to_spec(self) -> ThresholdSpec:
+        """The plain :class:`~metaerr_edge.fuse.contract.ThresholdSpec` stored in a model's contract."""
         return ThresholdSpec(**asdict(self))
 
 
