@@ -41,7 +41,12 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
 
     from metaerr_edge.data import load_dataset
     from metaerr_edge.models import FitConfig
-    from metaerr_edge.ssl import create_selector, run_pseudo_labelling, sample_labelled, train_round0
+    from metaerr_edge.ssl import (
+        create_selector,
+        run_pseudo_labelling,
+        sample_labelled,
+        train_round0,
+    )
 
     dataset, n_labels = SETTINGS[name]
     data = load_dataset(dataset, args.root)
@@ -50,10 +55,10 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
         augment="shift_flip" if data.channels == 3 else "shift", device=args.device,
     )  # fmt: skip
     arch_kwargs = {"width": args.width}
-    common = dict(
-        arch_kwargs=arch_kwargs, pool_size=args.pool_size or None, max_test=args.max_test or None,
-        min_steps=args.min_steps, progress=False,
-    )  # fmt: skip
+    common = {
+        "arch_kwargs": arch_kwargs, "pool_size": args.pool_size or None, "max_test": args.max_test or None,
+        "min_steps": args.min_steps, "progress": False,
+    }  # fmt: skip
     options = {
         "confidence": {"threshold": args.threshold},
         "topk": {"threshold": args.threshold},
@@ -61,8 +66,10 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
         "metaerr": {"mode": args.meta_mode, "folds": args.folds, "meta_epochs": args.meta_epochs},
         "metaerr-topk": {"mode": args.meta_mode, "folds": args.folds, "meta_epochs": args.meta_epochs, "threshold": args.threshold},
     }
-    runs = []
+    runs = _resumable_runs(name, args) if args.resume else []
     for seed in args.seeds:
+        if any(r["seed"] == seed for r in runs):
+            continue
         torch.manual_seed(seed)
         labelled = sample_labelled(data.train.labels, n_labels, seed)
         t0 = time.perf_counter()
@@ -86,10 +93,33 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
                 f"prec {[round(r.precision, 4) for r in res.rounds[1:]]} acc {[round(r.test_acc, 4) for r in res.rounds]} "
                 f"final {last.test_acc:.4f} ({seconds:.0f}s)", flush=True,
             )  # fmt: skip
+        partial = _setting_result(name, dataset, n_labels, args, options, runs, complete=False)
+        (RESULTS / f"pseudo_label_{name}.json").write_text(json.dumps(partial, indent=1))  # survives an interruption
+    return _setting_result(name, dataset, n_labels, args, options, runs, complete=True)
+
+
+def _schedule_key(schedule: dict) -> dict:
+    return {k: v for k, v in schedule.items() if k not in ("seeds", "resume", "threads", "root", "selectors")}
+
+
+def _resumable_runs(name: str, args: argparse.Namespace) -> list[dict]:
+    """Runs saved for ``name`` under the same schedule (any seeds), so ``--resume`` adds seeds to them."""
+    path = RESULTS / f"pseudo_label_{name}.json"
+    if not path.exists():
+        return []
+    saved = json.loads(path.read_text())
+    mine = _schedule_key({k: v for k, v in vars(args).items() if k not in ("settings", "readme_only")})
+    if _schedule_key(saved["schedule"]) != mine:
+        raise SystemExit(f"--resume: {path} was run with another schedule; remove it or match its flags")
+    return [r for r in saved["runs"] if r["selector"] in args.selectors]
+
+
+def _setting_result(name: str, dataset: str, n_labels: int, args: argparse.Namespace, options: dict, runs: list[dict], complete: bool) -> dict:
     schedule = {k: v for k, v in vars(args).items() if k not in ("settings", "readme_only")}
-    out = {"setting": name, "dataset": dataset, "labels": n_labels, "schedule": schedule, "options": options,
-           "runs": runs, "summary": summarise(runs)}  # fmt: skip
-    return out
+    schedule["seeds"] = sorted({r["seed"] for r in runs})
+    schedule.pop("resume", None)
+    return {"setting": name, "dataset": dataset, "labels": n_labels, "schedule": schedule, "options": options,
+            "complete": complete, "runs": runs, "summary": summarise(runs)}  # fmt: skip
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -114,6 +144,8 @@ def summarise(runs: list[dict]) -> dict:
             "last_precision": _mean_std([x["precision"] for x in last]),
             "precision_all_rounds": pooled_correct / pooled_kept if pooled_kept else float("nan"),
             "seconds": _mean_std([r["seconds"] for r in rs]),
+            "meta_val_auroc": _mean_std([x["info"]["meta_val_auroc"] for r in rs for x in r["rounds"] if "meta_val_auroc" in x["info"]]),
+            "meta_fallbacks": sum("meta_fallback" in x["info"] for r in rs for x in r["rounds"]),
             "seeds": len(rs),
         }
     return out
@@ -162,13 +194,16 @@ def readme_section(results: list[dict]) -> str:
     for res in results:
         sch = res["schedule"]
         lines += [
-            f"### {res['setting']} ({res['dataset']}, {res['labels']} labels; pool {sch['pool_size'] or 'all'}, "
-            f"test {sch['max_test'] or 'all'}, {sch['rounds']} rounds, {len(sch['seeds'])} seeds)",
+            (
+                f"### {res['setting']} ({res['dataset']}, {res['labels']} labels; pool {sch['pool_size'] or 'all'}, "
+                f"test {sch['max_test'] or 'all'}, {sch['rounds']} rounds, {len(sch['seeds'])} seeds"
+                f"{'' if res.get('complete', True) else '; PARTIAL: interrupted'})"
+            ),
             "",
             "| selector | round-0 acc | final acc | kept (last round) | precision % (last round) | prec. all % | s / run |",
             "|---|---|---|---|---|---|---|",
         ]
-        for sel, s in res["summary"].items():
+        for sel, s in summarise(res["runs"]).items():
             kept = "-" if math.isnan(s["last_kept"][0]) else f"{s['last_kept'][0]:.0f} ± {s['last_kept'][1]:.0f}"
             pa = "-" if math.isnan(s["precision_all_rounds"]) else f"{100 * s['precision_all_rounds']:.2f}"
             lines.append(
@@ -177,6 +212,9 @@ def readme_section(results: list[dict]) -> str:
             )
         lines.append("")
     lines += ["![precision against count](results/pseudo_label_precision.png)", ""]
+    notes = RESULTS / "pseudo_label_notes.md"  # hand-written reading of the numbers, kept across re-runs
+    if notes.exists():
+        lines += [notes.read_text().strip(), ""]
     return "\n".join(lines)
 
 
@@ -219,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--resume", action="store_true", help="keep saved runs of the same schedule and only add missing seeds")
     p.add_argument("--readme-only", action="store_true", help="re-tabulate the saved JSON into README.md and the plot")
     args = p.parse_args(argv)
     if not args.readme_only:

@@ -108,7 +108,7 @@ def split_for_ssl(
     rng = np.random.default_rng(seed + 17)
     rest = rng.permutation(np.setdiff1d(np.arange(n), labelled_idx))
     if data.test is None:
-        n_test = max(1, int(round(0.2 * len(rest))))
+        n_test = max(1, round(0.2 * len(rest)))
         test, rest = data.train.subset(np.sort(rest[:n_test])), rest[n_test:]
     else:
         test = data.test
@@ -125,7 +125,7 @@ def run_pseudo_labelling(
     labelled_idx: np.ndarray,
     selector: Selector | str,
     rounds: int = 3,
-    fit: FitConfig = FitConfig(),
+    fit: FitConfig | None = None,
     seed: int = 0,
     *,
     arch: str = "small_cnn",
@@ -152,6 +152,7 @@ def run_pseudo_labelling(
         >>> res = run_pseudo_labelling(ds, sample_labelled(ds.train.labels, 100, 0), "metaerr-topk", rounds=2)
         >>> [(r.kept, r.precision, r.test_acc) for r in res.rounds]
     """
+    fit = fit or FitConfig()
     sel = create_selector(selector) if isinstance(selector, str) else selector
     if rounds < 0:
         raise ConfigError(f"rounds must be >= 0, got {rounds}")
@@ -195,11 +196,12 @@ def run_pseudo_labelling(
 
 
 def train_round0(
-    data: DatasetArrays, labelled_idx: np.ndarray, fit: FitConfig = FitConfig(), seed: int = 0, *,
+    data: DatasetArrays, labelled_idx: np.ndarray, fit: FitConfig | None = None, seed: int = 0, *,
     arch: str = "small_cnn", arch_kwargs: dict | None = None, min_steps: int = 100, progress: bool = False,
 ) -> nn.Module:  # fmt: skip
     """The round-0 base of :func:`run_pseudo_labelling` (same seed and schedule), for ``warm_start``."""
     labelled_idx = np.asarray(labelled_idx, dtype=np.int64)
+    fit = fit or FitConfig()
     mean, std = data.channel_stats()
     net = create_base(arch, data.channels, len(data.classes), data.image_size, **(arch_kwargs or {}))
     return fit_classifier(

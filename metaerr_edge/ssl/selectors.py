@@ -30,7 +30,16 @@ from torch import nn
 
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.fuse.fused import Preprocess
-from metaerr_edge.meta import HeadConfig, MetaFitConfig, MetaModel, crossfit_probs, error_labels, fit_meta, fold_ids, meta_scores
+from metaerr_edge.meta import (
+    HeadConfig,
+    MetaFitConfig,
+    MetaModel,
+    crossfit_probs,
+    error_labels,
+    fit_meta,
+    fold_ids,
+    meta_scores,
+)
 from metaerr_edge.models import FitConfig, fit_classifier, predict_probs
 
 log = logging.getLogger(__name__)
