@@ -22,7 +22,7 @@ from torch import nn
 
 from metaerr_edge.errors import ConfigError
 from metaerr_edge.scores._features import context_features
-from metaerr_edge.scores.base import Scorer, ScoreContext, register_score
+from metaerr_edge.scores.base import ScoreContext, Scorer, register_score
 
 
 def confidnet_mlp(in_features: int, hidden: int = 128, layers: int = 3) -> nn.Module:
@@ -89,7 +89,7 @@ class ConfidNetScore(Scorer):
     white_box = True
     net: nn.Module | None = None
 
-    def fit(self, ctx: ScoreContext) -> "ConfidNetScore":
+    def fit(self, ctx: ScoreContext) -> ConfidNetScore:
         split = ctx.train_split
         feats, probs = context_features(ctx, split)
         labels = ctx.labels(split)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from metaerr_edge.errors import ConfigError
-from metaerr_edge.scores.base import Scorer, ScoreContext, register_score
+from metaerr_edge.scores.base import ScoreContext, Scorer, register_score
 
 _DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
@@ -141,7 +141,7 @@ class MCDropoutScore(Scorer):
 
     white_box = True
 
-    def fit(self, ctx: ScoreContext) -> "MCDropoutScore":
+    def fit(self, ctx: ScoreContext) -> MCDropoutScore:
         if not dropout_layers(ctx.base):
             raise ConfigError(
                 f"mc-dropout needs a base model with dropout layers; {type(ctx.base).__name__} has none"

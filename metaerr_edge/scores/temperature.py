@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from metaerr_edge.errors import DataError
-from metaerr_edge.scores.base import Scorer, ScoreContext, register_score
+from metaerr_edge.scores.base import ScoreContext, Scorer, register_score
 
 _LOG_T_BOUNDS = (-4.0, 4.0)  # T in [0.018, 55]
 
@@ -56,7 +56,7 @@ class TemperatureScore(Scorer):
 
     temperature: float = 1.0
 
-    def fit(self, ctx: ScoreContext) -> "TemperatureScore":
+    def fit(self, ctx: ScoreContext) -> TemperatureScore:
         self.temperature = fit_temperature(ctx.probs("calib"), ctx.labels("calib"))
         return self
 

@@ -16,7 +16,7 @@ import torch
 
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.scores._features import context_features
-from metaerr_edge.scores.base import Scorer, ScoreContext, register_score
+from metaerr_edge.scores.base import ScoreContext, Scorer, register_score
 
 _EPS = 1e-12
 
@@ -92,7 +92,7 @@ class TrustScore(Scorer):
     white_box = True
     index: TrustScoreIndex | None = None
 
-    def fit(self, ctx: ScoreContext) -> "TrustScore":
+    def fit(self, ctx: ScoreContext) -> TrustScore:
         feats, _ = context_features(ctx, ctx.train_split)
         self.index = TrustScoreIndex(
             feats, ctx.labels(ctx.train_split), ctx.num_classes, k=int(self.params.get("k", 10)),
