@@ -93,10 +93,18 @@ def resnet18(in_channels: int, num_classes: int, image_size: tuple[int, int], wi
 
 @register_base("mobilenet_v3_small")
 def mobilenet_v3_small(in_channels: int, num_classes: int, image_size: tuple[int, int], width_mult: float = 1.0) -> nn.Module:
-    """torchvision MobileNetV3-Small with a stride-1 stem for small (8-32 px) inputs."""
+    """torchvision MobileNetV3-Small with a stride-1 stem for small (8-32 px) inputs.
+
+    BatchNorm momentum is reset to PyTorch's usual 0.1: torchvision's 0.01 (meant for long ImageNet
+    schedules) leaves the running statistics far behind the weights after a few epochs, and the
+    model then sits at chance in eval mode (measured: 98.2% with batch statistics, 10.8% without).
+    """
     import torchvision
 
     net = torchvision.models.mobilenet_v3_small(num_classes=num_classes, width_mult=width_mult)
     stem = net.features[0][0]
     net.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.1
     return net
