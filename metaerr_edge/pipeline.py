@@ -55,6 +55,7 @@ class RunConfig:
     meta_image_width: int = 16
     mentor_arch: str = "small_cnn"
     mentor_kwargs: dict = field(default_factory=dict)
+    meta_target: str = "auto"  # "error" (BCE on error labels), "tcp" (regress the base's true-class prob), "auto"
     meta_fraction: float = 0.25
     calib_fraction: float = 0.1
     test_fraction: float = 0.2
@@ -66,6 +67,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.labels not in ("crossfit", "heldout"):
             raise ConfigError(f"labels must be 'crossfit' or 'heldout', got {self.labels!r}")
+        if self.meta_target not in ("auto", "error", "tcp"):
+            raise ConfigError(f"meta_target must be 'auto', 'error' or 'tcp', got {self.meta_target!r}")
         bad = [m for m in self.meta_modes if m not in META_MODES]
         if bad or not self.meta_modes:
             raise ConfigError(f"meta_modes {list(self.meta_modes)}: each must be one of {list(META_MODES)}")
@@ -84,7 +87,10 @@ class RunConfig:
         return FitConfig(self.epochs, self.batch_size, self.lr, augment=augment, seed=self.seed + seed_offset, device=self.device)
 
     def head_config(self, mode: str) -> HeadConfig:
-        return HeadConfig(mode, self.meta_hidden, self.meta_image_width, mentor_arch=self.mentor_arch, mentor_kwargs=dict(self.mentor_kwargs))
+        """``meta_target="auto"``: "tcp" for mentor-features (its best recipe in benchmarks/README.md), else "error"."""
+        target = self.meta_target if self.meta_target != "auto" else ("tcp" if mode == "mentor-features" else "error")
+        return HeadConfig(mode, self.meta_hidden, self.meta_image_width, mentor_arch=self.mentor_arch,
+                          mentor_kwargs=dict(self.mentor_kwargs), target=target)  # fmt: skip
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
@@ -220,7 +226,7 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
     fit = config.fit_config(c)
 
     def new_base() -> nn.Module:
-        return create_base(config.arch, c, k, (h, w), **config.arch_kwargs)
+        return create_base(config.arch, c, k, (h, w), seed=config.seed, **config.arch_kwargs)
 
     pool = splits.arrays(data, "pool")
     calib, test = splits.arrays(data, "calib"), splits.arrays(data, "test")
@@ -249,18 +255,8 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
     for i, mode in enumerate(config.meta_modes):
         torch.manual_seed(config.seed + 100 + i)  # the head's initial weights depend on the seed only
         meta = MetaModel(config.head_config(mode), c, k, (h, w))
-        mentor_probs = None
-        if meta.mentor is not None:
-            mfit = config.fit_config(c, seed_offset=7)
-            new_mentor = lambda: create_base(config.mentor_arch, c, k, (h, w), **config.mentor_kwargs)  # noqa: E731
-            if config.labels == "crossfit":
-                mentor_probs, _ = crossfit_probs(new_mentor, meta_x, meta_y, pre, mfit, config.folds, progress, "mentor fold")
-            fit_classifier(meta.mentor, mentor_train.images, mentor_train.labels, pre, mfit, progress, "mentor")
-            meta.mentor.requires_grad_(False)
-            if mentor_probs is None:
-                mentor_probs = predict_probs(meta.mentor, meta_x, pre, device=config.device)
-        mcfg = MetaFitConfig(epochs=config.meta_epochs, seed=config.seed + i, device=config.device)
-        result = fit_meta(meta, meta_x, meta_probs, is_error, pre, mcfg, mentor_probs, progress, f"meta [{mode}]")
+        result = fit_meta_mode(meta, config, MetaData(meta_x, meta_y, meta_probs, mentor_train, base), pre,
+                               MetaFitConfig(epochs=config.meta_epochs, seed=config.seed + i, device=config.device), progress)  # fmt: skip
         meta_results[mode] = asdict(result)
         for split, arr in (("calib", calib), ("test", test)):
             preds[f"{split}_score_{mode}"] = meta_scores(meta, arr.images, preds[f"{split}_probs"], pre, device=config.device)
@@ -282,6 +278,70 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
            "std": list(std), "input_shape": [c, h, w]}  # fmt: skip
     atomic_write_text(out / "config.json", json.dumps(cfg, indent=2))
     return Run(out)
+
+
+@dataclass(frozen=True)
+class MetaData:
+    """What a meta-model learns from: rows the base did not train on (images, labels, the base's probs
+    there: held-out or out-of-fold), the base's training rows (for a mentor) and the deployed base."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+    base_train: Any  # ImageArrays
+    base: nn.Module
+
+
+def fit_meta_mode(meta: MetaModel, config: RunConfig, data: MetaData, pre: Preprocess, fit: MetaFitConfig,
+                  progress: bool = True, mentor_trained: bool = False):
+    """Fit one meta-model (and its mentor, unless ``mentor_trained``) the way ``train_run`` does.
+
+    - mentor modes: the mentor trains like a base on ``data.base_train``; cross-fit runs give the
+      ``mentor`` mode out-of-fold mentor probabilities (k mentors, like the base). ``mentor-features``
+      reads features, which differ between networks, so its head sees the final mentor's outputs.
+    - ``target="tcp"``: the head regresses the base's true-class probability; with held-out labels it
+      also learns from the base's own training rows (ConfidNet's recipe), never validated on them.
+    """
+    c, k = data.images.shape[1], meta.num_classes
+    is_error = error_labels(data.probs, data.labels)
+    mentor_out = None
+    if meta.mentor is not None:
+        mfit = config.fit_config(c, seed_offset=7)
+        if not mentor_trained:
+            if config.labels == "crossfit" and meta.config.mode == "mentor":
+                new_mentor = lambda: create_base(config.mentor_arch, c, k, data.images.shape[2:], **config.mentor_kwargs)  # noqa: E731
+                mentor_out, _ = crossfit_probs(new_mentor, data.images, data.labels, pre, mfit, config.folds, progress, "mentor fold")
+            fit_classifier(meta.mentor, data.base_train.images, data.base_train.labels, pre, mfit, progress, "mentor")
+        meta.mentor.requires_grad_(False)
+        if meta.feature_dim:
+            from metaerr_edge.models.training import to_float
+
+            meta.set_feature_stats(pre(to_float(data.base_train.images)))
+        if mentor_out is None:
+            mentor_out = _mentor_outputs(meta, data.images, pre, config.device)
+    x, p, err, extra = data.images, data.probs, is_error, {}
+    if meta.config.target == "tcp":
+        extra["tcp"] = data.probs[np.arange(len(data.labels)), data.labels]
+        if config.labels == "heldout":
+            bt = data.base_train
+            bt_probs = predict_probs(data.base, bt.images, pre, device=config.device)
+            x, p = np.concatenate([x, bt.images]), np.concatenate([p, bt_probs])
+            err = np.concatenate([err, error_labels(bt_probs, bt.labels)])
+            extra["tcp"] = np.concatenate([extra["tcp"], bt_probs[np.arange(len(bt.labels)), bt.labels]])
+            extra["train_only"] = np.arange(len(err)) >= len(data.images)
+            if mentor_out is not None:
+                mentor_out = np.concatenate([mentor_out, _mentor_outputs(meta, bt.images, pre, config.device)])
+    return fit_meta(meta, x, p, err, pre, fit, mentor_out, progress, f"meta [{meta.config.mode}]", **extra)
+
+
+@torch.no_grad()
+def _mentor_outputs(meta: MetaModel, images: np.ndarray, pre: Preprocess, device: str) -> np.ndarray:
+    from metaerr_edge.models.training import resolve_device, to_float
+
+    dev = resolve_device(device)
+    meta.to(dev).eval()
+    out = [meta.mentor_outputs(pre.to(dev)(to_float(images[i : i + 512]).to(dev))).cpu() for i in range(0, len(images), 512)]
+    return torch.cat(out).numpy()
 
 
 def _save_torch(path: Path, obj: dict) -> None:

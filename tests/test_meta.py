@@ -100,3 +100,42 @@ def test_metaerr_wraps_a_users_own_module_without_touching_it(digits_run):
     fused = metaerr.fuse(threshold=0.5)
     label, probs, score, defer = fused(torch.rand(3, 1, 8, 8))
     assert label.dtype == torch.int64 and defer.dtype == torch.bool
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path):
+    from metaerr_edge.pipeline import RunConfig, train_run
+
+    cfg = RunConfig(meta_modes=("probs",), folds=2, epochs=1, meta_epochs=2)
+    a, b = train_run(cfg, tmp_path / "a", progress=False), train_run(cfg, tmp_path / "b", progress=False)
+    np.testing.assert_array_equal(a.predictions["test_probs"], b.predictions["test_probs"])
+    np.testing.assert_array_equal(a.predictions["test_score_probs"], b.predictions["test_score_probs"])
+
+
+def test_tcp_head_scores_one_minus_predicted_true_class_probability():
+    torch.manual_seed(0)
+    meta = MetaModel(HeadConfig("probs", target="tcp"), in_channels=1, num_classes=4).eval()
+    p = torch.softmax(torch.randn(5, 4), 1)
+    torch.testing.assert_close(meta(None, p), 1 - torch.sigmoid(meta.logit(None, p)))
+    with pytest.raises(ConfigError, match="target"):
+        HeadConfig("probs", target="margin")
+
+
+def test_mentor_features_mode_trains_exports_and_keeps_parity(tmp_path):
+    """The benchmark's strongest recipe is a real mode: trained by train_run, fused, exported, verified."""
+    from metaerr_edge.fuse.export import export_run
+    from metaerr_edge.fuse.verify import verify_run
+    from metaerr_edge.pipeline import RunConfig, train_run
+
+    run = train_run(RunConfig(meta_modes=("mentor-features",), labels="heldout", epochs=2, meta_epochs=3), tmp_path / "run", progress=False)
+    meta = run.meta()
+    assert meta.config.target == "tcp" and meta.feature_dim == 4 * 32  # small_cnn mentor, width 32
+    assert float(meta.feature_std.min()) > 0 and float(meta.feature_mean.abs().sum()) > 0  # stats were fitted
+    assert run.summary["meta"]["mentor-features"]["n_train"] > run.summary["split_sizes"]["meta_train"]  # + base rows
+    export_run(run, tmp_path / "m.onnx", dynamo=False)
+    report = verify_run(tmp_path / "m.onnx", run, n=32, batch_sizes=(1, 32))
+    assert report.passed and report.max_abs_score_diff <= 1e-5
+
+
+def test_mentor_features_needs_a_mentor_with_feature_seams():
+    with pytest.raises(ConfigError, match="forward_features"):
+        MetaModel(HeadConfig("mentor-features", mentor_arch="resnet18"), in_channels=1, num_classes=10, image_size=(8, 8))

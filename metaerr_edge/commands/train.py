@@ -15,7 +15,12 @@ def add_train_options(p: argparse.ArgumentParser, dataset: str = "digits", modes
     p.add_argument("--root", default=None, help="data root for torchvision/ImageFolder datasets (e.g. ../shared/datasets)")
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset (needs a network)")
     p.add_argument("--arch", default="small_cnn", choices=available_bases(), help="base architecture (default: %(default)s)")
-    p.add_argument("--meta-modes", default=modes, help="comma list of probs,image,image+probs,mentor; the first is deployed (default: %(default)s)")
+    p.add_argument("--meta-modes", default=modes,
+                   help="comma list of probs,image,image+probs,mentor,mentor-features; the first is deployed (default: %(default)s)")  # fmt: skip
+    p.add_argument("--meta-target", default="auto", choices=("auto", "error", "tcp"),
+                   help="meta-model target: the error label (BCE), the base's true-class probability, or auto: "
+                        "tcp for mentor-features, error otherwise (default: %(default)s)")  # fmt: skip
+    p.add_argument("--mentor-arch", default="small_cnn", choices=available_bases(), help="mentor network of the mentor modes")
     p.add_argument("--labels", default="crossfit", choices=("crossfit", "heldout"), help="where error labels come from (default: %(default)s)")
     p.add_argument("--folds", type=int, default=5, help="cross-fitting folds (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=10, help="base-model epochs (default: %(default)s)")
@@ -35,6 +40,7 @@ def config_from_args(args: argparse.Namespace):
     return RunConfig(
         dataset=args.dataset, root=args.root, download=args.download, arch=args.arch,
         meta_modes=tuple(m.strip() for m in args.meta_modes.split(",") if m.strip()), labels=args.labels,
+        meta_target=args.meta_target, mentor_arch=args.mentor_arch,
         folds=args.folds, epochs=args.epochs, meta_epochs=args.meta_epochs, batch_size=args.batch_size, lr=args.lr,
         max_pool=args.max_pool, max_test=args.max_test, seed=args.seed, device=args.device,
     )  # fmt: skip

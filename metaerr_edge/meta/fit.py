@@ -57,14 +57,21 @@ def fit_meta(
     is_error: np.ndarray,
     preprocess: Preprocess,
     config: MetaFitConfig = MetaFitConfig(),
-    mentor_probs: np.ndarray | None = None,
+    mentor_out: np.ndarray | None = None,
     progress: bool = True,
     desc: str = "meta",
+    *,
+    tcp: np.ndarray | None = None,
+    train_only: np.ndarray | None = None,
 ) -> MetaFitResult:
     """Fit ``meta`` to predict ``is_error`` from (image, probs); keep the best meta-validation AUROC.
 
-    The positive (error) class is up-weighted by ``n_correct / n_error`` in the BCE loss
-    (unless ``config.balanced`` is False).
+    ``target="error"`` heads: class-weighted BCE (errors up-weighted by ``n_correct / n_error``
+    unless ``config.balanced`` is False). ``target="tcp"`` heads: MSE to ``tcp``, the base's
+    true-class probability per row. ``mentor_out``: the frozen mentor's precomputed
+    :meth:`MetaModel.mentor_outputs`. ``train_only``: rows used for fitting but never for
+    validation (e.g. the base's own training rows of a TCP head); validation is a stratified
+    ``config.val_fraction`` of the other rows and always scores ``is_error``.
     """
     from sklearn.metrics import roc_auc_score
     from tqdm.auto import tqdm
@@ -78,16 +85,31 @@ def fit_meta(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    val = stratified_holdout(is_error, config.val_fraction, config.seed)
-    uses_x = meta.config.uses_image or (meta.mentor is not None and mentor_probs is None)
+    train_only = np.zeros(len(is_error), bool) if train_only is None else np.asarray(train_only, bool)
+    eligible = np.flatnonzero(~train_only)
+    val = np.zeros(len(is_error), bool)
+    val[eligible[stratified_holdout(is_error[eligible], config.val_fraction, config.seed)]] = True
+    uses_x = meta.config.uses_image or (meta.mentor is not None and mentor_out is None)
     x_all = to_float(images) if uses_x else None
     p_all = torch.from_numpy(probs.astype(np.float32))
-    m_all = None if mentor_probs is None else torch.from_numpy(mentor_probs.astype(np.float32))
+    m_all = None if mentor_out is None else torch.from_numpy(mentor_out.astype(np.float32))
     y_all = torch.from_numpy(is_error.astype(np.float32))
     tr_idx, va_idx = torch.from_numpy(np.flatnonzero(~val)), torch.from_numpy(np.flatnonzero(val))
-    n_pos = float(y_all[tr_idx].sum())
-    pos_weight = torch.tensor((len(tr_idx) - n_pos) / max(n_pos, 1.0) if config.balanced else 1.0)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight.to(device))
+    if meta.config.target == "tcp":
+        if tcp is None or len(tcp) != len(is_error):
+            raise ConfigError("a target='tcp' head needs tcp= (the base's true-class probability per row)")
+        t_all = torch.from_numpy(np.asarray(tcp, np.float32))
+        mse = nn.MSELoss()
+
+        def loss_fn(raw: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            return mse(torch.sigmoid(raw), t_all[idx].to(device))
+    else:
+        n_pos = float(y_all[tr_idx].sum())
+        pos_weight = torch.tensor((len(tr_idx) - n_pos) / max(n_pos, 1.0) if config.balanced else 1.0)
+        bce = nn.BCEWithLogitsLoss(pos_weight=pos_weight.to(device))
+
+        def loss_fn(raw: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            return bce(raw, y_all[idx].to(device))
     meta.to(device)
     if meta.mentor is not None:  # trained beforehand as a classifier; frozen here
         meta.mentor.requires_grad_(False)
@@ -109,13 +131,13 @@ def fit_meta(
             idx = order[start : start + config.batch_size]
             if len(idx) < 2:
                 continue
-            loss = loss_fn(meta.logit(*batch(idx)), y_all[idx].to(device))
+            loss = loss_fn(meta.logit(*batch(idx)), idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         meta.eval()
         with torch.no_grad():
-            scores = torch.cat([meta.logit(*batch(va_idx[s : s + 1024])) for s in range(0, len(va_idx), 1024)])
+            scores = torch.cat([meta(*batch(va_idx[s : s + 1024])) for s in range(0, len(va_idx), 1024)])
         y_val = y_all[va_idx].numpy()
         auc = float(roc_auc_score(y_val, scores.cpu().numpy())) if 0 < y_val.sum() < len(y_val) else 0.5
         if auc > best[0]:

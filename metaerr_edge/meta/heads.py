@@ -7,7 +7,14 @@ Input modes (the registry ``META_MODES`` is the one list):
 - ``image+probs``: both of the above, concatenated.
 - ``mentor``: an independent classifier (the mentor, trained on the base's training data) gives a
   second posterior; its probabilities re-ordered by the base's ranking, plus the base's sorted
-  probabilities, feed the MLP. Strongest, and as expensive as the mentor network.
+  probabilities, feed the MLP. As expensive as the mentor network.
+- ``mentor-features``: as ``mentor``, plus the mentor's penultimate features (standardised). The
+  strongest mode in benchmarks/README.md (with ``target="tcp"``); the mentor needs the
+  ``forward_features`` / ``classifier`` seams (``small_cnn`` has them).
+
+Targets: ``"error"`` (default) fits ``P(base wrong)`` with a class-weighted BCE on the error labels;
+``"tcp"`` regresses the base's true-class probability (ConfidNet's target, read off the base's
+*outputs*, so still black-box) and scores ``1 - predicted TCP``.
 """
 
 from __future__ import annotations
@@ -19,14 +26,15 @@ from torch import nn
 
 from metaerr_edge.errors import ConfigError
 
-META_MODES = ("probs", "image", "image+probs", "mentor")
+META_MODES = ("probs", "image", "image+probs", "mentor", "mentor-features")
+TARGETS = ("error", "tcp")
 _LOG_FLOOR = 1e-7
 _LOG_SCALE = 1.0 / 8.0
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """Shape of a meta-model. ``mentor_arch``/``mentor_kwargs`` only matter for ``mode="mentor"``."""
+    """Shape of a meta-model. ``mentor_arch``/``mentor_kwargs`` only matter for the mentor modes."""
 
     mode: str = "probs"
     hidden: int = 64
@@ -34,10 +42,17 @@ class HeadConfig:
     dropout: float = 0.1
     mentor_arch: str = "small_cnn"
     mentor_kwargs: dict = field(default_factory=dict)
+    target: str = "error"
 
     def __post_init__(self) -> None:
         if self.mode not in META_MODES:
             raise ConfigError(f"unknown meta-model mode {self.mode!r}; expected one of {list(META_MODES)}")
+        if self.target not in TARGETS:
+            raise ConfigError(f"unknown meta-model target {self.target!r}; expected one of {list(TARGETS)}")
+
+    @property
+    def uses_mentor(self) -> bool:
+        return self.mode in ("mentor", "mentor-features")
 
     @property
     def uses_image(self) -> bool:
@@ -104,21 +119,49 @@ class MetaModel(nn.Module):
         if config.uses_image:
             self.encoder = ImageEncoder(in_channels, config.image_width)
             n_in += self.encoder.out_features
-        if config.mode in ("probs", "image+probs", "mentor"):
+        if config.mode != "image":
             n_in += 2 * num_classes
-        if config.mode == "mentor":
+        self.feature_dim = 0
+        if config.uses_mentor:
             from metaerr_edge.models.registry import create_base
 
             self.mentor = create_base(config.mentor_arch, in_channels, num_classes, image_size, **config.mentor_kwargs)
             n_in += 2 * num_classes
+        if config.mode == "mentor-features":
+            if not (hasattr(self.mentor, "forward_features") and isinstance(getattr(self.mentor, "classifier", None), nn.Linear)):
+                raise ConfigError(
+                    f"mode 'mentor-features' needs a mentor with forward_features() and a linear .classifier "
+                    f"(e.g. small_cnn); {config.mentor_arch!r} has not. Use mode 'mentor' or mentor_arch='small_cnn'."
+                )
+            self.feature_dim = self.mentor.classifier.in_features
+            self.register_buffer("feature_mean", torch.zeros(self.feature_dim))
+            self.register_buffer("feature_std", torch.ones(self.feature_dim))
+            n_in += self.feature_dim
         h = config.hidden
         self.head = nn.Sequential(
             nn.Linear(n_in, h), nn.ReLU(inplace=True), nn.Dropout(config.dropout),
             nn.Linear(h, h), nn.ReLU(inplace=True), nn.Linear(h, 1),
         )  # fmt: skip
 
+    def mentor_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What the head reads from the mentor: its probabilities (``mentor``), or its standardised
+        penultimate features followed by its probabilities (``mentor-features``). Precompute it once
+        for training (the mentor is frozen) and pass it as ``mentor_out``."""
+        if self.feature_dim:
+            f = self.mentor.forward_features(x).float()
+            probs = torch.softmax(self.mentor.classifier(f), dim=1)
+            return torch.cat([(f - self.feature_mean) / self.feature_std, probs], dim=1)
+        return torch.softmax(self.mentor(x).float(), dim=1)
+
+    @torch.no_grad()
+    def set_feature_stats(self, x: torch.Tensor) -> None:
+        """Standardise the mentor's features with their mean/std on ``x`` (normalised images)."""
+        f = torch.cat([self.mentor.forward_features(x[i : i + 512]).float() for i in range(0, len(x), 512)])
+        self.feature_mean.copy_(f.mean(0))
+        self.feature_std.copy_(f.std(0) + 1e-6)
+
     def features(
-        self, x: torch.Tensor | None, probs: torch.Tensor, mentor_probs: torch.Tensor | None = None
+        self, x: torch.Tensor | None, probs: torch.Tensor, mentor_out: torch.Tensor | None = None
     ) -> torch.Tensor:
         parts = []
         if self.encoder is not None:
@@ -126,16 +169,20 @@ class MetaModel(nn.Module):
         if self.config.mode != "image":
             parts.append(sorted_prob_features(probs, self.num_classes))
         if self.mentor is not None:
-            if mentor_probs is None:
-                mentor_probs = torch.softmax(self.mentor(x).float(), dim=1)
-            parts.append(mentor_features(probs, mentor_probs, self.num_classes))
+            if mentor_out is None:
+                mentor_out = self.mentor_outputs(x)
+            if self.feature_dim:
+                parts.append(mentor_out[:, : self.feature_dim])
+            parts.append(mentor_features(probs, mentor_out[:, self.feature_dim :], self.num_classes))
         return torch.cat(parts, dim=1)
 
-    def logit(self, x: torch.Tensor | None, probs: torch.Tensor, mentor_probs: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.features(x, probs, mentor_probs)).reshape(-1)
+    def logit(self, x: torch.Tensor | None, probs: torch.Tensor, mentor_out: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's raw output: logit of P(error), or (``target="tcp"``) logit of the predicted TCP."""
+        return self.head(self.features(x, probs, mentor_out)).reshape(-1)
 
-    def forward(self, x: torch.Tensor | None, probs: torch.Tensor, mentor_probs: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.sigmoid(self.logit(x, probs, mentor_probs))
+    def forward(self, x: torch.Tensor | None, probs: torch.Tensor, mentor_out: torch.Tensor | None = None) -> torch.Tensor:
+        raw = torch.sigmoid(self.logit(x, probs, mentor_out))
+        return 1.0 - raw if self.config.target == "tcp" else raw
 
     def train(self, mode: bool = True) -> "MetaModel":
         super().train(mode)

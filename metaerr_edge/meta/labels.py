@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
 from torch import nn
 
 from metaerr_edge.errors import ConfigError, DataError
@@ -54,6 +55,7 @@ def crossfit_probs(
     oof: np.ndarray | None = None
     for f in range(k):
         train, held = folds != f, folds == f
+        torch.manual_seed(fit.seed + 1000 * (f + 1))  # each fold model's initial weights: seed-determined
         model = fit_classifier(
             factory(), images[train], labels[train], preprocess,
             FitConfig(**{**fit.__dict__, "seed": fit.seed + 1000 * (f + 1)}), progress, f"{desc} {f + 1}/{k}",

@@ -19,7 +19,7 @@ from metaerr_edge.fuse.fused import FusedModel, Preprocess
 from metaerr_edge.meta.fit import MetaFitConfig, MetaFitResult, fit_meta, meta_scores
 from metaerr_edge.meta.heads import HeadConfig, MetaModel
 from metaerr_edge.meta.labels import error_labels
-from metaerr_edge.models.training import FitConfig, fit_classifier, predict_probs
+from metaerr_edge.models.training import FitConfig, fit_classifier, predict_probs, to_float
 
 
 class MetaErr:
@@ -59,7 +59,8 @@ class MetaErr:
     ) -> MetaFitResult:
         """Label the base's errors on ``images`` (which it must not have trained on) and fit the meta-model.
 
-        ``mentor_train`` (images, labels the base may have trained on) is required for ``mode="mentor"``.
+        ``mentor_train`` (images, labels the base may have trained on) is required for the mentor modes.
+        A ``target="tcp"`` head regresses the base's probability of the true label on ``images``.
         """
         if images.ndim != 4 or images.dtype != np.uint8:
             raise ConfigError(f"images must be uint8 N x C x H x W, got {images.dtype} {images.shape}")
@@ -69,14 +70,18 @@ class MetaErr:
         probs = predict_probs(base, images, pre, device=self.fit_config.device)
         is_error = error_labels(probs, labels)
         meta = MetaModel(self.head, images.shape[1], probs.shape[1], images.shape[2:])
-        mentor_probs = None
+        mentor_out = None
         if meta.mentor is not None:
             if mentor_train is None:
-                raise ConfigError("mode='mentor' needs mentor_train=(images, labels) to train the mentor network")
+                raise ConfigError(f"mode={self.head.mode!r} needs mentor_train=(images, labels) to train the mentor network")
             fit_classifier(meta.mentor, *mentor_train, pre, mentor_fit or FitConfig(seed=self.fit_config.seed), self.progress, "mentor")
             meta.mentor.requires_grad_(False)
-            mentor_probs = predict_probs(meta.mentor, images, pre, device=self.fit_config.device)
-        self.result = fit_meta(meta, images, probs, is_error, pre, self.fit_config, mentor_probs, self.progress)
+            if meta.feature_dim:
+                meta.set_feature_stats(pre(to_float(mentor_train[0])))
+            with torch.no_grad():
+                mentor_out = torch.cat([meta.mentor_outputs(pre(to_float(images[i : i + 512]))) for i in range(0, len(images), 512)]).numpy()
+        tcp = probs[np.arange(len(labels)), labels] if self.head.target == "tcp" else None
+        self.result = fit_meta(meta, images, probs, is_error, pre, self.fit_config, mentor_out, self.progress, tcp=tcp)
         self.meta = meta
         return self.result
 

@@ -33,14 +33,20 @@ def available_bases() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_base(name: str, in_channels: int, num_classes: int, image_size: tuple[int, int], **kwargs) -> nn.Module:
-    """Build a registered base model.
+def create_base(
+    name: str, in_channels: int, num_classes: int, image_size: tuple[int, int], seed: int | None = None, **kwargs
+) -> nn.Module:
+    """Build a registered base model; with ``seed``, its initial weights depend on the seed alone.
 
     Example:
-        >>> net = create_base("small_cnn", in_channels=1, num_classes=10, image_size=(28, 28))
+        >>> net = create_base("small_cnn", in_channels=1, num_classes=10, image_size=(28, 28), seed=0)
     """
     if name not in _MODELS:
         raise ConfigError(f"unknown base architecture {name!r}; expected one of {available_bases()}")
+    if seed is not None:
+        import torch
+
+        torch.manual_seed(seed)
     return _MODELS[name](in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
 
 
