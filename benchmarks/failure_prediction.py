@@ -31,31 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from metaerr_edge.evaluate import evaluate_run, plot_risk_coverage
-from metaerr_edge.meta import HeadConfig, MetaFitConfig, MetaModel, fit_meta
+from metaerr_edge.meta import HeadConfig, MetaFitConfig, MetaModel, fit_meta, meta_scores
 from metaerr_edge.metrics import aurc, auroc, bootstrap_ci, failure_metrics
-from metaerr_edge.models import (
-    create_base,
-    fit_classifier,
-    predict_probs,
-    register_base,
-)
-from metaerr_edge.pipeline import Run, RunConfig, atomic_write_text, train_run
-from metaerr_edge.scores._features import penultimate_features
-from metaerr_edge.scores.confidnet import confidnet_mlp, fit_confidnet
-
-
-@register_base("mobilenet_v3_small_bn01")
-def mobilenet_v3_small_bn01(in_channels: int, num_classes: int, image_size: tuple[int, int], width_mult: float = 1.0):
-    """The registry's MobileNetV3-Small with BatchNorm momentum 0.1 instead of torchvision's 0.01.
-
-    With 0.01 and a few hundred steps the running statistics lag the weights: on MNIST the registry model
-    reached 98% accuracy with batch statistics but 11% in eval mode (attempt 7 in the README).
-    """
-    net = create_base("mobilenet_v3_small", in_channels, num_classes, image_size, width_mult=width_mult)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = 0.1
-    return net
+from metaerr_edge.models import create_base, fit_classifier, predict_probs
+from metaerr_edge.pipeline import MetaData, Run, RunConfig, atomic_write_text, fit_meta_mode, train_run
 
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -84,12 +63,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--calib-fraction", type=float, default=0.15)
     ap.add_argument("--narrow-width", type=int, default=8, help="width of the narrow mentor variant (0 = skip)")
     ap.add_argument("--no-mentor-features", dest="mentor_features", action="store_false",
-                    help="skip the heads on the mentor's penultimate features (attempt 8)")
+                    help="skip the mentor-features heads (attempt 8)")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs-dir", default=str(ROOT / "benchmarks" / "runs"), help="run folders (reused when the config matches)")
-    ap.add_argument("--arch-check", nargs="*", default=["small_cnn", "mobilenet_v3_small_bn01"],
+    ap.add_argument("--arch-check", nargs="*", default=["small_cnn", "mobilenet_v3_small"],
                     help="architectures for the architecture-agnostic check (empty = skip)")  # fmt: skip
     ap.add_argument("--arch-check-dataset", default="mnist")
     ap.add_argument("--arch-check-pool", type=int, default=8000)
@@ -142,7 +121,7 @@ def run_config(args, dataset: str, seed: int, arch: str | None = None, max_pool:
 def get_run(config: RunConfig, folder: Path, progress: bool) -> tuple[Run, float]:
     """Reuse a finished run folder with the same config, else train one."""
     cfg = folder / "config.json"
-    if cfg.is_file() and json.loads(cfg.read_text())["config"] == json.loads(json.dumps(asdict(config))):
+    if cfg.is_file() and RunConfig.from_dict(json.loads(cfg.read_text())["config"]) == config:
         return Run(folder), float(json.loads(cfg.read_text())["summary"].get("train_seconds", 0.0))
     t0 = time.perf_counter()
     run = train_run(config, folder, progress=progress)
@@ -200,59 +179,17 @@ def metaerr_variants(run: Run, args, progress: bool) -> tuple[dict[str, dict[str
                 for s in ("calib", "test")
             }  # fmt: skip
         costs[f"metaerr[{label}]"] = meta_cost(meta, (c, h, w))
-    if args.mentor_features:
-        base_tr_p = predict_probs(run.base, base_tr_x, pre, device=cfg.device)
-        out.update(mentor_feature_heads(run, mentors["mentor"], {"base_train": (base_tr_x, base_tr_y, base_tr_p),
-                   "meta": (meta_x, meta_y, p_meta), **{s: (images[s], None, probs[s]) for s in ("calib", "test")}}))  # fmt: skip
-        head = confidnet_mlp(mentors["mentor"].classifier.in_features + 4 * k)
-        extra = {"params": int(sum(p.numel() for p in head.parameters())),
-                 "flops": int(2 * sum(m.in_features * m.out_features for m in head.modules() if isinstance(m, torch.nn.Linear)))}
-        mc = cost(mentors["mentor"], (c, h, w))
-        for label in ("metaerr[mentor+feats]", "metaerr[mentor+feats,tcp]"):
-            costs[label] = {"params": mc["params"] + extra["params"], "flops": mc["flops"] + extra["flops"]}
+    if args.mentor_features:  # attempt 8: the package's mentor-features mode on the run's own mentor
+        data = MetaData(meta_x, meta_y, p_meta, run.splits.arrays(run.data, "base_train"), run.base)
+        for label, target in (("mentor-features", "tcp"), ("mentor-features,error", "error")):
+            head = HeadConfig("mentor-features", 128, mentor_arch=cfg.mentor_arch, mentor_kwargs=dict(cfg.mentor_kwargs), target=target)
+            meta = MetaModel(head, c, k, (h, w))
+            meta.mentor.load_state_dict(mentors["mentor"].state_dict())
+            fit_meta_mode(meta, cfg, data, pre, MetaFitConfig(epochs=40, seed=cfg.seed, device=cfg.device), progress, mentor_trained=True)
+            out[f"metaerr[{label}]"] = {s: meta_scores(meta, images[s], probs[s], pre, device=cfg.device).astype(np.float64)
+                                        for s in ("calib", "test")}  # fmt: skip
+            costs[f"metaerr[{label}]"] = meta_cost(meta, (c, h, w))
     return out, costs
-
-
-def mentor_feature_heads(run: Run, mentor: torch.nn.Module, data: dict) -> dict[str, dict[str, np.ndarray]]:
-    """Heads that also read the mentor's penultimate features (still black-box w.r.t. the base).
-
-    Input: [mentor features standardised on base_train, base sorted probs, mentor probs aligned to the base's
-    ranking]; a ConfidNet-style MLP regressing with MSE either the base's correctness on meta_train
-    (``mentor+feats``) or the base's true-class probability on base_train + meta_train (``mentor+feats,tcp``;
-    the base's TCP is an output, so this stays black-box). Epoch chosen on a stratified 20% of meta_train.
-    Benchmark-only for now: not yet a ``MetaModel`` mode, so not in the fused ONNX graph.
-    """
-    from metaerr_edge.meta.fit import stratified_holdout
-    from metaerr_edge.meta.heads import mentor_features, sorted_prob_features
-
-    pre, dev = run.preprocess, run.config.device
-    feats = {s: penultimate_features(mentor, x, pre, device=dev) for s, (x, _, _) in data.items()}
-    mu = feats["base_train"][0].mean(0)
-    sd = feats["base_train"][0].std(0) + 1e-6
-
-    def inputs(s: str) -> np.ndarray:
-        (mf, mp), p = feats[s], torch.from_numpy(data[s][2])
-        k = p.shape[1]
-        m = torch.from_numpy(mp)
-        return np.concatenate([(mf - mu) / sd, sorted_prob_features(p, k).numpy(), mentor_features(p, m, k).numpy()], 1).astype(np.float32)
-
-    _x_meta, y_meta, p_meta = data["meta"]
-    err = (p_meta.argmax(1) != y_meta).astype(np.int64)
-    val = stratified_holdout(err, 0.2, run.config.seed)
-    xm = inputs("meta")
-    _, ybt, pbt = data["base_train"]
-    tcp = lambda p, y: p[np.arange(len(y)), y]
-    fits = {
-        "metaerr[mentor+feats]": (xm[~val], 1.0 - err[~val]),
-        "metaerr[mentor+feats,tcp]": (np.concatenate([inputs("base_train"), xm[~val]]),
-                                      np.concatenate([tcp(pbt, ybt), tcp(p_meta, y_meta)[~val]])),
-    }  # fmt: skip
-    out = {}
-    for label, (x_fit, target) in fits.items():
-        net, _, _ = fit_confidnet(x_fit, target, xm[val], err[val], epochs=40, seed=run.config.seed)
-        with torch.no_grad():
-            out[label] = {s: 1.0 - net(torch.from_numpy(inputs(s))).reshape(-1).double().numpy() for s in ("calib", "test")}
-    return out
 
 
 def meta_cost(meta: MetaModel, shape: tuple[int, ...]) -> dict:
