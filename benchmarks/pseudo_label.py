@@ -31,8 +31,9 @@ SETTINGS = {  # name -> (dataset, labels)
     "fashion-mnist-1000": ("fashion-mnist", 1000),
     "cifar10-4000": ("cifar10", 4000),
 }
-SELECTORS = ("confidence", "topk", "mc-dropout", "metaerr", "metaerr-topk")
-COUNT_MATCHED = ("topk", "metaerr-topk")
+SELECTORS = ("confidence", "topk", "mc-dropout", "metaerr", "metaerr-topk", "metaerr-mentor-topk")
+COUNT_MATCHED = ("topk", "metaerr-topk", "metaerr-mentor-topk")
+REGISTERED = {"metaerr-mentor-topk": "metaerr-topk"}  # benchmark label -> registered selector (with options below)
 SECTION = "## Pseudo-labelling"
 
 
@@ -65,28 +66,33 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
         "mc-dropout": {"threshold": args.threshold, "max_std": args.max_std, "passes": args.mc_passes},
         "metaerr": {"mode": args.meta_mode, "folds": args.folds, "meta_epochs": args.meta_epochs},
         "metaerr-topk": {"mode": args.meta_mode, "folds": args.folds, "meta_epochs": args.meta_epochs, "threshold": args.threshold},
+        "metaerr-mentor-topk": {"mode": "mentor", "folds": args.folds, "meta_epochs": args.meta_epochs, "threshold": args.threshold},
     }
     runs = _resumable_runs(name, args) if args.resume else []
     for seed in args.seeds:
-        if any(r["seed"] == seed for r in runs):
+        done = {r["selector"]: r for r in runs if r["seed"] == seed}
+        todo = [sel for sel in args.selectors if sel not in done]
+        if not todo:
             continue
         torch.manual_seed(seed)
         labelled = sample_labelled(data.train.labels, n_labels, seed)
         t0 = time.perf_counter()
         base0 = train_round0(data, labelled, fit, seed, arch_kwargs=arch_kwargs, min_steps=args.min_steps)
         round0_s = time.perf_counter() - t0
-        conf_counts = None
-        for sel in args.selectors:
+        conf_counts = [r["kept"] for r in done["confidence"]["rounds"][1:]] if "confidence" in done else None
+        if conf_counts is None and any(sel in COUNT_MATCHED for sel in todo) and "confidence" not in todo:
+            todo.insert(0, "confidence")  # count-matched selectors need confidence's counts of this seed
+        for sel in sorted(todo, key=lambda name: name != "confidence"):
             budgets = conf_counts if sel in COUNT_MATCHED else None
             t0 = time.perf_counter()
             res = run_pseudo_labelling(
-                data, labelled, create_selector(sel, **options[sel]), args.rounds, fit, seed,
+                data, labelled, create_selector(REGISTERED.get(sel, sel), **options[sel]), args.rounds, fit, seed,
                 budgets=budgets, warm_start=base0, **common,
             )  # fmt: skip
             seconds = time.perf_counter() - t0
             if sel == "confidence":
                 conf_counts = [r.kept for r in res.rounds[1:]]
-            runs.append({**res.to_dict(), "seconds": seconds, "round0_seconds": round0_s, "count_matched_to": "confidence" if budgets else None})
+            runs.append({**res.to_dict(), "selector": sel, "seconds": seconds, "round0_seconds": round0_s, "count_matched_to": "confidence" if budgets else None})
             last = res.rounds[-1]
             print(
                 f"[{name}] seed {seed} {sel:13s} kept {[r.kept for r in res.rounds[1:]]} "
@@ -103,7 +109,7 @@ def _schedule_key(schedule: dict) -> dict:
 
 
 def _resumable_runs(name: str, args: argparse.Namespace) -> list[dict]:
-    """Runs saved for ``name`` under the same schedule (any seeds), so ``--resume`` adds seeds to them."""
+    """Runs saved for ``name`` under the same schedule, so ``--resume`` adds missing seeds and selectors."""
     path = RESULTS / f"pseudo_label_{name}.json"
     if not path.exists():
         return []
@@ -111,7 +117,7 @@ def _resumable_runs(name: str, args: argparse.Namespace) -> list[dict]:
     mine = _schedule_key({k: v for k, v in vars(args).items() if k not in ("settings", "readme_only")})
     if _schedule_key(saved["schedule"]) != mine:
         raise SystemExit(f"--resume: {path} was run with another schedule; remove it or match its flags")
-    return [r for r in saved["runs"] if r["selector"] in args.selectors]
+    return list(saved["runs"])
 
 
 def _setting_result(name: str, dataset: str, n_labels: int, args: argparse.Namespace, options: dict, runs: list[dict], complete: bool) -> dict:

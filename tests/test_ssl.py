@@ -161,3 +161,17 @@ def test_bad_inputs_raise_config_error(digits):
         split_for_ssl(digits, np.arange(len(digits.train)), seed=0)
     with pytest.raises(ConfigError, match="budgets has 1 entries for 2 rounds"):
         run_pseudo_labelling(digits, np.arange(100), "topk", rounds=2, budgets=[5])
+
+
+def test_metaerr_mentor_selector_gets_a_second_network_and_selects_the_budget(ssl_setup):
+    """mode='mentor': a second network of the base's architecture gives the head a second opinion."""
+    from metaerr_edge.ssl import create_selector
+
+    _, _, pool, make_ctx = ssl_setup
+    ctx = make_ctx(budget=25)
+    idx, labels = create_selector("metaerr-topk", mode="mentor", folds=2, meta_epochs=2).select(ctx)
+    assert len(idx) == 25 == len(np.unique(idx)) and idx.max() < len(pool)
+    np.testing.assert_array_equal(labels, ctx.probs[idx].argmax(1))
+    assert "meta_val_auroc" in ctx.info or ctx.info.get("meta_fallback") == "msp"
+    with pytest.raises(ConfigError, match="not mentor-features"):
+        create_selector("metaerr-topk", mode="mentor-features")

@@ -10,7 +10,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     from metaerr_edge.commands.train import add_train_options
 
     p = sub.add_parser("demo", help="train + evaluate MetaErr (every input mode) vs MSP and entropy on digits")
-    add_train_options(p, modes="probs,image,image+probs,mentor")
+    add_train_options(p, modes="probs,image,image+probs,mentor,mentor-features")
     p.add_argument("-o", "--out", default="runs/demo", help="run folder (default: %(default)s)")
     return p
 

@@ -259,8 +259,8 @@ class _MetaErrBase(Selector):
         HeadConfig(self.mode)  # validates the mode
         _check_threshold("max_score", self.max_score)
         _check_threshold("threshold", self.threshold)
-        if self.mode == "mentor":
-            raise ConfigError("the metaerr selector supports modes probs, image, image+probs (not mentor)")
+        if self.mode == "mentor-features":
+            raise ConfigError("the metaerr selector supports modes probs, image, image+probs, mentor (not mentor-features)")
 
     def failure_scores(self, ctx: SelectContext) -> np.ndarray:
         if len(ctx.labelled_labels) < 2 * self.folds:
@@ -270,10 +270,12 @@ class _MetaErrBase(Selector):
         ctx.info.update(meta_train=len(is_error), meta_errors=int(is_error.sum()))
         c, h, w = ctx.labelled_images.shape[1:]
         meta = MetaModel(HeadConfig(self.mode), c, ctx.num_classes, (h, w))
+        mentor_out = self._fit_mentor(meta, ctx) if self.mode == "mentor" else None
         try:
             res = fit_meta(
                 meta, ctx.labelled_images, oof, is_error, ctx.preprocess,
-                MetaFitConfig(epochs=self.meta_epochs, seed=ctx.seed + ctx.round, device=ctx.fit.device), progress=ctx.progress,
+                MetaFitConfig(epochs=self.meta_epochs, seed=ctx.seed + ctx.round, device=ctx.fit.device),
+                mentor_out=mentor_out, progress=ctx.progress,
             )  # fmt: skip
         except DataError as exc:  # too few (or too many) out-of-fold errors to learn from
             log.warning("metaerr round %d: %s; falling back to 1 - max prob", ctx.round, exc)
@@ -281,6 +283,17 @@ class _MetaErrBase(Selector):
             return 1.0 - ctx.probs.max(axis=1)
         ctx.info.update(meta_val_auroc=res.val_auroc)
         return meta_scores(meta, ctx.pool_images, ctx.probs.astype(np.float32), ctx.preprocess, device=ctx.fit.device)
+
+
+    def _fit_mentor(self, meta: MetaModel, ctx: SelectContext) -> np.ndarray:
+        """A second opinion: a network of the base's architecture, trained on the labelled set with
+        another seed; its out-of-fold probabilities feed the head's training rows, the full one scores the pool."""
+        fit = FitConfig(**{**ctx.fit.__dict__, "seed": ctx.fit.seed + 7919 + 101 * ctx.round})
+        x, y = ctx.labelled_images, ctx.labelled_labels
+        oof = crossfit_probs(ctx.factory, x, y, ctx.preprocess, fit, k=self.folds, progress=ctx.progress, desc="mentor fold")[0]
+        meta.mentor = fit_classifier(ctx.factory(), x, y, ctx.preprocess, fit, ctx.progress, "mentor")
+        meta.mentor.requires_grad_(False)
+        return oof
 
 
 @register_selector("metaerr")
