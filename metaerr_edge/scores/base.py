@@ -8,6 +8,8 @@ probabilities per split, the images and labels of a split. Fitting uses only spl
 
 from __future__ import annotations
 
+import abc
+
 from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -72,8 +74,8 @@ class ScoreContext:
         return "pool" if self.run.config.labels == "crossfit" else "base_train"
 
 
-class Scorer:
-    """Base class: override ``score`` (and ``fit`` if the score has parameters)."""
+class Scorer(abc.ABC):
+    """Base class: implement ``score`` (and override ``fit`` if the score has parameters)."""
 
     name: str = "scorer"
     white_box: bool = False  # True when the score reads the base's hidden features or weights
@@ -85,8 +87,9 @@ class Scorer:
     def fit(self, ctx: ScoreContext) -> "Scorer":
         return self
 
-    def score(self, ctx: ScoreContext, split: str) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def score(self, ctx: ScoreContext, split: str) -> np.ndarray:
+        """Failure scores of ``split`` (higher = more likely wrong)."""
 
 
 _SCORES: dict[str, Callable[..., Scorer]] = {}

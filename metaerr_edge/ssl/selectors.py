@@ -21,6 +21,8 @@ in the same round, so it is count-matched by default.
 
 from __future__ import annotations
 
+import abc
+
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -77,13 +79,14 @@ class SelectContext:
         return int(self.probs.shape[1])
 
 
-class Selector:
+class Selector(abc.ABC):
     """Base class: ``select(ctx)`` returns sorted unique pool indices and their pseudo-labels."""
 
     name: str = ""
 
-    def select(self, ctx: SelectContext) -> Selection:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def select(self, ctx: SelectContext) -> Selection:
+        """The chosen pool indices (sorted, unique) and their pseudo-labels."""
 
     def params(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)} if hasattr(self, "__dataclass_fields__") else {}
