@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from metaerr_edge.errors import ConfigError
-from metaerr_edge.metrics import PER_MILLE, auroc, aurc, bootstrap_ci, failure_metrics, risk_coverage_curve
+from metaerr_edge.metrics import auroc, aurc, bootstrap_ci, failure_metrics, risk_coverage_curve
 from metaerr_edge.pipeline import Run, atomic_write_bytes, atomic_write_text
 from metaerr_edge.scores import ScoreContext, available_scores, create_score
 
