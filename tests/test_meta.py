@@ -139,3 +139,14 @@ def test_mentor_features_mode_trains_exports_and_keeps_parity(tmp_path):
 def test_mentor_features_needs_a_mentor_with_feature_seams():
     with pytest.raises(ConfigError, match="forward_features"):
         MetaModel(HeadConfig("mentor-features", mentor_arch="resnet18"), in_channels=1, num_classes=10, image_size=(8, 8))
+
+
+@pytest.mark.parametrize("mode", META_MODES)
+def test_for_export_folds_the_log_scale_without_changing_scores(mode):
+    torch.manual_seed(1)
+    meta = MetaModel(HeadConfig(mode, mentor_kwargs={"width": 8}), in_channels=1, num_classes=5, image_size=(8, 8)).eval()
+    folded = meta.for_export().eval()
+    x, p = torch.randn(6, 1, 8, 8), torch.softmax(torch.randn(6, 5) * 4, 1)
+    torch.testing.assert_close(folded(x, p), meta(x, p), atol=1e-6, rtol=1e-5)
+    assert folded.log_scale == (meta.log_scale if mode == "image" else 1.0)
+    assert meta.log_scale != 1.0  # the original is untouched

@@ -58,13 +58,15 @@ class FusedModel(nn.Module):
             raise ConfigError(f"threshold must lie in [0, 1] (failure scores do), got {threshold}")
         self.preprocess = preprocess
         self.base = base
-        self.meta = meta
+        self.meta = meta.for_export() if hasattr(meta, "for_export") else meta
         self.register_buffer("defer_threshold", torch.tensor(float(threshold), dtype=torch.float32))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.preprocess(image)
         probs = torch.softmax(self.base(x).float(), dim=1)
         label = torch.argmax(probs, dim=1)
-        failure_score = self.meta(x, probs).reshape(-1)
+        failure_score = self.meta(x, probs)
+        if failure_score.dim() != 1:  # resolved at trace time: a [N] score adds no Reshape node
+            failure_score = failure_score.reshape(-1)
         defer = failure_score > self.defer_threshold
         return label, probs, failure_score, defer

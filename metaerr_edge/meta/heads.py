@@ -62,24 +62,25 @@ class HeadConfig:
         return asdict(self)
 
 
-def _log_probs(p: torch.Tensor) -> torch.Tensor:
-    return torch.log(p.clamp_min(_LOG_FLOOR)) * _LOG_SCALE
+def _log_probs(p: torch.Tensor, scale: float = _LOG_SCALE) -> torch.Tensor:
+    logp = torch.log(p.clamp_min(_LOG_FLOOR))
+    return logp * scale if scale != 1.0 else logp  # scale 1.0: folded into the next layer (no Mul node)
 
 
-def sorted_prob_features(probs: torch.Tensor, k: int) -> torch.Tensor:
+def sorted_prob_features(probs: torch.Tensor, k: int, log_scale: float = _LOG_SCALE) -> torch.Tensor:
     """Descending probabilities and their scaled logs: 2K class-identity-free features.
 
     ``topk`` with a Python-int ``k`` (rather than ``sort``) exports as one TopK node with a constant k.
     """
     p = torch.topk(probs, k, dim=1).values
-    return torch.cat([p, _log_probs(p)], dim=1)
+    return torch.cat([p, _log_probs(p, log_scale)], dim=1)
 
 
-def mentor_features(probs: torch.Tensor, mentor_probs: torch.Tensor, k: int) -> torch.Tensor:
+def mentor_features(probs: torch.Tensor, mentor_probs: torch.Tensor, k: int, log_scale: float = _LOG_SCALE) -> torch.Tensor:
     """The mentor's posterior re-ordered by the base's ranking (so index 0 = base's predicted class)."""
     order = torch.topk(probs, k, dim=1).indices
     aligned = torch.gather(mentor_probs, 1, order)
-    return torch.cat([aligned, _log_probs(aligned)], dim=1)
+    return torch.cat([aligned, _log_probs(aligned, log_scale)], dim=1)
 
 
 class ImageEncoder(nn.Module):
@@ -113,6 +114,7 @@ class MetaModel(nn.Module):
         super().__init__()
         self.config = config
         self.num_classes = num_classes
+        self.log_scale = _LOG_SCALE  # scale of the log-probability features (1.0 once folded, see for_export)
         n_in = 0
         self.encoder: nn.Module | None = None
         self.mentor: nn.Module | None = None
@@ -167,13 +169,13 @@ class MetaModel(nn.Module):
         if self.encoder is not None:
             parts.append(self.encoder(x))
         if self.config.mode != "image":
-            parts.append(sorted_prob_features(probs, self.num_classes))
+            parts.append(sorted_prob_features(probs, self.num_classes, self.log_scale))
         if self.mentor is not None:
             if mentor_out is None:
                 mentor_out = self.mentor_outputs(x)
             if self.feature_dim:
                 parts.append(mentor_out[:, : self.feature_dim])
-            parts.append(mentor_features(probs, mentor_out[:, self.feature_dim :], self.num_classes))
+            parts.append(mentor_features(probs, mentor_out[:, self.feature_dim :], self.num_classes, self.log_scale))
         return torch.cat(parts, dim=1)
 
     def logit(self, x: torch.Tensor | None, probs: torch.Tensor, mentor_out: torch.Tensor | None = None) -> torch.Tensor:
@@ -183,6 +185,30 @@ class MetaModel(nn.Module):
     def forward(self, x: torch.Tensor | None, probs: torch.Tensor, mentor_out: torch.Tensor | None = None) -> torch.Tensor:
         raw = torch.sigmoid(self.logit(x, probs, mentor_out))
         return 1.0 - raw if self.config.target == "tcp" else raw
+
+    def for_export(self) -> "MetaModel":
+        """An equivalent copy with the log-feature scale folded into the first head layer.
+
+        Same outputs up to float rounding, one ONNX Mul node fewer per log-feature block: at batch 1
+        on a tiny base each node costs a measurable share of the latency (benchmarks/README.md).
+        """
+        import copy
+
+        folded = copy.deepcopy(self)
+        if self.log_scale == 1.0 or self.config.mode == "image":
+            return folded
+        k = self.num_classes
+        offset = self.encoder.out_features if self.encoder is not None else 0
+        log_columns = [range(offset + k, offset + 2 * k)]
+        if self.mentor is not None:
+            mentor_start = offset + 2 * k + self.feature_dim
+            log_columns.append(range(mentor_start + k, mentor_start + 2 * k))
+        first = folded.head[0]
+        with torch.no_grad():
+            for cols in log_columns:
+                first.weight[:, list(cols)] *= self.log_scale
+        folded.log_scale = 1.0
+        return folded
 
     def train(self, mode: bool = True) -> "MetaModel":
         super().train(mode)
