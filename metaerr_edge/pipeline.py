@@ -30,7 +30,17 @@ from metaerr_edge.data import DatasetArrays, SplitConfig, Splits, load_dataset, 
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.fuse.contract import Contract, InputSpec, ThresholdSpec
 from metaerr_edge.fuse.fused import FusedModel, Preprocess
-from metaerr_edge.meta import META_MODES, HeadConfig, MetaFitConfig, MetaModel, crossfit_probs, error_labels, fit_meta, meta_scores
+from metaerr_edge.meta import (
+    META_MODES,
+    HeadConfig,
+    MetaFitConfig,
+    MetaModel,
+    crossfit_probs,
+    error_labels,
+    fit_meta,
+    mentor_outputs,
+    meta_scores,
+)
 from metaerr_edge.models import FitConfig, create_base, fit_classifier, predict_probs
 
 
@@ -318,7 +328,7 @@ def fit_meta_mode(meta: MetaModel, config: RunConfig, data: MetaData, pre: Prepr
 
             meta.set_feature_stats(pre(to_float(data.base_train.images)))
         if mentor_out is None:
-            mentor_out = _mentor_outputs(meta, data.images, pre, config.device)
+            mentor_out = mentor_outputs(meta, data.images, pre, device=config.device)
     x, p, err, extra = data.images, data.probs, is_error, {}
     if meta.config.target == "tcp":
         extra["tcp"] = data.probs[np.arange(len(data.labels)), data.labels]
@@ -330,18 +340,8 @@ def fit_meta_mode(meta: MetaModel, config: RunConfig, data: MetaData, pre: Prepr
             extra["tcp"] = np.concatenate([extra["tcp"], bt_probs[np.arange(len(bt.labels)), bt.labels]])
             extra["train_only"] = np.arange(len(err)) >= len(data.images)
             if mentor_out is not None:
-                mentor_out = np.concatenate([mentor_out, _mentor_outputs(meta, bt.images, pre, config.device)])
+                mentor_out = np.concatenate([mentor_out, mentor_outputs(meta, bt.images, pre, device=config.device)])
     return fit_meta(meta, x, p, err, pre, fit, mentor_out, progress, f"meta [{meta.config.mode}]", **extra)
-
-
-@torch.no_grad()
-def _mentor_outputs(meta: MetaModel, images: np.ndarray, pre: Preprocess, device: str) -> np.ndarray:
-    from metaerr_edge.models.training import resolve_device, to_float
-
-    dev = resolve_device(device)
-    meta.to(dev).eval()
-    out = [meta.mentor_outputs(pre.to(dev)(to_float(images[i : i + 512]).to(dev))).cpu() for i in range(0, len(images), 512)]
-    return torch.cat(out).numpy()
 
 
 def _save_torch(path: Path, obj: dict) -> None:

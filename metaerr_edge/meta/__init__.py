@@ -1,6 +1,6 @@
 """MetaErr: error labels from unseen data, black-box meta-model heads, and their training."""
 
-from metaerr_edge.meta.fit import MetaFitConfig, MetaFitResult, fit_meta, meta_scores
+from metaerr_edge.meta.fit import MetaFitConfig, MetaFitResult, fit_meta, mentor_outputs, meta_scores
 from metaerr_edge.meta.heads import META_MODES, HeadConfig, MetaModel
 from metaerr_edge.meta.labels import crossfit_probs, error_labels, fold_ids
 from metaerr_edge.meta.metaerr import MetaErr
@@ -16,5 +16,6 @@ __all__ = [
     "error_labels",
     "fit_meta",
     "fold_ids",
+    "mentor_outputs",
     "meta_scores",
 ]

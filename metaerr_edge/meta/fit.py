@@ -161,3 +161,13 @@ def meta_scores(
         xb = pre(to_float(images[s : s + batch_size]).to(dev))
         out.append(meta(xb, torch.from_numpy(probs[s : s + batch_size]).to(dev)).cpu())
     return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+@torch.no_grad()
+def mentor_outputs(meta: MetaModel, images: np.ndarray, preprocess: Preprocess, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
+    """The frozen mentor's :meth:`MetaModel.mentor_outputs` on uint8 images (precomputed once for training)."""
+    dev = resolve_device(device)
+    meta.to(dev).eval()
+    pre = preprocess.to(dev)
+    out = [meta.mentor_outputs(pre(to_float(images[s : s + batch_size]).to(dev))).cpu() for s in range(0, len(images), batch_size)]
+    return torch.cat(out).numpy()

@@ -16,7 +16,7 @@ from torch import nn
 
 from metaerr_edge.errors import ConfigError
 from metaerr_edge.fuse.fused import FusedModel, Preprocess
-from metaerr_edge.meta.fit import MetaFitConfig, MetaFitResult, fit_meta, meta_scores
+from metaerr_edge.meta.fit import MetaFitConfig, MetaFitResult, fit_meta, mentor_outputs, meta_scores
 from metaerr_edge.meta.heads import HeadConfig, MetaModel
 from metaerr_edge.meta.labels import error_labels
 from metaerr_edge.models.training import FitConfig, fit_classifier, predict_probs, to_float
@@ -78,8 +78,7 @@ class MetaErr:
             meta.mentor.requires_grad_(False)
             if meta.feature_dim:
                 meta.set_feature_stats(pre(to_float(mentor_train[0])))
-            with torch.no_grad():
-                mentor_out = torch.cat([meta.mentor_outputs(pre(to_float(images[i : i + 512]))) for i in range(0, len(images), 512)]).numpy()
+            mentor_out = mentor_outputs(meta, images, pre, device=self.fit_config.device)
         tcp = probs[np.arange(len(labels)), labels] if self.head.target == "tcp" else None
         self.result = fit_meta(meta, images, probs, is_error, pre, self.fit_config, mentor_out, self.progress, tcp=tcp)
         self.meta = meta
