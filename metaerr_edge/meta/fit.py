@@ -12,7 +12,7 @@ from torch import nn
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.fuse.fused import Preprocess
 from metaerr_edge.meta.heads import MetaModel
-from metaerr_edge.models.training import resolve_device, to_float
+from metaerr_edge.models.training import resolve_device, run_batched, to_float
 
 
 @dataclass(frozen=True)
@@ -148,26 +148,14 @@ def fit_meta(
     return MetaFitResult(best[1], best[0], int(len(tr_idx)), int(len(va_idx)), n_err)
 
 
-@torch.no_grad()
 def meta_scores(
     meta: MetaModel, images: np.ndarray, probs: np.ndarray, preprocess: Preprocess, batch_size: int = 512, device: str = "cpu"
 ) -> np.ndarray:
     """Failure scores (float32, higher = more likely wrong) of ``meta`` on uint8 images and base probs."""
-    dev = resolve_device(device)
-    meta.to(dev).eval()
-    pre = preprocess.to(dev)
-    out = []
-    for s in range(0, len(images), batch_size):
-        xb = pre(to_float(images[s : s + batch_size]).to(dev))
-        out.append(meta(xb, torch.from_numpy(probs[s : s + batch_size]).to(dev)).cpu())
-    return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
+    probs = probs.astype(np.float32, copy=False)
+    return run_batched(meta, meta, images, preprocess, (probs,), batch_size, device).astype(np.float32)
 
 
-@torch.no_grad()
 def mentor_outputs(meta: MetaModel, images: np.ndarray, preprocess: Preprocess, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
     """The frozen mentor's :meth:`MetaModel.mentor_outputs` on uint8 images (precomputed once for training)."""
-    dev = resolve_device(device)
-    meta.to(dev).eval()
-    pre = preprocess.to(dev)
-    out = [meta.mentor_outputs(pre(to_float(images[s : s + batch_size]).to(dev))).cpu() for s in range(0, len(images), batch_size)]
-    return torch.cat(out).numpy()
+    return run_batched(meta, meta.mentor_outputs, images, preprocess, batch_size=batch_size, device=device)

@@ -119,20 +119,39 @@ def fit_classifier(
 
 
 @torch.no_grad()
+def run_batched(
+    module: nn.Module,
+    fn,
+    images: np.ndarray,
+    preprocess: Preprocess,
+    extras: tuple[np.ndarray, ...] = (),
+    batch_size: int = 512,
+    device: str = "cpu",
+    empty: np.ndarray | None = None,
+) -> np.ndarray:
+    """``fn(normalised image batch, *extra batches)`` over uint8 images in batches, in eval mode, as numpy.
+
+    The one inference loop behind :func:`predict_probs`, ``meta_scores`` and ``mentor_outputs``.
+    """
+    dev = resolve_device(device)
+    module.to(dev).eval()
+    pre = preprocess.to(dev)
+    out = []
+    for start in range(0, len(images), batch_size):
+        xb = pre(to_float(images[start : start + batch_size]).to(dev))
+        more = [torch.from_numpy(np.ascontiguousarray(e[start : start + batch_size])).to(dev) for e in extras]
+        out.append(fn(xb, *more).cpu())
+    if not out:
+        return empty if empty is not None else np.zeros((0,), np.float32)
+    return torch.cat(out).numpy()
+
+
 def predict_probs(
     model: nn.Module, images: np.ndarray, preprocess: Preprocess, batch_size: int = 512, device: str = "cpu"
 ) -> np.ndarray:
     """Softmax probabilities (float32, N x K) of ``model`` on uint8 images."""
-    dev = resolve_device(device)
-    model.to(dev).eval()
-    pre = preprocess.to(dev)
-    out = []
-    for start in range(0, len(images), batch_size):
-        xb = to_float(images[start : start + batch_size]).to(dev)
-        out.append(torch.softmax(model(pre(xb)).float(), dim=1).cpu())
-    if not out:
-        return np.zeros((0, 0), np.float32)
-    return torch.cat(out).numpy()
+    return run_batched(model, lambda x: torch.softmax(model(x).float(), dim=1), images, preprocess,
+                       batch_size=batch_size, device=device, empty=np.zeros((0, 0), np.float32))  # fmt: skip
 
 
 def _progress(total: int, desc: str, enabled: bool):
