@@ -76,12 +76,12 @@ if step "train digits" 150 "$PY" -m metaerr_edge.cli train --dataset digits --ep
     # 3. The bench command.
     if [ "$CUDA" -eq 1 ]; then
         step "bench torch cuda (+ CUDA graphs) vs onnxruntime cpu" 150 "$PY" -m metaerr_edge.cli bench "$WORK/model.onnx" \
-            --backend onnxruntime,torch --run "$WORK/run" --device cuda --cuda-graphs --batch 1,8,32 \
-            --warmup-s 0.2 --duration-s 1 --min-iters 10 --rounds 3 --quiet -o "$OUT/bench"
+            --backend onnxruntime,torch --run "$WORK/run" --device cuda --cuda-graphs --batch-sizes 1,8,32 \
+            --warmup-s 0.2 --duration-s 1 --min-iters 10 --interleave 3 --quiet -o "$OUT/bench"
     else
         say "bench on CUDA skipped: no CUDA device; running the CPU bench instead (onnxruntime, torch cpu)"
         step "bench cpu" 120 "$PY" -m metaerr_edge.cli bench "$WORK/model.onnx" --backend onnxruntime,torch \
-            --run "$WORK/run" --batch 1,8 --warmup-s 0.05 --duration-s 0.3 --min-iters 10 --rounds 2 --quiet -o "$OUT/bench"
+            --run "$WORK/run" --batch-sizes 1,8 --warmup-s 0.05 --duration-s 0.3 --min-iters 10 --interleave 2 --quiet -o "$OUT/bench"
     fi
 else
     say "bench skipped: the run or its export failed (see above)"

@@ -6,7 +6,7 @@ count-based selectors (``topk``, ``metaerr-topk``) get, per round, the number of
 ``confidence`` selector kept in the same seed and round, so their precision compares at equal count.
 
 The defaults fit about an hour on one CPU thread (small pool, narrow CNN, few epochs); the flags
-scale it up on a GPU, e.g. ``--pool-size 0 --max-test 0 --width 32 --epochs 15 --rounds 3 --device cuda``.
+scale it up on a GPU, e.g. ``--max-pool 0 --max-test 0 --width 32 --epochs 15 --rounds 3 --device cuda``.
 
     python benchmarks/pseudo_label.py --root ../shared/datasets            # all settings
     python benchmarks/pseudo_label.py --settings mnist-100 --seeds 0 1 2
@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--selectors", nargs="+", default=list(SELECTORS), choices=list(SELECTORS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--pool-size", type=int, default=2000, help="unlabelled pool cap (0 = the whole rest of the train split)")
+    p.add_argument("--max-pool", dest="pool_size", type=int, default=2000,
+                   help="unlabelled pool cap (0 = the whole rest of the train split)")
     p.add_argument("--max-test", type=int, default=1000, help="test subset size (0 = the whole test split)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--min-steps", type=int, default=300, help="at least this many optimiser steps per training")

@@ -40,7 +40,8 @@ Expected output (2 shared CPU cores; numbers vary slightly between machines)::
     MSP wins here, and that is the honest result: at the model's ~4% error rate, the 449 held-out
     digits hold only about 16 errors to learn from (and the 20% meta-validation part about 3, hence
     its AUROC of 1.0); with so few failures MetaErr cannot beat the model's own confidence
-    (see DESIGN.md section 1). The point of this example is the plumbing: any nn.Module, untouched.
+    (a sorted-probabilities head sees what MSP sees, and needs many errors to rank them better).
+    The point of this example is the plumbing: any nn.Module, untouched.
     (173 s of wall time on a shared machine: 30 s of CPU time.)
 """
 

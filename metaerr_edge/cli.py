@@ -1,19 +1,31 @@
 """``metaerr-edge``: one subcommand per pipeline stage. Thin: each lives in ``metaerr_edge/commands/``.
 
-    train -> evaluate -> export -> verify -> calibrate -> predict -> bench -> tradeoff   (+ demo, ssl)
+    train -> evaluate -> export -> verify -> calibrate -> predict -> bench -> tradeoff   (+ demo, ssl, inspect)
+
+Building the parser imports no heavy library: every command module keeps torch, onnx, scikit-learn
+and matplotlib inside ``run``. So ``--help``, ``--version``, ``inspect``, ``predict`` and ``bench``
+on ONNX Runtime work on a device with the core install alone (numpy, onnxruntime, pillow), and a
+command that needs the training extras says so in one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
 
+from metaerr_edge import __version__
 from metaerr_edge.errors import MetaErrError
 
 # The one list of subcommands, in pipeline order. Each module has ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS = ("demo", "train", "evaluate", "export", "verify", "calibrate", "predict", "bench", "tradeoff", "ssl")
+COMMANDS = ("demo", "train", "evaluate", "export", "verify", "calibrate", "predict", "bench", "tradeoff", "ssl",
+            "inspect")
+
+# Which pip extra brings a missing top-level module (anything else: the training extras).
+_EXTRA_OF = {"onnxslim": "simplify", "tensorrt": "tensorrt", "cuda": "tensorrt", "pycuda": "pycuda"}
+_TRAIN_MODULES = ("torch", "torchvision", "sklearn", "scipy", "onnx", "onnxscript", "matplotlib", "tqdm")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,32 +33,77 @@ def build_parser() -> argparse.ArgumentParser:
         prog="metaerr-edge",
         description="A failure score for on-device image classifiers: train, evaluate, export, run, decide.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"metaerr-edge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages (e.g. every backend fallback)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"metaerr_edge.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"metaerr_edge.commands.{name}":
-                continue  # a stage not built into this version
-            raise
+        module = importlib.import_module(f"metaerr_edge.commands.{name}")
         p = module.add_parser(sub)
+        # -v also after the command name; SUPPRESS keeps a top-level -v from being reset.
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="log debug messages")
         p.set_defaults(_run=module.run)
     return parser
 
 
+def missing_extra_message(exc: ModuleNotFoundError) -> str | None:
+    """One line for a missing optional library, with the pip command that installs it (None: not ours)."""
+    top = (exc.name or "").split(".")[0]
+    if top in _EXTRA_OF:
+        extra = _EXTRA_OF[top]
+    elif top in _TRAIN_MODULES:
+        extra = "train"
+    else:
+        return None
+    return (f"this command needs the '{extra}' extra (the Python module '{top}' is not installed). "
+            f"Install it with: pip install 'metaerr-edge[{extra}]'")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; returns its exit code (2 for a usage error, printed in one line by argparse)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) and usage errors (2): a code, not an exception
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("metaerr_edge").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    prefix = f"metaerr-edge {args.command}: error:"
     try:
         return int(args._run(args) or 0)
     except MetaErrError as exc:
-        print(f"metaerr-edge {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prefix} {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        message = missing_extra_message(exc)
+        if message is None:
+            raise
+        print(f"{prefix} {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"metaerr-edge {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `metaerr-edge predict ... | head -n 1`: the reader left; stop quietly, as cat does.
+        _silence_stdout()
+        return 141
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM):
+            where = f" {exc.filename!r}" if exc.filename else ""
+            print(f"{prefix} cannot write{where}: {exc.strerror or exc}. Free space or choose a writable -o path.",
+                  file=sys.stderr)
+            return 2
+        raise
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from metaerr_edge.errors import ConfigError
+from metaerr_edge.io import dumps_json
 from metaerr_edge.metrics import auroc, aurc, bootstrap_ci, failure_metrics, risk_coverage_curve
 from metaerr_edge.pipeline import Run, atomic_write_bytes, atomic_write_text
 from metaerr_edge.scores import ScoreContext, available_scores, create_score
@@ -86,13 +86,13 @@ def evaluate_run(run: Run, scores: list[str] | None = None, n_boot: int = 1000, 
         >>> report = evaluate_run(load_run("runs/digits"), ["msp", "metaerr[probs]"])
         >>> print(report.to_markdown())
     """
-    from tqdm.auto import tqdm
+    from metaerr_edge.console import progress_bar
 
     ctx = ScoreContext(run, seed=seed)
     is_error = ctx.is_error("test")
     report = EvalReport(str(run.path), run.config.dataset, run.config.arch, int(len(is_error)),
                         float(is_error.mean()), float(1 - is_error.mean()), is_error=is_error)  # fmt: skip
-    for spec in tqdm(scores or default_scores(run), desc="scores", disable=not progress, leave=False):
+    for spec in progress_bar(scores or default_scores(run), enabled=progress, desc="scores"):
         label, name, params = parse_score_spec(spec)
         try:
             scorer = create_score(name, **params).fit(ctx)
@@ -114,7 +114,9 @@ def write_report(report: EvalReport, out_dir: Path) -> dict[str, Path]:
     """metrics.json, metrics.md and risk_coverage.png into ``out_dir`` (atomically)."""
     out_dir = Path(out_dir)
     paths = {"json": out_dir / "metrics.json", "md": out_dir / "metrics.md", "png": out_dir / "risk_coverage.png"}
-    atomic_write_text(paths["json"], json.dumps(report.to_dict(), indent=2))
+    undefined = "undefined on this split: it needs both failures and successes of the base"
+    atomic_write_text(paths["json"], dumps_json(report.to_dict(), indent=2, reasons={
+        k: undefined for k in ("auroc", "auroc_low", "auroc_high", "aupr_error", "aupr_success", "fpr95tpr")}))
     atomic_write_text(paths["md"], report.to_markdown())
     plot_risk_coverage(report.scores, report.is_error, paths["png"], f"{report.dataset} / {report.arch}")
     return paths

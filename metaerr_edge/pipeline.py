@@ -14,8 +14,8 @@ Every file is written to a temporary name and renamed, so an interrupted run lea
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
@@ -28,6 +28,7 @@ from torch import nn
 
 from metaerr_edge.data import DatasetArrays, SplitConfig, Splits, load_dataset, make_splits
 from metaerr_edge.errors import ConfigError, DataError
+from metaerr_edge.io import atomic_write_bytes, atomic_write_text, dumps_json
 from metaerr_edge.fuse.contract import Contract, InputSpec, ThresholdSpec
 from metaerr_edge.fuse.fused import FusedModel, Preprocess
 from metaerr_edge.meta import (
@@ -82,11 +83,29 @@ class RunConfig:
         bad = [m for m in self.meta_modes if m not in META_MODES]
         if bad or not self.meta_modes:
             raise ConfigError(f"meta_modes {list(self.meta_modes)}: each must be one of {list(META_MODES)}")
+        if len(set(self.meta_modes)) != len(self.meta_modes):
+            raise ConfigError(f"meta_modes {list(self.meta_modes)} name a mode more than once")
         from metaerr_edge.models import available_bases
+        from metaerr_edge.models.training import resolve_device
 
         for name in (self.arch, self.mentor_arch):
             if name not in available_bases():
                 raise ConfigError(f"unknown base architecture {name!r}; expected one of {available_bases()}")
+        positive = {"epochs": self.epochs, "meta_epochs": self.meta_epochs, "batch_size": self.batch_size,
+                    "meta_hidden": self.meta_hidden, "meta_image_width": self.meta_image_width}
+        for key in ("max_pool", "max_test"):
+            if getattr(self, key) is not None:
+                positive[key] = getattr(self, key)
+        bad = {k: v for k, v in positive.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+        if bad:
+            raise ConfigError(f"these RunConfig fields must be integers >= 1: {bad}")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
+            raise ConfigError(f"folds must be an integer >= 2 (cross-fitting needs two folds), got {self.folds!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a finite number > 0, got {self.lr!r}")
+        resolve_device(self.device)  # no GPU for --device cuda: one clear error before any data is loaded
 
     @property
     def split_config(self) -> SplitConfig:
@@ -114,23 +133,6 @@ class RunConfig:
         return cls(**raw)
 
 
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``; the target never holds a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text))
-
-
 class Run:
     """A trained run folder, loaded lazily. See the module docstring for its files."""
 
@@ -154,9 +156,7 @@ class Run:
         return net.eval()
 
     def meta(self, mode: str | None = None) -> MetaModel:
-        mode = mode or self.config.meta_modes[0]
-        if mode not in self.config.meta_modes:
-            raise ConfigError(f"this run trained meta modes {list(self.config.meta_modes)}, not {mode!r}")
+        mode = self.mode(mode)
         ckpt = torch.load(self.path / f"meta_{mode}.pt", map_location="cpu", weights_only=True)
         meta = MetaModel(HeadConfig(**ckpt["head"]), self.channels, len(self.classes), (self.height, self.width))
         meta.load_state_dict(ckpt["state_dict"])
@@ -191,27 +191,44 @@ class Run:
             channel_order="GRAY" if self.channels == 1 else "RGB", mean=mean, std=std,
         )  # fmt: skip
 
+    def mode(self, mode: str | None = None) -> str:
+        """``mode`` checked against the trained ones; None is the deployed (first) mode."""
+        mode = mode or self.config.meta_modes[0]
+        if mode not in self.config.meta_modes:
+            raise ConfigError(f"this run trained meta modes {list(self.config.meta_modes)}, not {mode!r}")
+        return mode
+
     def fused(self, threshold: float | None = None, layout: str = "NCHW", mode: str | None = None) -> FusedModel:
         pre = Preprocess(self.preprocess.mean.flatten().tolist(), self.preprocess.std.flatten().tolist(), layout)
-        t = self.default_threshold().value if threshold is None else threshold
+        t = self.default_threshold(mode).value if threshold is None else threshold
         return FusedModel(self.base, self.meta(mode), pre, t).eval()
 
-    def default_threshold(self) -> ThresholdSpec:
-        """Threshold at 90% coverage on the calibration split (``metaerr-edge calibrate`` refines it)."""
-        scores = self.predictions[f"calib_score_{self.config.meta_modes[0]}"]
+    def default_threshold(self, mode: str | None = None) -> ThresholdSpec:
+        """``mode``'s threshold at 90% coverage on the calibration split (``metaerr-edge calibrate`` refines it)."""
+        scores = self.predictions[f"calib_score_{self.mode(mode)}"]
         value = float(np.quantile(scores, 0.9, method="lower"))
         return ThresholdSpec(value=value, method="coverage", target_coverage=0.9, calibration_n=int(len(scores)),
                              achieved_coverage=float(np.mean(scores <= value)))  # fmt: skip
 
-    def contract(self, layout: str = "NCHW", threshold: ThresholdSpec | None = None, mode: str | None = None) -> Contract:
+    def test_metrics(self, mode: str | None = None) -> dict[str, Any]:
+        """What ``metaerr-edge evaluate`` measured for ``mode`` (and MSP) on the test split; {} before evaluate."""
         metrics_file = self.path / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()).get("summary", {}) if metrics_file.is_file() else {}
-        mode = mode or self.config.meta_modes[0]
+        if not metrics_file.is_file():
+            return {}
+        doc = json.loads(metrics_file.read_text())
+        rows = doc.get("metrics", {})
+        out = {k: v for k, v in doc.get("summary", {}).items() if "." not in k}  # test_accuracy, error_rate, n_test
+        for label, keys in ((f"metaerr[{self.mode(mode)}]", ("auroc", "aurc", "aupr_error")), ("msp", ("auroc", "aurc"))):
+            out.update({f"{label}.{k}": rows[label][k] for k in keys if k in rows.get(label, {})})
+        return out
+
+    def contract(self, layout: str = "NCHW", threshold: ThresholdSpec | None = None, mode: str | None = None) -> Contract:
+        mode = self.mode(mode)
         return Contract(
-            input=self.input_spec(layout), classes=self.classes, threshold=threshold or self.default_threshold(),
+            input=self.input_spec(layout), classes=self.classes, threshold=threshold or self.default_threshold(mode),
             base={"arch": self.config.arch, "dataset": self.config.dataset, "accuracy": self.summary.get("test_accuracy")},
             meta={"mode": mode, "labels": self.config.labels, "folds": self.config.folds},
-            metrics=metrics,
+            metrics=self.test_metrics(mode),
         )  # fmt: skip
 
 
@@ -286,7 +303,7 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
     }
     cfg = {"config": asdict(config), "summary": summary, "classes": list(data.classes), "mean": list(mean),
            "std": list(std), "input_shape": [c, h, w]}  # fmt: skip
-    atomic_write_text(out / "config.json", json.dumps(cfg, indent=2))
+    atomic_write_text(out / "config.json", dumps_json(cfg, indent=2))
     return Run(out)
 
 

@@ -16,7 +16,7 @@ from metaerr_edge.fuse.export import export_onnx
 from metaerr_edge.fuse.fused import FusedModel, Preprocess
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the fast legacy exporter, on purpose
-FAST = ["--warmup-s", "0", "--duration-s", "0.02", "--min-iters", "3", "--rounds", "2", "--quiet"]
+FAST = ["--warmup-s", "0", "--duration-s", "0.02", "--min-iters", "3", "--interleave", "2", "--quiet"]
 
 
 class _Base(nn.Module):
@@ -52,7 +52,7 @@ def tiny(tmp_path_factory):
 def test_bench_writes_json_markdown_and_plot(tiny, tmp_path, capsys):
     path, _ = tiny
     out = tmp_path / "out"
-    assert main(["bench", str(path), "--backend", "onnxruntime", "--batch", "1,4", "--threads", "1", *FAST, "-o", str(out)]) == 0
+    assert main(["bench", str(path), "--backend", "onnxruntime", "--batch-sizes", "1,4", "--threads", "1", *FAST, "-o", str(out)]) == 0
     report = load_json(out / "bench.json")
     assert [(r.name, r.batch_size) for r in report.results] == [("fused/onnxruntime", 1), ("fused/onnxruntime", 4)]
     for r in report.results:
@@ -67,9 +67,9 @@ def test_bench_writes_json_markdown_and_plot(tiny, tmp_path, capsys):
 
 def test_torch_backend_runs_beside_onnxruntime_with_ratios(tiny, tmp_path, monkeypatch):
     path, fused = tiny
-    monkeypatch.setattr(bench_cmd, "_load_torch_model", lambda run, contract: fused)  # no training in a unit test
+    monkeypatch.setattr(bench_cmd, "_reference_model", lambda run, contract, model: fused)  # no training in a unit test
     out = tmp_path / "out"
-    argv = ["bench", str(path), "--backend", "onnxruntime,torch", "--run", str(tmp_path), "--batch", "2", *FAST, "-o", str(out)]
+    argv = ["bench", str(path), "--backend", "onnxruntime,torch", "--run", str(tmp_path), "--batch-sizes", "2", *FAST, "-o", str(out)]
     assert main(argv) == 0
     report = load_json(out / "bench.json")
     assert {r.name for r in report.results} == {"fused/onnxruntime", "fused/torch"}
@@ -84,8 +84,8 @@ def test_wrong_run_is_refused_by_the_parity_check(tiny, tmp_path, monkeypatch, c
     path, _ = tiny
     torch.manual_seed(1)
     other = FusedModel(_Base(), _Meta(), Preprocess([0.5], [0.5]), threshold=0.5).eval()
-    monkeypatch.setattr(bench_cmd, "_load_torch_model", lambda run, contract: other)
-    argv = ["bench", str(path), "--backend", "torch", "--run", str(tmp_path), "--batch", "1", *FAST, "-o", str(tmp_path / "o")]
+    monkeypatch.setattr(bench_cmd, "_reference_model", lambda run, contract, model: other)
+    argv = ["bench", str(path), "--backend", "torch", "--run", str(tmp_path), "--batch-sizes", "1", *FAST, "-o", str(tmp_path / "o")]
     assert main(argv) == 2
     assert "disagree" in capsys.readouterr().err
 
@@ -94,11 +94,16 @@ def test_wrong_run_is_refused_by_the_parity_check(tiny, tmp_path, monkeypatch, c
     ("extra", "message"),
     [
         (["--backend", "onnxruntime,openvino"], "unknown backend(s) ['openvino']"),
-        (["--batch", "1,0"], "integers >= 1"),
-        (["--batch", "x"], "integers >= 1"),
+        (["--batch-sizes", "1,0"], "integers >= 1"),
+        (["--batch-sizes", "x"], "integers >= 1"),
         (["--backend", "torch"], "needs --run"),
         (["--cuda-graphs"], "--cuda-graphs"),
-        (["--min-iters", "0"], "min_iterations"),
+        (["--min-iters", "0"], "argument --min-iters: expected an integer >= 1, got '0'"),
+        (["--threads", "-1"], "argument --threads: expected an integer >= 1"),
+        (["--threads", "two"], "argument --threads: expected an integer >= 1, got 'two'"),
+        (["--threads", str(10**6)], "expected at most 1024 threads"),
+        (["--interleave", "0"], "argument --interleave"),
+        (["--device", "bogus"], "argument --device: expected cpu, cuda, cuda:N or auto, got 'bogus'"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(tiny, tmp_path, capsys, extra, message):

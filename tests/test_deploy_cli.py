@@ -33,7 +33,7 @@ def test_export_carries_the_contract(exported, digits_run):
 
 
 def test_verify_passes_and_reports_parity(exported, digits_run, tmp_path, capsys):
-    rc = main(["verify", str(exported), "--run", str(digits_run.path), "-n", "64", "--json", str(tmp_path / "p.json")])
+    rc = main(["verify", str(exported), "--run", str(digits_run.path), "-n", "64", "--json-out", str(tmp_path / "p.json")])
     assert rc == 0
     assert "Parity PASSED" in capsys.readouterr().out
     report = json.loads((tmp_path / "p.json").read_text())

@@ -209,8 +209,8 @@ def test_set_threshold_changes_decisions_and_contract(cnn: Exported, tmp_path: P
     fused.defer_threshold.fill_(first)
     report = verify_parity(out, fused, images, batch_sizes=(8,))
     assert report.passed and report.boundary_cases >= 1
-    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
-        set_threshold(out, ThresholdSpec(value=1.5))
+    with pytest.raises(ContractError, match=r"threshold.value is 1.5, expected a number in \[0, 1\]"):
+        ThresholdSpec(value=1.5)  # refused where it is built, before any file is touched
 
 
 def test_simplify_keeps_the_threshold_initializer(tmp_path: Path) -> None:
@@ -367,12 +367,12 @@ class FakeRun:
     def __init__(self) -> None:
         self._fused, self._contract = make_model("cnn", 1, 28, "NCHW")
 
-    def fused(self, threshold: float | None = None, layout: str = "NCHW") -> FusedModel:
+    def fused(self, threshold: float | None = None, layout: str = "NCHW", mode: str | None = None) -> FusedModel:
         fused, _ = make_model("cnn", 1, 28, layout)
         fused.defer_threshold.fill_(self._contract.threshold.value if threshold is None else threshold)
         return fused
 
-    def contract(self, layout: str = "NCHW") -> Contract:
+    def contract(self, layout: str = "NCHW", mode: str | None = None) -> Contract:
         return replace(self._contract, input=replace(self._contract.input, layout=layout,
                                                      dtype="uint8" if layout == "NHWC" else "float32"))
 

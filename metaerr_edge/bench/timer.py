@@ -227,7 +227,7 @@ def measure(
 
     Each sample is the wall time of one ``fn()`` followed by ``sync()`` (pass a sync that waits
     for the device, e.g. ``torch.cuda.synchronize``, when ``fn`` only enqueues work).
-    ``progress=True`` shows a tqdm bar on stderr (silently skipped, with a warning, when tqdm
+    ``progress=True`` shows a tqdm bar on stderr when it is a terminal (skipped, with a warning, when tqdm
     is missing); a callable is called as ``progress(iterations_done, elapsed_s)`` after each
     timed call, outside the timed region. ``batch_size`` is the images per call, for throughput.
 
@@ -351,7 +351,9 @@ def _progress_hook(
     """Return (callback or None, close) for ``measure``'s ``progress`` argument."""
     if callable(progress):
         return progress, lambda: None
-    if not progress:
+    from metaerr_edge.console import show_progress
+
+    if not progress or not show_progress():  # bars on a terminal only
         return None, lambda: None
     try:
         from tqdm.auto import tqdm

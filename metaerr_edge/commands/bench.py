@@ -1,14 +1,14 @@
 """``metaerr-edge bench model.onnx``: latency of the fused graph per backend and batch size.
 
-trtexec's conventions (DESIGN.md section 6): warm up by time, measure by time and count, report
+trtexec's conventions: warm up by time, measure by time and count, report
 min/mean/median/p90/p95/p99/max and throughput. Host latency is the wall time of one
 ``Session.predict`` (input validation, host<->device copies on a GPU, the run, output conversion).
 On a CUDA device the torch backend also gets device compute time from CUDA events around the forward
 on an input already on the device (copies excluded), eagerly and, with ``--cuda-graphs``, as a replayed
-CUDA graph. The backends are measured side by side: ``--rounds`` short measurements per backend,
+CUDA graph. The backends are measured side by side: ``--interleave`` short measurements per backend,
 round-robin, pooled into one distribution each, so drift on a shared machine hits all of them alike.
 
-    metaerr-edge bench model.onnx --backend onnxruntime,torch --run RUN --batch 1,8,32 -o bench/
+    metaerr-edge bench model.onnx --backend onnxruntime,torch --run RUN --batch-sizes 1,8,32 -o bench/
 
 Writes ``bench.json`` (per-call samples kept, for ``metaerr-edge tradeoff --bench``), ``bench.md``,
 ``bench.png`` (host latency distribution) and ``bench_device.png`` (when device times were taken).
@@ -34,7 +34,17 @@ from metaerr_edge.bench import (
     measure,
     measure_device,
 )
+from metaerr_edge.commands._options import (
+    device_name,
+    int_list,
+    nonneg_float,
+    nonneg_int,
+    positive_int,
+    thread_count,
+)
+from metaerr_edge.console import progress_bar, warn
 from metaerr_edge.errors import ConfigError
+from metaerr_edge.io import atomic_write_text
 
 #: Largest parity gap between the torch model and the .onnx tolerated before refusing to compare them.
 PARITY_ATOL = 1e-4
@@ -54,40 +64,38 @@ class Variant:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+def _backends(text: str) -> tuple[str, ...]:
+    try:
+        return parse_backends(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="latency of the fused graph per backend and batch size (trtexec conventions)")
     p.add_argument("model", help="fused .onnx written by `metaerr-edge export`")
-    p.add_argument("--backend", default="onnxruntime",
-                   help="comma-separated backends, e.g. onnxruntime,torch (default: %(default)s)")
-    p.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes (default: %(default)s)")
+    p.add_argument("--backend", default=("onnxruntime",), type=_backends,
+                   help="comma-separated backends, e.g. onnxruntime,torch (default: onnxruntime)")
+    p.add_argument("--batch-sizes", default=(1, 8, 32), type=int_list,
+                   help="comma-separated batch sizes (default: 1,8,32)")
     p.add_argument("--run", default=None, help="run folder of the model (needed by the torch backend: an .onnx holds no torch weights)")
-    p.add_argument("--device", default="cpu", help="torch backend device: cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--device", type=device_name, default="cpu", help="torch backend device: cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--cuda-graphs", action="store_true", help="also time the torch model replayed as a CUDA graph (needs --device cuda)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=thread_count, default=None,
                    help="ONNX Runtime intra-op threads and torch threads (default: each library's own default)")
-    p.add_argument("--warmup-s", type=float, default=0.2, help="warm-up per measurement, seconds (default: %(default)s)")
-    p.add_argument("--duration-s", type=float, default=3.0, help="minimum measured time per result, seconds (default: %(default)s)")
-    p.add_argument("--min-iters", type=int, default=10, help="minimum timed calls per result (default: %(default)s)")
-    p.add_argument("--max-iters", type=int, default=None, help="hard cap on timed calls per result")
-    p.add_argument("--rounds", type=int, default=5, help="round-robin rounds the measurement is split into (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random input batch")
+    p.add_argument("--warmup-s", type=nonneg_float, default=0.2, help="warm-up per measurement, seconds (default: %(default)s)")
+    p.add_argument("--duration-s", type=nonneg_float, default=3.0, help="minimum measured time per result, seconds (default: %(default)s)")
+    p.add_argument("--min-iters", type=positive_int, default=10, help="minimum timed calls per result (default: %(default)s)")
+    p.add_argument("--max-iters", type=positive_int, default=None, help="hard cap on timed calls per result")
+    p.add_argument("--interleave", type=positive_int, default=5,
+                   help="split each measurement into this many round-robin rounds across backends (default: %(default)s)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random input batch")
     p.add_argument("-o", "--out", default=None, help="output folder (default: <model folder>/bench)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (it is drawn on a terminal only)")
     return p
 
 
 # --- argument checks -----------------------------------------------------------------------
-
-
-def parse_batches(text: str) -> tuple[int, ...]:
-    """``"1,8,32"`` -> ``(1, 8, 32)``; raises :class:`ConfigError` on anything but integers >= 1."""
-    sizes = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part.lstrip("-").isdigit() or int(part) < 1:
-            raise ConfigError(f"--batch takes comma-separated integers >= 1 (e.g. 1,8,32), got {text!r}")
-        sizes.append(int(part))
-    return tuple(dict.fromkeys(sizes))
 
 
 def parse_backends(text: str) -> tuple[str, ...]:
@@ -158,18 +166,17 @@ def measure_interleaved(
 
 
 def run(args: argparse.Namespace) -> int:
-    from metaerr_edge.bench import environment, plot_latency, save_json
+    from metaerr_edge.bench import environment, save_json
 
     model = Path(args.model)
     if not model.is_file():
-        raise ConfigError(f"no model file at {str(model)!r}; pass the fused .onnx written by `metaerr-edge export`")
-    backends = parse_backends(args.backend)
-    batches = parse_batches(args.batch)
+        where = f"{str(model)!r} is a folder" if model.is_dir() else f"no model file at {str(model)!r}"
+        raise ConfigError(f"{where}; pass the fused .onnx written by `metaerr-edge export`")
+    out = Path(args.out) if args.out else model.parent / "bench"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"-o {str(out)!r} is an existing file; bench writes a folder (bench.json, bench.md, bench.png)")
+    backends, batches = tuple(args.backend), tuple(args.batch_sizes)
     config = TimingConfig(args.warmup_s, args.duration_s, args.min_iters, args.max_iters)
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-    if args.rounds < 1:
-        raise ConfigError(f"--rounds must be >= 1, got {args.rounds}")
     if "torch" in backends and not args.run:
         raise ConfigError("the torch backend needs --run RUN: an .onnx file holds no PyTorch module, so the run folder "
                           "the model was exported from supplies the weights")
@@ -187,26 +194,72 @@ def run(args: argparse.Namespace) -> int:
         for session in opened:
             session.close()
 
-    out = Path(args.out) if args.out else model.parent / "bench"
     env = environment()
     env["bench_threads"] = _thread_counts(args.threads)
     names = list(dict.fromkeys(r.name for r in results))
     pairs = [(name, names[0]) for name in names[1:]]
-    extra = {"model": str(model), "argv": sys.argv[1:], "rounds": args.rounds, "seed": args.seed,
+    extra = {"model": str(model), "argv": sys.argv[1:], "rounds": args.interleave, "seed": args.seed,
              "timing": {"warmup_s": config.warmup_s, "min_duration_s": config.min_duration_s,
                         "min_iterations": config.min_iterations, "max_iterations": config.max_iterations},
              "input": "uniform random in the contract's value range, one fixed batch per size"}
     save_json(out / "bench.json", results, env, extra, pairs=pairs, include_samples=True)
     text = _markdown(model, results, env, pairs)
-    (out / "bench.md").write_text(text + "\n", encoding="utf-8")
-    plot_latency(results, out / "bench.png", log_scale=True)
-    written = ["bench.json", "bench.md", "bench.png"]
-    if any(r.device is not None for r in results):
-        plot_latency(results, out / "bench_device.png", kind="device", log_scale=True)
-        written.append("bench_device.png")
+    atomic_write_text(out / "bench.md", text + "\n")
+    written = ["bench.json", "bench.md", *_plots(results, out)]
     print(text)
     print(f"wrote {out}/{{{','.join(written)}}}")
+    warn_if_oversubscribed(results, env)
     return 0
+
+
+def _plots(results: Sequence[BenchResult], out: Path) -> list[str]:
+    """bench.png (and bench_device.png); skipped with a note where matplotlib is not installed (a device)."""
+    from metaerr_edge.bench import plot_latency
+    from metaerr_edge.errors import MissingDependency
+
+    written = []
+    try:
+        plot_latency(results, out / "bench.png", log_scale=True)
+        written.append("bench.png")
+        if any(r.device is not None for r in results):
+            plot_latency(results, out / "bench_device.png", kind="device", log_scale=True)
+            written.append("bench_device.png")
+    except MissingDependency:
+        print("no plot: matplotlib is not installed (pip install matplotlib, or plot bench.json elsewhere)",
+              file=sys.stderr)
+    return written
+
+
+#: torch slower than ONNX Runtime by more than this, side by side, is not the usual eager overhead.
+OVERSUBSCRIBED_RATIO = 50.0
+
+
+def warn_if_oversubscribed(results: Sequence[BenchResult], env: dict[str, Any]) -> list[str]:
+    """Warn when the torch backend is >50x slower than ONNX Runtime at a batch size (returns the warnings).
+
+    PyTorch eager is a few times slower than ONNX Runtime on small models; hundreds of times
+    slower is almost always threads fighting over cores (torch and ONNX Runtime each starting one
+    thread per core, or other processes on a shared machine).
+    """
+    by_key = {(r.name, r.batch_size): r for r in results}
+    cores = env.get("cpu_affinity") or env.get("cpu_count")
+    threads = env.get("bench_threads", {})
+    messages = []
+    for (name, batch), r in by_key.items():
+        ort = by_key.get(("fused/onnxruntime", batch))
+        if r.backend != "torch" or ort is None or r.device is not None and "cuda" in str(r.notes.get("device")):
+            continue
+        ratio = r.host.median_ms / max(ort.host.median_ms, 1e-9)
+        if ratio > OVERSUBSCRIBED_RATIO:
+            messages.append(
+                f"{name} is {ratio:.0f}x slower than fused/onnxruntime at batch {batch} (median "
+                f"{r.host.median_ms:.3f} vs {ort.host.median_ms:.3f} ms); torch used {threads.get('torch')} thread(s) "
+                f"and ONNX Runtime {threads.get('onnxruntime_intra_op')} on {cores} usable core(s): thread "
+                "oversubscription is the usual cause. Re-run with --threads 1 (or the number of physical cores) "
+                "on a quiet machine.")
+    for message in messages:
+        warn(message, name="metaerr_edge.bench")
+    return messages
 
 
 def _thread_counts(threads: int | None) -> dict[str, Any]:
@@ -244,25 +297,12 @@ def _open_variants(model: Path, contract: Any, backends: Sequence[str], batches:
     return variants
 
 
-def _load_torch_model(run_path: str, contract: Any) -> Any:
-    """The FusedModel of ``run_path`` exactly as the .onnx was exported (meta mode, layout, threshold)."""
+def _reference_model(run_path: str, contract: Any, model: Path) -> Any:
+    """The run's FusedModel exactly as ``model`` was exported (meta mode, layout, threshold)."""
+    from metaerr_edge.fuse.verify import reference_model
     from metaerr_edge.pipeline import load_run
 
-    run = load_run(run_path)
-    mode = contract.meta.get("mode") or run.config.meta_modes[0]
-    problems = []
-    if mode not in run.config.meta_modes:
-        problems.append(f"the .onnx deploys meta mode {mode!r}, the run trained {list(run.config.meta_modes)}")
-    if tuple(run.classes) != tuple(contract.classes):
-        problems.append(f"classes {list(contract.classes)[:4]}... vs the run's {list(run.classes)[:4]}...")
-    spec = contract.input
-    if (spec.channels, spec.height, spec.width) != (run.channels, run.height, run.width):
-        problems.append(f"input {spec.channels}x{spec.height}x{spec.width} vs the run's {run.channels}x{run.height}x{run.width}")
-    if contract.base.get("arch") not in (None, run.config.arch):
-        problems.append(f"base {contract.base.get('arch')!r} vs the run's {run.config.arch!r}")
-    if problems:
-        raise ConfigError(f"--run {run_path} is not the run this model was exported from: " + "; ".join(problems))
-    return run.fused(threshold=contract.threshold.value, layout=spec.layout, mode=mode)
+    return reference_model(load_run(run_path), contract, str(model))
 
 
 def _torch_variants(model: Path, contract: Any, batches: Sequence[int], args: argparse.Namespace,
@@ -275,7 +315,7 @@ def _torch_variants(model: Path, contract: Any, batches: Sequence[int], args: ar
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    fused = _load_torch_model(args.run, contract)
+    fused = _reference_model(args.run, contract, model)
     session = open_session(fused, backend="torch", contract=contract, device=args.device)
     opened.append(session)
     _check_parity(model, session, contract, args.seed)
@@ -349,39 +389,28 @@ def _device_call(gpu_model: Any, x: np.ndarray, graphed: bool) -> Callable[[], A
 
 def _measure_all(variants: Sequence[Variant], batches: Sequence[int], contract: Any, config: TimingConfig,
                  args: argparse.Namespace) -> list[BenchResult]:
-    steps = len(batches) * args.rounds * (len(variants) + sum(v.gpu_model is not None for v in variants))
-    bar = _progress(steps, args.quiet)
+    steps = len(batches) * args.interleave * (len(variants) + sum(v.gpu_model is not None for v in variants))
+    bar = progress_bar(total=steps, enabled=not args.quiet, desc="bench", unit="step")
     results: list[BenchResult] = []
     try:
         for batch in batches:
             x = _inputs(contract, batch, args.seed)
-            on_step = (lambda name, batch=batch: (bar.set_postfix_str(f"batch {batch} {name}"), bar.update(1))) if bar else None
-            host = measure_interleaved([(v.name, _bind(v.host, x)) for v in variants], config, args.rounds,
+            on_step = lambda name, batch=batch: (bar.set_postfix_str(f"batch {batch} {name}"), bar.update(1))  # noqa: E731
+            host = measure_interleaved([(v.name, _bind(v.host, x)) for v in variants], config, args.interleave,
                                        batch_size=batch, on_step=on_step)
             dev_calls = [(v.name, _device_call(v.gpu_model, x, v.graphed)) for v in variants if v.gpu_model is not None]
-            device = measure_interleaved(dev_calls, config, args.rounds, batch_size=batch, kind="device",
+            device = measure_interleaved(dev_calls, config, args.interleave, batch_size=batch, kind="device",
                                          on_step=on_step) if dev_calls else {}
             for v in variants:
                 results.append(BenchResult(v.name, v.backend, str(args.model), batch, host[v.name],
                                            device.get(v.name), dict(v.notes)))
     finally:
-        if bar:
-            bar.close()
+        bar.close()
     return results
 
 
 def _bind(fn: Callable[[np.ndarray], Any], x: np.ndarray) -> Callable[[], Any]:
     return lambda: fn(x)
-
-
-def _progress(total: int, quiet: bool) -> Any:
-    if quiet:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="bench", unit="step", file=sys.stderr, leave=False)
 
 
 def _markdown(model: Path, results: Sequence[BenchResult], env: dict[str, Any],

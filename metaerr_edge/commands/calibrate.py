@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
+from metaerr_edge.commands._options import fraction
+from metaerr_edge.console import warn
 from metaerr_edge.errors import ConfigError
+from metaerr_edge.io import dumps_json
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -18,9 +22,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("model", help="fused .onnx written by `metaerr-edge export`")
     p.add_argument("--run", required=True, help="the run folder the model came from (its calib split is used)")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--coverage", type=float, help="accept this fraction, e.g. 0.9")
-    target.add_argument("--risk", type=float, help="target selective risk r*, e.g. 0.02 (SGR, Clopper-Pearson)")
-    p.add_argument("--delta", type=float, default=0.05, help="SGR: the guarantee holds with probability 1-delta (default: %(default)s)")
+    target.add_argument("--coverage", type=fraction, help="accept this fraction, e.g. 0.9")
+    target.add_argument("--risk", type=fraction, help="target selective risk r*, e.g. 0.02 (SGR, Clopper-Pearson)")
+    p.add_argument("--delta", type=fraction, default=0.05,
+                   help="SGR: the guarantee holds with probability 1-delta (default: %(default)s)")
     p.add_argument("-o", "--out", default=None, help="write a calibrated copy here instead of updating MODEL in place")
     return p
 
@@ -36,11 +41,28 @@ def calibration_scores(model: str, run) -> tuple[np.ndarray, np.ndarray]:
     return pred.failure_score, (pred.label != labels).astype(np.int64)
 
 
+def warn_if_degenerate(choice, scores: np.ndarray) -> str | None:
+    """Warn (and return the message) when the chosen threshold defers (nearly) everything."""
+    accepted = float(np.mean(scores <= choice.value))
+    if not choice.feasible:
+        message = (f"no threshold meets the target on {len(scores)} calibration samples ({choice.method}); the "
+                   f"model now defers {1 - accepted:.1%} of them. Use more calibration data or a looser target.")
+    elif accepted == 0.0:
+        message = (f"the threshold {choice.value:.6g} accepts none of the {len(scores)} calibration samples, so the "
+                   "device would defer everything. Use a looser target or more calibration data.")
+    else:
+        return None
+    warn(message, name="metaerr_edge.calibrate")
+    return message
+
+
 def run(args: argparse.Namespace) -> int:
     from metaerr_edge.decide import threshold_for_coverage, threshold_for_risk
     from metaerr_edge.fuse.modelfile import read_contract, set_threshold
     from metaerr_edge.pipeline import load_run
 
+    if args.out and Path(args.out).is_dir():
+        raise ConfigError(f"-o {args.out!r} is a folder; pass the path of the calibrated .onnx to write")
     run_ = load_run(args.run)
     contract = read_contract(args.model)
     if tuple(contract.classes) != tuple(run_.classes):
@@ -51,9 +73,7 @@ def run(args: argparse.Namespace) -> int:
         choice = threshold_for_coverage(scores, is_error, args.coverage)
     else:
         choice = threshold_for_risk(scores, is_error, args.risk, args.delta)
-    if not choice.feasible:
-        print(f"warning: no threshold meets the target on {len(scores)} calibration samples ({choice.method}); "
-              "the model will defer (nearly) everything. Use more calibration data or a looser target.")  # fmt: skip
+    warn_if_degenerate(choice, scores)
     set_threshold(args.model, choice.to_spec(), args.out)
-    print(json.dumps({"model": str(args.out or args.model), **vars(choice)}, indent=2, default=str))
+    print(dumps_json({"model": str(args.out or args.model), **asdict(choice)}, indent=2))
     return 0

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from metaerr_edge.commands._options import positive_int
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="failure-prediction metrics of MetaErr and the baselines on a run's test split")
     p.add_argument("run", help="run folder written by `metaerr-edge train`")
     p.add_argument("--scores", default=None, help="comma list, e.g. msp,entropy,metaerr[probs] (default: all)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs (default: %(default)s)")
-    p.add_argument("--out", default=None, help="folder for metrics.{json,md} and risk_coverage.png (default: the run folder)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples for the CIs (default: %(default)s)")
+    p.add_argument("-o", "--out", default=None, help="folder for metrics.{json,md} and risk_coverage.png (default: the run folder)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (it is drawn on a terminal only)")
     return p
 
 

@@ -1,4 +1,8 @@
-"""``metaerr-edge predict model.onnx PATH...``: label, failure score and decision per image, as JSON lines."""
+"""``metaerr-edge predict model.onnx PATH...``: label, failure score and decision per image, as JSON lines.
+
+Runtime-only: needs numpy, onnxruntime and pillow (no torch). Images whose size differs from the
+model's input are refused unless ``--resize`` asks for a bilinear resize.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,17 @@ import argparse
 import json
 import sys
 
+from metaerr_edge.commands._options import positive_int
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="run the fused graph on image files or folders; one JSON line per image")
     p.add_argument("model", help="fused .onnx")
     p.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--backend", default="auto", help="auto, tensorrt, onnxruntime-cuda, onnxruntime (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per run of the graph (default: %(default)s)")
+    p.add_argument("--resize", action="store_true",
+                   help="resize images of another size to the model's input (bilinear); without it they are refused")
     return p
 
 
@@ -21,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
     from metaerr_edge.runtime.images import load_images
 
     with open_session(args.model, backend=args.backend) as session:
-        print(f"running on {session.backend} ({', '.join(session.providers)}); fallbacks: {len(session.fallback_report)}", file=sys.stderr)
-        images, files = load_images(args.paths, session.contract)
+        if not session.fallback_report:  # after fallbacks the session's one warning line said where it runs
+            print(f"running on {session.backend} ({', '.join(session.providers)})", file=sys.stderr)
+        images, files = load_images(args.paths, session.contract, resize=args.resize)
         classes = session.contract.classes
         step = min(args.batch_size, session.max_batch or args.batch_size)
         for start in range(0, len(files), step):
@@ -32,5 +41,6 @@ def run(args: argparse.Namespace) -> int:
                     "path": str(path), "label": int(pred.label[i]), "class": classes[int(pred.label[i])],
                     "failure_score": round(float(pred.failure_score[i]), 6),
                     "decision": "DEFER" if bool(pred.defer[i]) else "ACCEPT",
-                }))  # fmt: skip
+                }), flush=False)  # fmt: skip
+    sys.stdout.flush()
     return 0

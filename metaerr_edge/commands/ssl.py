@@ -3,39 +3,52 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
+from metaerr_edge.commands._options import (
+    device_name,
+    fold_count,
+    fraction,
+    nonneg_int,
+    positive_float,
+    positive_int,
+)
+from metaerr_edge.commands.train import ARCH_HELP
 from metaerr_edge.data import available_sources
+from metaerr_edge.errors import ConfigError
+from metaerr_edge.io import write_json
+
+
+# Shown in --help only; the selector registry (metaerr_edge.ssl) decides what is valid when the command runs.
+SELECTOR_HELP = "confidence, topk, mc-dropout, metaerr, metaerr-topk"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from metaerr_edge.models import available_bases
-    from metaerr_edge.ssl import available_selectors
-
     p = sub.add_parser("ssl", help="pseudo-labelling semi-supervised learning with a MetaErr (or baseline) selector")
     p.add_argument("--dataset", default="digits", help=f"one of {available_sources()} (default: %(default)s)")
     p.add_argument("--root", default=None, help="data root for torchvision/ImageFolder datasets (e.g. ../shared/datasets)")
-    p.add_argument("--labels", type=int, default=100, help="class-balanced labelled samples (default: %(default)s)")
-    p.add_argument("--selector", default="metaerr", choices=available_selectors(), help="(default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=3, help="pseudo-labelling rounds after round 0 (default: %(default)s)")
-    p.add_argument("--budget", type=int, default=None, help="per-round count for topk/metaerr-topk (default: what confidence keeps)")
-    p.add_argument("--threshold", type=float, default=0.95, help="confidence threshold (confidence, topk, mc-dropout)")
+    p.add_argument("--labelled", type=positive_int, default=100,
+                   help="how many training images keep their label (class-balanced; default: %(default)s)")
+    p.add_argument("--selector", default="metaerr", help=f"{SELECTOR_HELP} (default: %(default)s)")
+    p.add_argument("--rounds", type=nonneg_int, default=3, help="pseudo-labelling rounds after round 0 (default: %(default)s)")
+    p.add_argument("--budget", type=positive_int, default=None,
+                   help="per-round count for topk/metaerr-topk (default: what confidence keeps)")
+    p.add_argument("--threshold", type=fraction, default=0.95, help="confidence threshold (confidence, topk, mc-dropout)")
     p.add_argument("--meta-mode", default="probs", help="metaerr head input: probs, image, image+probs (default: %(default)s)")
-    p.add_argument("--folds", type=int, default=3, help="cross-fitting folds for the metaerr error labels (default: %(default)s)")
-    p.add_argument("--arch", default="small_cnn", choices=available_bases())
-    p.add_argument("--width", type=int, default=None, help="small_cnn width (default: the architecture's)")
-    p.add_argument("--epochs", type=int, default=10, help="base epochs per round (default: %(default)s)")
-    p.add_argument("--min-steps", type=int, default=100, help="at least this many optimiser steps per training")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--pool-size", type=int, default=None, help="cap the unlabelled pool at this many images")
-    p.add_argument("--max-test", type=int, default=None, help="subsample the test split to this many images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
+    p.add_argument("--folds", type=fold_count, default=3, help="cross-fitting folds for the metaerr error labels (default: %(default)s)")
+    p.add_argument("--arch", default="small_cnn", help=f"base architecture: {ARCH_HELP} (default: %(default)s)")
+    p.add_argument("--width", type=positive_int, default=None, help="small_cnn width (default: the architecture's)")
+    p.add_argument("--epochs", type=positive_int, default=10, help="base epochs per round (default: %(default)s)")
+    p.add_argument("--min-steps", type=positive_int, default=100, help="at least this many optimiser steps per training")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default: %(default)s)")
+    p.add_argument("--lr", type=positive_float, default=2e-3, help="learning rate (default: %(default)s)")
+    p.add_argument("--max-pool", type=positive_int, default=None, help="cap the unlabelled pool at this many images")
+    p.add_argument("--max-test", type=positive_int, default=None, help="cap the test split at this many images")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     p.add_argument("-o", "--out", default="runs/ssl.json", help="JSON file to write (default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (they are drawn on a terminal only)")
     return p
 
 
@@ -57,26 +70,30 @@ def format_table(result) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from metaerr_edge.data import load_dataset
-    from metaerr_edge.models import FitConfig
+    from metaerr_edge.models import FitConfig, available_bases
     from metaerr_edge.ssl import create_selector, run_pseudo_labelling, sample_labelled
 
+    out = Path(args.out)
+    if out.is_dir():
+        raise ConfigError(f"-o {args.out!r} is a folder; ssl writes one JSON file, e.g. {out / 'ssl.json'}")
+    if args.arch not in available_bases():
+        raise ConfigError(f"--arch {args.arch!r} is not a registered base architecture; choose one of {available_bases()}")
+    selector = create_selector(args.selector, **_selector_options(args))
     data = load_dataset(args.dataset, args.root)
     fit = FitConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
         augment="shift_flip" if data.channels == 3 else "shift",
     )  # fmt: skip
-    selector = create_selector(args.selector, **_selector_options(args))
-    labelled = sample_labelled(data.train.labels, args.labels, args.seed)
+    labelled = sample_labelled(data.train.labels, args.labelled, args.seed)
     result = run_pseudo_labelling(
         data, labelled, selector, args.rounds, fit, args.seed, arch=args.arch,
-        arch_kwargs={} if args.width is None else {"width": args.width}, pool_size=args.pool_size,
+        arch_kwargs={} if args.width is None else {"width": args.width}, pool_size=args.max_pool,
         max_test=args.max_test, budgets=None if args.budget is None else [args.budget] * args.rounds,
         min_steps=args.min_steps, progress=not args.quiet,
     )  # fmt: skip
     print(f"{args.dataset}: {result.n_labelled} labelled, pool {result.n_pool}, test {result.n_test}, selector {result.selector}")
     print(format_table(result))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"dataset": args.dataset, **result.to_dict()}, indent=1))
+    write_json(out, {"dataset": args.dataset, **result.to_dict()}, indent=1,
+               reasons={"precision": "no pseudo-labels kept in this round (round 0 keeps none)"})
     print(f"wrote {out}")
     return 0

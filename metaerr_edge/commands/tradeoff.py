@@ -8,12 +8,14 @@ trained on the same dataset and splits (per-sample correctness).
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from metaerr_edge.errors import ConfigError
+from metaerr_edge.commands._options import nonneg_float, positive_float, unit_interval
+from metaerr_edge.errors import ConfigError, MissingDependency
+from metaerr_edge.io import atomic_write_text, dumps_json, write_json
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -21,16 +23,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder of the on-device model (its calibration split is swept)")
     dev = p.add_mutually_exclusive_group(required=True)
     dev.add_argument("--bench", help="bench JSON of the on-device fused model (`metaerr-edge bench`)")
-    dev.add_argument("--device-latency-ms", type=float, help="on-device latency per image, if not measured")
+    dev.add_argument("--device-latency-ms", type=positive_float, help="on-device latency per image, if not measured")
     p.add_argument("--bench-name", default=None, help="which result in --bench (default: the first fused result at batch 1)")
     fb_lat = p.add_mutually_exclusive_group(required=True)
     fb_lat.add_argument("--fallback-bench", help="bench JSON of the fallback model")
-    fb_lat.add_argument("--fallback-latency-ms", type=float, help="extra latency of a deferral (network + server, or a person)")
+    fb_lat.add_argument("--fallback-latency-ms", type=nonneg_float, help="extra latency of a deferral (network + server, or a person)")
     fb_acc = p.add_mutually_exclusive_group(required=True)
     fb_acc.add_argument("--fallback-run", help="run folder of a larger model trained on the same dataset and splits")
-    fb_acc.add_argument("--fallback-accuracy", type=float, help="accuracy of the fallback, e.g. 0.99")
-    p.add_argument("--deadline-ms", type=float, default=None, help="p99 latency budget")
-    p.add_argument("--min-accuracy", type=float, default=None, help="pick the cheapest point reaching this accuracy")
+    fb_acc.add_argument("--fallback-accuracy", type=unit_interval, help="accuracy of the fallback, e.g. 0.99")
+    p.add_argument("--deadline-ms", type=positive_float, default=None, help="p99 latency budget")
+    p.add_argument("--min-accuracy", type=unit_interval, default=None, help="pick the cheapest point reaching this accuracy")
     p.add_argument("--meta-mode", default=None, help="which meta mode's scores (default: the run's deployed one)")
     p.add_argument("-o", "--out", default=None, help="folder for tradeoff.{json,md,png} (default: RUN/tradeoff)")
     return p
@@ -52,15 +54,15 @@ def bench_latency(path: str, name: str | None, batch: int = 1) -> tuple[np.ndarr
 
 def run(args: argparse.Namespace) -> int:
     from metaerr_edge.decide import recommend, sweep_tradeoff
-    from metaerr_edge.pipeline import atomic_write_text, load_run
+    from metaerr_edge.pipeline import load_run
 
     run_ = load_run(args.run)
-    mode = args.meta_mode or run_.config.meta_modes[0]
+    out = Path(args.out) if args.out else run_.path / "tradeoff"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"-o {str(out)!r} is an existing file; tradeoff writes a folder (tradeoff.md, .json, .png)")
+    mode = run_.mode(args.meta_mode)
     preds = run_.predictions
-    key = f"calib_score_{mode}"
-    if key not in preds:
-        raise ConfigError(f"run {args.run} has no calibration scores for meta mode {mode!r}; it trained {list(run_.config.meta_modes)}")
-    scores, labels = preds[key], preds["calib_labels"]
+    scores, labels = preds[f"calib_score_{mode}"], preds["calib_labels"]
     is_error = (preds["calib_probs"].argmax(1) != labels).astype(np.int64)
     device, device_name = (bench_latency(args.bench, args.bench_name) if args.bench else (np.array([args.device_latency_ms]), "given"))
     fallback = bench_latency(args.fallback_bench, None)[0] if args.fallback_bench else np.array([args.fallback_latency_ms])
@@ -75,12 +77,37 @@ def run(args: argparse.Namespace) -> int:
         fb_kwargs["fallback_accuracy"] = args.fallback_accuracy
     table = sweep_tradeoff(scores, is_error, device, fallback, deadline_ms=args.deadline_ms, **fb_kwargs)
     best = recommend(table, deadline_ms=args.deadline_ms, min_accuracy=args.min_accuracy)
-    out = Path(args.out) if args.out else run_.path / "tradeoff"
-    md = (f"on-device: {device_name} (median {np.median(device):.3f} ms), fallback median {np.median(fallback):.3f} ms, "
-          f"calibration n={len(scores)}\n\n" + table.to_markdown() + "\nrecommended: " + json.dumps(best, default=float) + "\n")  # fmt: skip
+    inputs = {
+        "run": str(run_.path), "meta_mode": mode, "split": "calib", "calibration_n": int(len(scores)),
+        "calibration_error_rate": float(is_error.mean()),
+        "device": {"source": args.bench or "--device-latency-ms", "result": device_name,
+                   "samples": int(device.size), "median_ms": float(np.median(device))},
+        "fallback": {"source": args.fallback_bench or "--fallback-latency-ms", "samples": int(fallback.size),
+                     "median_ms": float(np.median(fallback)),
+                     "accuracy": args.fallback_accuracy if args.fallback_accuracy is not None else "per sample",
+                     "run": args.fallback_run},
+        "deadline_ms": args.deadline_ms, "min_accuracy": args.min_accuracy,
+    }
+    md = (f"# Deferral trade-off of {run_.path} (meta mode {mode})\n\n"
+          f"- on-device latency: {device_name} ({device.size} sample(s), median {np.median(device):.3f} ms) from "
+          f"{inputs['device']['source']}\n"
+          f"- fallback latency: {fallback.size} sample(s), median {np.median(fallback):.3f} ms, from "
+          f"{inputs['fallback']['source']}; fallback accuracy: {inputs['fallback']['accuracy']}"
+          + (f" (from run {args.fallback_run})" if args.fallback_run else "") + "\n"
+          f"- swept on the calibration split: n={len(scores)}, on-device error rate {is_error.mean():.4f}\n"
+          f"- deadline (p99): {args.deadline_ms if args.deadline_ms is not None else 'none'} ms; minimum accuracy: "
+          f"{args.min_accuracy if args.min_accuracy is not None else 'none'}\n\n"
+          + table.to_markdown() + "\nrecommended: " + dumps_json(best) + "\n")  # fmt: skip
     atomic_write_text(out / "tradeoff.md", md)
-    atomic_write_text(out / "tradeoff.json", json.dumps({"recommended": best, "rows": table.rows()}, indent=2, default=float))
-    table.plot(out / "tradeoff.png", deadline_ms=args.deadline_ms, min_accuracy=args.min_accuracy)
+    write_json(out / "tradeoff.json", {"inputs": inputs, "recommended": best, "rows": table.rows()},
+               reasons={"threshold": "-Infinity is the defer-everything row (no score is accepted)",
+                        "selective_risk": "undefined: no sample is accepted at this threshold"})
+    written = ["md", "json"]
+    try:
+        table.plot(out / "tradeoff.png", deadline_ms=args.deadline_ms, min_accuracy=args.min_accuracy)
+        written.append("png")
+    except MissingDependency as exc:
+        print(f"no plot: {exc}", file=sys.stderr)
     print(md)
-    print(f"wrote {out}/tradeoff.{{md,json,png}}")
+    print(f"wrote {out}/tradeoff.{{{','.join(written)}}}")
     return 0

@@ -75,8 +75,10 @@ class TradeoffTable:
             row[name] = bool(value) if name == "meets_deadline" else float(value)
         return row
 
-    def to_markdown(self, max_rows: int = 20) -> str:
-        """A Markdown table; with more than ``max_rows`` rows, evenly spaced ones (ends kept)."""
+    def to_markdown(self, max_rows: int | None = None) -> str:
+        """A Markdown table of every row; with ``max_rows``, evenly spaced ones (ends kept) and a note."""
+        if max_rows is None:
+            max_rows = len(self)
         if max_rows < 2:
             raise ConfigError(f"max_rows must be >= 2 (both ends are always shown), got {max_rows}.")
         keep = np.unique(np.linspace(0, len(self) - 1, min(max_rows, len(self))).round().astype(int))

@@ -8,6 +8,8 @@ install can read it, e.g. from ``onnxruntime.InferenceSession(...).get_modelmeta
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -38,6 +40,40 @@ class InputSpec:
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
 
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.name, str) or not self.name:
+            problems.append(f"input.name must be a non-empty string, got {self.name!r}")
+        if self.layout not in ("NCHW", "NHWC"):
+            problems.append(f"input.layout is {self.layout!r}, expected 'NCHW' or 'NHWC'")
+        if self.dtype not in ("float32", "uint8"):
+            problems.append(f"input.dtype is {self.dtype!r}, expected 'float32' or 'uint8'")
+        if not _is_int(self.channels) or self.channels not in (1, 3):
+            problems.append(f"input.channels is {self.channels!r}, expected the integer 1 or 3")
+        for key in ("height", "width"):
+            if not _is_int(getattr(self, key)) or getattr(self, key) < 1:
+                problems.append(f"input.{key} is {getattr(self, key)!r}, expected an integer >= 1")
+        value_range = _numbers(self.value_range, "input.value_range", problems, length=2)
+        if value_range is not None and not value_range[0] < value_range[1]:
+            problems.append(f"input.value_range is {list(value_range)}, expected [low, high] with low < high")
+        if self.channel_order not in ("GRAY", "RGB", "BGR"):
+            problems.append(f"input.channel_order is {self.channel_order!r}, expected 'GRAY', 'RGB' or 'BGR'")
+        mean = _numbers(self.mean, "input.mean", problems)
+        std = _numbers(self.std, "input.std", problems)
+        if std is not None and any(v <= 0 for v in std):
+            problems.append(f"input.std is {list(std)}, expected every entry > 0")
+        if mean is not None and std is not None and _is_int(self.channels) and \
+                (len(mean) != self.channels or len(std) != self.channels):
+            problems.append(f"input.mean/std have {len(mean)}/{len(std)} entries for {self.channels} channel(s)")
+        if problems:
+            raise ContractError("; ".join(problems))
+        object.__setattr__(self, "channels", int(self.channels))
+        object.__setattr__(self, "height", int(self.height))
+        object.__setattr__(self, "width", int(self.width))
+        object.__setattr__(self, "value_range", value_range)
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
     @property
     def shape(self) -> tuple[str | int, ...]:
         """Shape with a symbolic batch dimension, in this spec's layout."""
@@ -59,6 +95,27 @@ class ThresholdSpec:
     achieved_coverage: float | None = None
     achieved_risk: float | None = None
     risk_upper_bound: float | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not _is_number(self.value) or not 0.0 <= float(self.value) <= 1.0:
+            problems.append(f"threshold.value is {self.value!r}, expected a number in [0, 1] (failure scores lie there)")
+        if not isinstance(self.method, str) or not self.method:
+            problems.append(f"threshold.method is {self.method!r}, expected a string such as 'coverage'")
+        for key in ("target_coverage", "target_risk", "delta", "achieved_coverage", "achieved_risk", "risk_upper_bound"):
+            value = getattr(self, key)
+            if value is not None and (not _is_number(value) or not 0.0 <= float(value) <= 1.0):
+                problems.append(f"threshold.{key} is {value!r}, expected null or a number in [0, 1]")
+        if self.calibration_n is not None and (not _is_int(self.calibration_n) or self.calibration_n < 0):
+            problems.append(f"threshold.calibration_n is {self.calibration_n!r}, expected null or an integer >= 0")
+        if problems:
+            raise ContractError("; ".join(problems))
+        object.__setattr__(self, "value", float(self.value))
+        for key in ("target_coverage", "target_risk", "delta", "achieved_coverage", "achieved_risk", "risk_upper_bound"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, float(getattr(self, key)))
+        if self.calibration_n is not None:
+            object.__setattr__(self, "calibration_n", int(self.calibration_n))
 
 
 @dataclass(frozen=True)
@@ -82,6 +139,33 @@ class Contract:
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     format: str = CONTRACT_FORMAT
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.input, InputSpec):
+            problems.append(f"input must be an InputSpec, got {type(self.input).__name__}")
+        if isinstance(self.classes, str) or not isinstance(self.classes, (tuple, list)):
+            problems.append(f"classes must be a list of class names, got {type(self.classes).__name__} {self.classes!r:.60}")
+        else:
+            bad = [c for c in self.classes if not isinstance(c, str) or not c]
+            if bad:
+                problems.append(f"classes must be non-empty strings, got {bad[:3]!r}")
+            elif len(self.classes) < 2:
+                problems.append(f"{len(self.classes)} class name(s), expected at least 2")
+            elif len(set(self.classes)) != len(self.classes):
+                dupes = sorted({c for c in self.classes if list(self.classes).count(c) > 1})
+                problems.append(f"class names must be unique, {dupes[:3]} repeat")
+        if not isinstance(self.threshold, ThresholdSpec):
+            problems.append(f"threshold must be a ThresholdSpec, got {self.threshold!r}")
+        if not isinstance(self.outputs, (tuple, list)) or tuple(self.outputs) != OUTPUT_NAMES:
+            problems.append(f"outputs are {self.outputs!r}, expected {list(OUTPUT_NAMES)}")
+        for key in ("score", "base", "meta", "metrics", "versions"):
+            if not isinstance(getattr(self, key), dict):
+                problems.append(f"{key} must be an object (dict), got {type(getattr(self, key)).__name__}")
+        if problems:
+            raise ContractError("invalid metaerr-edge contract: " + "; ".join(problems))
+        object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
 
     @property
     def num_classes(self) -> int:
@@ -110,48 +194,62 @@ class Contract:
                 "Re-export the model with this version of `metaerr-edge export`."
             )
         try:
-            inp = dict(raw["input"])
-            inp["value_range"] = tuple(inp["value_range"])
-            inp["mean"] = tuple(inp["mean"])
-            inp["std"] = tuple(inp["std"])
             contract = cls(
-                input=InputSpec(**inp),
-                classes=tuple(raw["classes"]),
-                threshold=ThresholdSpec(**raw.get("threshold", {})),
-                outputs=tuple(raw.get("outputs", OUTPUT_NAMES)),
-                score=dict(raw.get("score", {})),
-                base=dict(raw.get("base", {})),
-                meta=dict(raw.get("meta", {})),
-                metrics=dict(raw.get("metrics", {})),
-                versions=dict(raw.get("versions", {})),
+                input=InputSpec(**_object(raw, "input")),
+                classes=raw["classes"],
+                threshold=ThresholdSpec(**_object(raw, "threshold", required=False)),
+                outputs=raw.get("outputs", OUTPUT_NAMES),
+                score=raw.get("score", {}),
+                base=raw.get("base", {}),
+                meta=raw.get("meta", {}),
+                metrics=raw.get("metrics", {}),
+                versions=raw.get("versions", {}),
                 format=raw["format"],
             )
+        except ContractError as exc:
+            raise ContractError(f"{source}: {exc}. Re-export the model with `metaerr-edge export` "
+                                "(or fix the field) and calibrate it again.") from None
         except (KeyError, TypeError) as exc:
             raise ContractError(
                 f"{source}: the contract is missing or has a malformed field ({exc!r}); "
                 "expected keys input, classes, threshold, outputs. Re-export the model."
             ) from exc
-        validate_contract(contract, source)
         return contract
 
 
 def validate_contract(contract: Contract, source: str = "contract") -> None:
-    """Check internal consistency of a contract; raise :class:`ContractError` if broken."""
-    spec = contract.input
-    problems = []
-    if spec.layout not in ("NCHW", "NHWC"):
-        problems.append(f"input.layout is {spec.layout!r}, expected 'NCHW' or 'NHWC'")
-    if spec.dtype not in ("float32", "uint8"):
-        problems.append(f"input.dtype is {spec.dtype!r}, expected 'float32' or 'uint8'")
-    if spec.channels not in (1, 3):
-        problems.append(f"input.channels is {spec.channels}, expected 1 or 3")
-    if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
-        problems.append(f"mean/std have {len(spec.mean)}/{len(spec.std)} entries for {spec.channels} channels")
-    if len(contract.classes) < 2:
-        problems.append(f"{len(contract.classes)} class names, expected at least 2")
-    if not 0.0 <= contract.threshold.value <= 1.0:
-        problems.append(f"threshold.value is {contract.threshold.value}, expected within [0, 1]")
-    if tuple(contract.outputs) != OUTPUT_NAMES:
-        problems.append(f"outputs are {list(contract.outputs)}, expected {list(OUTPUT_NAMES)}")
-    if problems:
-        raise ContractError(f"{source}: invalid metaerr-edge contract: " + "; ".join(problems))
+    """Check a contract (its constructors already do); raise :class:`ContractError` naming the field."""
+    if not isinstance(contract, Contract):
+        raise ContractError(f"{source}: expected a Contract, got {type(contract).__name__}")
+    try:
+        Contract(**{f: getattr(contract, f) for f in ("input", "classes", "threshold", "outputs", "score", "base",
+                                                      "meta", "metrics", "versions", "format")})
+    except ContractError as exc:
+        raise ContractError(f"{source}: {exc}") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numbers(value: Any, name: str, problems: list[str], length: int | None = None) -> tuple[float, ...] | None:
+    """``value`` as a tuple of finite floats, or None after noting the problem."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or not value \
+            or not all(_is_number(v) for v in value):
+        problems.append(f"{name} is {value!r}, expected a list of finite numbers")
+        return None
+    if length is not None and len(value) != length:
+        problems.append(f"{name} has {len(value)} entries, expected {length}")
+        return None
+    return tuple(float(v) for v in value)
+
+
+def _object(raw: dict[str, Any], key: str, required: bool = True) -> dict[str, Any]:
+    value = raw[key] if required else raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ContractError(f"'{key}' must be an object, got {type(value).__name__} {value!r:.60}")
+    return value

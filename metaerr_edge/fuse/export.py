@@ -53,6 +53,7 @@ __all__ = ["ExportReport", "example_input", "export_onnx", "export_run", "load_c
            "read_contract", "set_threshold"]
 
 DEFAULT_OPSET = 18
+MIN_OPSET = 13  # Softmax over one axis, TopK with k as an input, Greater -> bool: all as exported
 _PREFIX = "fused."  # the _Exportable wrapper's attribute; stripped from initializer names
 
 
@@ -92,8 +93,8 @@ class _Exportable(nn.Module):
 class RunLike(Protocol):
     """The three methods of a training run that export and verify use (duck-typed)."""
 
-    def fused(self, threshold: float | None = None, layout: str = "NCHW") -> FusedModel: ...
-    def contract(self, layout: str = "NCHW") -> Contract: ...
+    def fused(self, threshold: float | None = None, layout: str = "NCHW", mode: str | None = None) -> FusedModel: ...
+    def contract(self, layout: str = "NCHW", mode: str | None = None) -> Contract: ...
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]: ...
 
 
@@ -133,6 +134,7 @@ def export_onnx(fused: FusedModel, contract: Contract, path: str | os.PathLike[s
     """
     start = time.perf_counter()
     path = Path(path)
+    check_opset(opset)
     validate_contract(contract, "export_onnx")
     _check_model_matches(fused, contract)
     example = example_input(contract)
@@ -155,6 +157,11 @@ def export_onnx(fused: FusedModel, contract: Contract, path: str | os.PathLike[s
         def build(tmp: Path) -> onnx.ModelProto:
             _torch_export(_Exportable(fused).eval(), example, tmp, contract, opset, dynamo)
             model = onnx.load(str(tmp))
+            wrote = default_opset(model)
+            if wrote != opset:  # the dynamo exporter writes 18+ and converts down when it can
+                raise ConfigError(f"asked for opset {opset}, but the {versions['exporter']} exporter wrote opset "
+                                  f"{wrote} (it could not convert this graph down). Use --legacy-exporter for "
+                                  f"opsets {MIN_OPSET}-17, or the default opset {DEFAULT_OPSET}.")
             if slim is not None:
                 model = slim.slim(model)
             _tidy(model)
@@ -173,11 +180,13 @@ def export_onnx(fused: FusedModel, contract: Contract, path: str | os.PathLike[s
 
 def export_run(run: RunLike, out_path: str | os.PathLike[str], *, layout: str = "NCHW", fmt: str = "onnx",
                simplify: bool = False, threshold: float | None = None, model_name: str = "metaerr_edge",
-               opset: int = DEFAULT_OPSET, dynamo: bool = True) -> ExportReport:
+               opset: int = DEFAULT_OPSET, dynamo: bool = True, mode: str | None = None) -> ExportReport:
     """Export a training run: ``fmt="onnx"`` writes ``out_path``; ``"triton"`` a model repository.
 
-    Uses only ``run.contract(layout=)`` and ``run.fused(threshold=, layout=)``. ``threshold``
-    overrides the run's calibrated one (recorded in the contract as ``method="manual"``).
+    Uses only ``run.contract(layout=, mode=)`` and ``run.fused(threshold=, layout=, mode=)``:
+    ``mode`` picks the meta mode to deploy (default: the run's first), and the threshold and
+    metrics in the contract are that mode's. ``threshold`` overrides the run's calibrated one
+    (recorded in the contract as ``method="manual"``).
 
     Example:
         >>> export_run(run, "repo/", fmt="triton").path
@@ -185,10 +194,11 @@ def export_run(run: RunLike, out_path: str | os.PathLike[str], *, layout: str = 
     """
     if fmt not in ("onnx", "triton"):
         raise ConfigError(f"fmt must be 'onnx' or 'triton', got {fmt!r}")
-    contract = run.contract(layout=layout)
+    check_opset(opset)
+    contract = run.contract(layout=layout, mode=mode)
     if threshold is not None:
         contract = contract.with_threshold(ThresholdSpec(value=float(threshold), method="manual"))
-    fused = run.fused(threshold=contract.threshold.value, layout=layout)
+    fused = run.fused(threshold=contract.threshold.value, layout=layout, mode=mode)
     if fmt == "onnx":
         return export_onnx(fused, contract, out_path, opset=opset, dynamo=dynamo, simplify=simplify)
     from metaerr_edge.fuse.triton_repo import write_triton_repository
@@ -198,6 +208,19 @@ def export_run(run: RunLike, out_path: str | os.PathLike[str], *, layout: str = 
                              simplify=simplify)
         model_dir = write_triton_repository(report.path, out_path, model_name)
     return replace(report, path=model_dir / "1" / "model.onnx")
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an opset this export cannot write, before any work."""
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise ConfigError(f"opset must be an integer from {MIN_OPSET} to {newest} (what onnx {onnx.__version__} "
+                          f"knows), got {opset!r}; the default is {DEFAULT_OPSET}")
+
+
+def default_opset(model: onnx.ModelProto) -> int | None:
+    """The opset of the default ("ai.onnx") domain that ``model`` imports."""
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -255,15 +278,13 @@ def _tidy(model: onnx.ModelProto) -> None:
             init.name = new
 
 
-def _consumers(model: onnx.ModelProto, name: str) -> list[onnx.NodeProto]:
-    return [n for n in model.graph.node if name in n.input]
-
-
 def _pin_threshold(model: onnx.ModelProto, value: float) -> None:
     """Make the ``defer`` comparison read a private initializer named ``defer_threshold``.
 
-    Whatever the exporter did (kept a prefixed name, made a Constant, shared the tensor with an
-    equal constant), afterwards exactly one tensor named ``defer_threshold`` feeds ``Greater``.
+    Whatever the exporter did (kept a prefixed name, made a Constant, or shared the tensor with an
+    equal constant of the user's model, e.g. the 0.5 inside a GELU at threshold 0.5), afterwards
+    exactly one tensor named ``defer_threshold`` exists and ``Greater`` is its only consumer, so
+    rewriting it (``set_threshold``) moves the threshold and nothing else.
     """
     graph = model.graph
     producer = next((n for n in graph.node if "defer" in n.output), None)
@@ -283,17 +304,52 @@ def _pin_threshold(model: onnx.ModelProto, value: float) -> None:
         array = numpy_helper.to_array(const.attribute[0].t)
     if array.size != 1 or abs(float(array.reshape(-1)[0]) - value) > 1e-6:
         raise ContractError(f"the threshold tensor {old!r} holds {array.tolist()}, expected {value}")
-    if old == THRESHOLD_INITIALIZER and len(_consumers(model, old)) == 1:
-        return
-    if THRESHOLD_INITIALIZER in inits or any(THRESHOLD_INITIALIZER in n.output for n in graph.node):
-        raise ContractError(f"the graph already has another tensor named {THRESHOLD_INITIALIZER!r}")
+    if old == THRESHOLD_INITIALIZER and old in inits and _consumers(model, old) == [producer]:
+        return  # already private
+    _rename_tensor(model, THRESHOLD_INITIALIZER)  # whatever holds the name now keeps its users under another
+    old = producer.input[1]
     producer.input[1] = THRESHOLD_INITIALIZER
-    graph.initializer.append(numpy_helper.from_array(array.astype(np.float32), THRESHOLD_INITIALIZER))
-    if not _consumers(model, old):
+    graph.initializer.append(numpy_helper.from_array(array.reshape(()).astype(np.float32), THRESHOLD_INITIALIZER))
+    if not _consumers(model, old) and old not in {o.name for o in graph.output}:
+        inits = {t.name: t for t in graph.initializer}
         if old in inits:
             graph.initializer.remove(inits[old])
         else:
             graph.node.remove(next(n for n in graph.node if old in n.output))
+
+
+def _rename_tensor(model: onnx.ModelProto, name: str) -> None:
+    """Give the tensor called ``name`` (if any) a fresh name everywhere it is produced or read."""
+    graph = model.graph
+    taken = {o for n in _all_nodes(graph) for o in [*n.output, *n.input]}
+    taken |= {t.name for t in graph.initializer} | {v.name for v in [*graph.input, *graph.output, *graph.value_info]}
+    if name not in taken:
+        return
+    new = next(f"{name}_{i}" for i in range(1, 10**6) if f"{name}_{i}" not in taken)
+    for tensor in graph.initializer:
+        if tensor.name == name:
+            tensor.name = new
+    for value in graph.value_info:
+        if value.name == name:
+            value.name = new
+    for node in _all_nodes(graph):
+        node.input[:] = [new if i == name else i for i in node.input]
+        node.output[:] = [new if o == name else o for o in node.output]
+
+
+def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Every node of ``graph`` and of its subgraphs (If/Loop/Scan bodies read outer names too)."""
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                nodes.extend(_all_nodes(sub))
+    return nodes
+
+
+def _consumers(model: onnx.ModelProto, name: str) -> list[onnx.NodeProto]:
+    return [n for n in _all_nodes(model.graph) if name in n.input]
 
 
 def _name_batch_dim(model: onnx.ModelProto) -> None:

@@ -93,6 +93,11 @@ def set_threshold(path: str | os.PathLike[str], threshold: ThresholdSpec,
     if THRESHOLD_INITIALIZER not in inits:
         raise ContractError(f"{path}: no initializer named {THRESHOLD_INITIALIZER!r} to rewrite; "
                             f"re-export the model with this version of metaerr-edge. {MAKE_ONE}")
+    readers = [n for n in model.graph.node if THRESHOLD_INITIALIZER in n.input]
+    if [(n.op_type, list(n.output)) for n in readers] != [("Greater", ["defer"])]:
+        raise ContractError(f"{path}: the {THRESHOLD_INITIALIZER!r} tensor is read by {[n.op_type for n in readers]}, "
+                            "not by the 'defer' comparison alone; rewriting it would change the model itself. "
+                            f"Re-export the model with this version of metaerr-edge. {MAKE_ONE}")
     tensor = inits[THRESHOLD_INITIALIZER]
     dtype = numpy_helper.to_array(tensor).dtype  # float32 as exported; float16 after an FP16 cast
     tensor.CopyFrom(numpy_helper.from_array(np.array(threshold.value, dtype=dtype), THRESHOLD_INITIALIZER))

@@ -175,13 +175,38 @@ def verify_parity(onnx_path: str | os.PathLike[str], fused: FusedModel, images: 
     )
 
 
+def reference_model(run: Any, contract: Contract, source: str = "the model") -> FusedModel:
+    """The PyTorch FusedModel of ``run`` exactly as ``contract``'s file was exported from it.
+
+    Meta mode, layout and threshold come from the file's contract. ``run`` is anything with the
+    :class:`~metaerr_edge.fuse.export.RunLike` methods; a run that cannot be the file's origin (a
+    meta mode it did not train, other classes, input size or base architecture) raises ConfigError.
+    """
+    mode = contract.meta.get("mode")
+    layout = contract.input.layout
+    own = run.contract(layout=layout, mode=mode)  # a mode the run did not train: ConfigError here
+    problems = []
+    if tuple(own.classes) != tuple(contract.classes):
+        problems.append(f"classes {list(contract.classes)[:4]}... vs the run's {list(own.classes)[:4]}...")
+    a, b = contract.input, own.input
+    if (a.channels, a.height, a.width) != (b.channels, b.height, b.width):
+        problems.append(f"input {a.channels}x{a.height}x{a.width} vs the run's {b.channels}x{b.height}x{b.width}")
+    if contract.base.get("arch") not in (None, own.base.get("arch")):
+        problems.append(f"base {contract.base.get('arch')!r} vs the run's {own.base.get('arch')!r}")
+    if problems:
+        raise ConfigError(f"{getattr(run, 'path', 'the run')} is not the run {source} was exported from: "
+                          + "; ".join(problems) + ". Pass the run folder the model was exported from.")
+    return run.fused(threshold=contract.threshold.value, layout=layout, mode=mode)
+
+
 def verify_run(onnx_path: str | os.PathLike[str], run: Any, n: int = 512, atol: float = 1e-5,
                batch_sizes: Sequence[int] = (1, 7, 64),
                providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0) -> ParityReport:
     """Parity of an exported run on its first ``n`` test images (uses ``run.fused`` and ``run.split``).
 
-    The reference is built with the file's layout and threshold (as read from its contract), so a
-    file whose threshold was rewritten by ``set_threshold`` is compared at that threshold.
+    The reference is built with the file's meta mode, layout and threshold (as read from its
+    contract), so an export of any trained mode, and a file whose threshold was rewritten by
+    ``set_threshold``, is compared with the model it holds.
 
     Example:
         >>> print(verify_run("model.onnx", run).to_markdown())
@@ -190,7 +215,7 @@ def verify_run(onnx_path: str | os.PathLike[str], run: Any, n: int = 512, atol: 
 
     contract = read_contract(onnx_path)
     layout = contract.input.layout
-    fused = run.fused(threshold=contract.threshold.value, layout=layout)
+    fused = reference_model(run, contract, str(onnx_path))
     images, _ = run.split("test")
     images = np.asarray(images[:n])
     if images.dtype != np.uint8 or images.ndim != 4:

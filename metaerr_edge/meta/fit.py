@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from metaerr_edge.console import progress_bar, warn
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.fuse.fused import Preprocess
 from metaerr_edge.meta.heads import MetaModel
@@ -29,6 +31,10 @@ class MetaFitConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+        if self.epochs < 1 or self.batch_size < 1 or not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"meta epochs, batch_size and lr must be positive (finite), got {self.epochs}, "
+                              f"{self.batch_size}, {self.lr}")
+        resolve_device(self.device)
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,6 @@ def fit_meta(
     ``config.val_fraction`` of the other rows and always scores ``is_error``.
     """
     from sklearn.metrics import roc_auc_score
-    from tqdm.auto import tqdm
 
     n_err = int(is_error.sum())
     if n_err < 2 or n_err > len(is_error) - 2:
@@ -123,7 +128,7 @@ def fit_meta(
         return xb, p_all[idx].to(device), mb
 
     best = (-1.0, -1, copy.deepcopy(meta.state_dict()))
-    bar = tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = progress_bar(range(config.epochs), enabled=progress, desc=desc)
     for epoch in bar:
         meta.train()
         order = tr_idx[torch.randperm(len(tr_idx), generator=gen)]
@@ -145,6 +150,9 @@ def fit_meta(
         bar.set_postfix(val_auroc=f"{auc:.4f}", best=f"{best[0]:.4f}", refresh=False)
     meta.load_state_dict(best[2])
     meta.eval()
+    if config.epochs > 1 and best[1] == config.epochs - 1:
+        warn(f"{desc}: the best meta-validation AUROC ({best[0]:.4f}) came in the last of {config.epochs} epochs, "
+             "so the meta-model may not have converged; try more meta epochs (--meta-epochs)", name="metaerr_edge.meta")
     return MetaFitResult(best[1], best[0], int(len(tr_idx)), int(len(va_idx)), n_err)
 
 

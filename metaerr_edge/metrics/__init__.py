@@ -2,7 +2,7 @@
 
 Convention everywhere: ``f(failure_score, is_error, ...)`` with ``failure_score`` 1-D
 (higher = more likely wrong) and ``is_error`` 1-D 0/1 (1 = base model wrong); definitions in
-DESIGN.md section 3. AURC, E-AURC and AUGRC are returned raw, in [0, 1]; result tables
+docs/metrics.md. AURC, E-AURC and AUGRC are returned raw, in [0, 1]; result tables
 multiply the keys in :data:`PER_MILLE` by 1000.
 """
 
@@ -36,7 +36,7 @@ COVERAGE_AT_RISK: dict[str, float] = {"cov@risk1": 0.01, "cov@risk2": 0.02, "cov
 
 
 def failure_metrics(failure_score: ArrayLike, is_error: ArrayLike) -> dict[str, float]:
-    """Every metric of DESIGN.md section 3, under stable keys, in one dict.
+    """Every metric of docs/metrics.md, under stable keys, in one dict.
 
     Keys: error_rate, auroc, aupr_error, aupr_success, fpr95tpr, aurc, eaurc, augrc,
     risk@cov80/90/95 and cov@risk1/2/5. Values are raw fractions (the PER_MILLE ones are not

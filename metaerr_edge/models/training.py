@@ -31,12 +31,33 @@ class FitConfig:
             raise ConfigError(f"epochs, batch_size and lr must be positive, got {self.epochs}, {self.batch_size}, {self.lr}")
         if self.augment not in ("none", "shift", "shift_flip"):
             raise ConfigError(f"augment must be 'none', 'shift' or 'shift_flip', got {self.augment!r}")
+        resolve_device(self.device)  # a missing GPU fails here, before any data is loaded or trained on
 
 
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when present) as a torch device.
+
+    Raises:
+        ConfigError: an unknown name, or CUDA asked for where torch sees no CUDA GPU.
+    """
+    name = str(device).strip().lower()
+    if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device {device!r} is not a device name; use cpu, cuda, cuda:N or auto") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {device!r}: training runs on cpu or cuda; use cpu, cuda, cuda:N or auto")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ConfigError(f"device {device!r}: no CUDA GPU is visible to torch {torch.__version__} ({build}); "
+                              "use --device cpu (or auto, which picks CUDA when present)")
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"device {device!r}: torch sees {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+    return dev
 
 
 def _augment(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
@@ -155,6 +176,6 @@ def predict_probs(
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from metaerr_edge.console import progress_bar
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+    return progress_bar(total=total, desc=desc, enabled=enabled)

@@ -46,23 +46,27 @@ def find_images(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return files
 
 
-def load_images(paths: Sequence[str | os.PathLike[str]], contract: Contract) -> tuple[np.ndarray, list[Path]]:
+def load_images(paths: Sequence[str | os.PathLike[str]], contract: Contract,
+                resize: bool = False) -> tuple[np.ndarray, list[Path]]:
     """Read image files into a batch that :meth:`Session.predict` accepts as is.
 
-    Each image is converted to gray or RGB (BGR when the contract's ``channel_order`` says so),
-    resized to the contract's height x width with bilinear filtering only when its size differs,
+    Each image is converted to gray or RGB (BGR when the contract's ``channel_order`` says so)
     and stacked as NCHW float32 scaled into the contract's ``value_range`` (0-255 -> [0, 1] by
-    default) or NHWC uint8 (0-255).
+    default) or NHWC uint8 (0-255). An image whose size is not the contract's height x width is
+    refused, since a silently resized frame may not be what the model was trained on; with
+    ``resize=True`` it is resized with bilinear filtering instead.
 
     Args:
         paths: image files and/or folders (walked recursively; .png .jpg .jpeg .bmp .ppm .pgm).
         contract: the model's contract (``session.contract``).
+        resize: resize images of another size instead of refusing them.
 
     Returns:
         ``(images, files)``: the batch, and the file each row came from.
 
     Raises:
-        InputError: a path is missing, a folder is empty, or a file cannot be read as an image.
+        InputError: a path is missing, a folder is empty, a file cannot be read as an image, or
+            (without ``resize``) an image has another size than the model's input.
 
     Example:
         >>> x, files = load_images(["camera/"], session.contract)
@@ -74,16 +78,28 @@ def load_images(paths: Sequence[str | os.PathLike[str]], contract: Contract) -> 
     bilinear = getattr(getattr(pil, "Resampling", pil), "BILINEAR")
     files = find_images(paths)
     batch = np.empty((len(files), spec.height, spec.width, spec.channels), dtype=np.uint8)
+    wrong_size: list[tuple[Path, tuple[int, int]]] = []
     for i, file in enumerate(files):
         try:
             with pil.open(file) as img:
                 img = img.convert(mode)
                 if img.size != (spec.width, spec.height):
+                    wrong_size.append((file, img.size))
+                    if not resize:
+                        continue
                     img = img.resize((spec.width, spec.height), bilinear)
                 pixels = np.asarray(img, dtype=np.uint8)
         except (OSError, ValueError, pil.DecompressionBombError) as exc:
             raise InputError(f"cannot read image file {str(file)!r}: {exc}") from exc
         batch[i] = pixels.reshape(spec.height, spec.width, spec.channels)
+    if wrong_size and not resize:
+        (first, (w, h)), more = wrong_size[0], len(wrong_size) - 1
+        raise InputError(
+            f"{len(wrong_size)} of {len(files)} images are not {spec.width}x{spec.height} (width x height, the "
+            f"model's input): {str(first)!r} is {w}x{h}" + (f" (and {more} more)" if more else "")
+            + ". Resize them to the model's input, or pass --resize (load_images(..., resize=True)) to resize "
+            "them bilinearly."
+        )
     if spec.channels == 3 and spec.channel_order.upper() == "BGR":
         batch = batch[..., ::-1]
     if spec.layout == "NHWC":

@@ -319,13 +319,28 @@ def _open_auto(model: Any, options: Mapping[str, Any]) -> Session:
             backend = _open_one(name, model, options, strict=False)
         except BackendUnavailable as exc:
             report.append((name, str(exc)))
-            logger.warning("backend %r unavailable, falling back: %s", name, exc)
+            logger.debug("backend %r unavailable, falling back: %s", name, exc)
             continue
         if report:
-            logger.warning("running on backend %r (providers %s) after %d fallback(s)",
-                           name, list(backend.providers), len(report))
+            logger.warning(fallback_summary(name, backend.providers, report))
         return Session(backend, report)
     raise BackendUnavailable("no backend could run this model: " + "; ".join(f"{n}: {r}" for n, r in report))
+
+
+def fallback_summary(name: str, providers: Sequence[str], report: Sequence[tuple[str, str]]) -> str:
+    """The one line ``backend="auto"`` logs after falling back: where it runs, what it skipped and why.
+
+    Each reason is cut to its first sentence (the install hints are in ``Session.fallback_report``
+    and, with ``--verbose``, in the debug log).
+
+    Example:
+        >>> fallback_summary("onnxruntime", ["CPUExecutionProvider"], [("tensorrt", "TensorRT is not importable. pip ...")])
+        "running on backend 'onnxruntime' (CPUExecutionProvider) after 1 fallback: tensorrt (TensorRT is not importable); details: --verbose or Session.fallback_report"
+    """
+    skipped = ", ".join(f"{n} ({r.split('. ')[0].rstrip('.')})" for n, r in report)
+    plural = "s" if len(report) != 1 else ""
+    return (f"running on backend {name!r} ({', '.join(providers)}) after {len(report)} fallback{plural}: {skipped}; "
+            "details: --verbose or Session.fallback_report")
 
 
 def _is_torch_only(model: Any) -> bool:

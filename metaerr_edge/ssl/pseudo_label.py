@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from torch import nn
 
+from metaerr_edge.console import warn
 from metaerr_edge.data import DatasetArrays, ImageArrays
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.fuse.fused import Preprocess
@@ -192,6 +193,7 @@ def run_pseudo_labelling(
         cur_fit = fit_for(fit, len(x), min_steps, seed * 1000 + r)
         model = fit_classifier(factory(), x, y, pre, cur_fit, progress, f"round {r}")
         records.append(RoundRecord(r, len(idx), precision, test_acc(model), len(x), time.perf_counter() - t0, dict(ctx.info)))
+        _warn_if_degenerate(records, len(pool), sel.name)
     return SSLResult(sel.name, sel.params(), seed, len(labelled), len(pool), len(test), tuple(records))
 
 
@@ -208,6 +210,17 @@ def train_round0(
         net, data.train.images[labelled_idx], data.train.labels[labelled_idx], Preprocess(mean, std),
         fit_for(fit, len(labelled_idx), min_steps, seed * 1000), progress, "round 0",
     )  # fmt: skip
+
+
+def _warn_if_degenerate(records: Sequence[RoundRecord], n_pool: int, name: str) -> None:
+    """A selector that keeps the whole pool selects nothing: say so (louder when accuracy fell)."""
+    last, before = records[-1], records[-2]
+    if n_pool == 0 or last.kept < n_pool:
+        return
+    fell = last.test_acc < before.test_acc
+    warn(f"ssl round {last.round}: selector {name!r} kept all {n_pool} pool images (100%), so it selected nothing"
+         + (f", and test accuracy fell from {before.test_acc:.4f} to {last.test_acc:.4f}" if fell else "")
+         + ". Raise --threshold, or give a count with --budget (topk, metaerr-topk).", name="metaerr_edge.ssl")
 
 
 def _check_selection(idx: np.ndarray, labels: np.ndarray, n_pool: int, name: str) -> None:
