@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from metaerr_edge.io import loads_json, write_json
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SETTINGS = {  # name -> (dataset, labels)
@@ -100,8 +102,18 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
                 f"final {last.test_acc:.4f} ({seconds:.0f}s)", flush=True,
             )  # fmt: skip
         partial = _setting_result(name, dataset, n_labels, args, options, runs, complete=False)
-        (RESULTS / f"pseudo_label_{name}.json").write_text(json.dumps(partial, indent=1))  # survives an interruption
+        _save(RESULTS / f"pseudo_label_{name}.json", partial)  # survives an interruption
     return _setting_result(name, dataset, n_labels, args, options, runs, complete=True)
+
+
+def _save(path: Path, result: dict) -> None:
+    """Strict JSON: round 0 keeps no pseudo-labels, so its precision is written as null (with the reason)."""
+    write_json(path, result, indent=1, reasons={"precision": "no pseudo-labels kept in this round (round 0 keeps none)"})
+
+
+def _load(path: Path) -> dict:
+    """A saved result with its NaNs restored (the tables read NaN as 'none kept' / 'not measured')."""
+    return loads_json(path.read_text())
 
 
 def _schedule_key(schedule: dict) -> dict:
@@ -113,7 +125,7 @@ def _resumable_runs(name: str, args: argparse.Namespace) -> list[dict]:
     path = RESULTS / f"pseudo_label_{name}.json"
     if not path.exists():
         return []
-    saved = json.loads(path.read_text())
+    saved = _load(path)
     mine = _schedule_key({k: v for k, v in vars(args).items() if k not in ("settings", "readme_only")})
     if _schedule_key(saved["schedule"]) != mine:
         raise SystemExit(f"--resume: {path} was run with another schedule; remove it or match its flags")
@@ -237,7 +249,7 @@ def write_readme(section: str, path: Path = HERE / "README.md") -> None:
 
 
 def load_results() -> list[dict]:
-    found = {p.stem.removeprefix("pseudo_label_"): json.loads(p.read_text()) for p in RESULTS.glob("pseudo_label_*.json")}
+    found = {p.stem.removeprefix("pseudo_label_"): _load(p) for p in RESULTS.glob("pseudo_label_*.json")}
     return [found[s] for s in SETTINGS if s in found]
 
 
@@ -276,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             res = run_setting(name, args)
             res["wall_seconds"] = time.perf_counter() - t0
-            (RESULTS / f"pseudo_label_{name}.json").write_text(json.dumps(res, indent=1))
+            _save(RESULTS / f"pseudo_label_{name}.json", res)
             print(f"[{name}] done in {res['wall_seconds']:.0f}s", flush=True)
             results = load_results()
             plot(results, RESULTS / "pseudo_label_precision.png")

@@ -30,7 +30,7 @@ _TRAIN_MODULES = ("torch", "torchvision", "sklearn", "scipy", "onnx", "onnxscrip
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="metaerr-edge",
+        prog="metaerr-edge", allow_abbrev=False,
         description="A failure score for on-device image classifiers: train, evaluate, export, run, decide.",
     )
     parser.add_argument("--version", action="version", version=f"metaerr-edge {__version__}")
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"metaerr_edge.commands.{name}")
         p = module.add_parser(sub)
+        p.allow_abbrev = False  # `--batch` is not `--batch-sizes`: a flag is spelled out or refused
         # -v also after the command name; SUPPRESS keeps a top-level -v from being reset.
         p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                        help="log debug messages")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -108,6 +109,33 @@ def dumps_json(obj: Any, *, indent: int | None = None, reasons: Mapping[str, str
     if nulls and isinstance(clean, dict):
         clean[NULL_FIELD] = nulls
     return json.dumps(clean, indent=indent, allow_nan=False, default=str)
+
+
+def loads_json(text: str) -> Any:
+    """Parse :func:`dumps_json` output, turning each ``null`` listed in ``"null_values"`` back into its float.
+
+    Example:
+        >>> loads_json(dumps_json({"auroc": float("nan")}))
+        {'auroc': nan}
+    """
+    obj = json.loads(text)
+    if not isinstance(obj, dict) or not isinstance(obj.get(NULL_FIELD), dict):
+        return obj
+    nulls = obj.pop(NULL_FIELD)
+    for path, why in nulls.items():
+        value = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}.get(str(why).split(":")[0])
+        keys = [int(k) if k.isdigit() else k for k in re.findall(r"[^.\[\]]+", path)]
+        if value is None or not keys:
+            continue
+        parent = obj
+        try:
+            for key in keys[:-1]:
+                parent = parent[key]
+            if parent[keys[-1]] is None:
+                parent[keys[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            continue  # a path that no longer exists: leave the document as it is
+    return obj
 
 
 def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2,

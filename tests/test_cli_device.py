@@ -88,7 +88,11 @@ def device(tmp_path_factory):
         Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), "L").save(frames / f"{i}.png")
     (root / "site").mkdir()
     (root / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    env = {**os.environ, "PYTHONPATH": str(root / "site"), "METAERR_EDGE_PROGRESS": ""}
+    import metaerr_edge
+
+    package_root = Path(metaerr_edge.__file__).resolve().parents[1]  # the same package as this test process
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "site"), str(package_root)]),
+           "METAERR_EDGE_PROGRESS": ""}
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(SCRIPT), *args], cwd=root, env=env, capture_output=True, text=True, timeout=120)

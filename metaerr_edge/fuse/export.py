@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import onnx
+import onnx.version_converter
 import torch
 from onnx import numpy_helper
 from torch import nn
@@ -53,6 +54,7 @@ __all__ = ["ExportReport", "example_input", "export_onnx", "export_run", "load_c
            "read_contract", "set_threshold"]
 
 DEFAULT_OPSET = 18
+DYNAMO_MIN_OPSET = 18  # the oldest opset the dynamo exporter writes itself
 MIN_OPSET = 13  # Softmax over one axis, TopK with k as an input, Greater -> bool: all as exported
 _PREFIX = "fused."  # the _Exportable wrapper's attribute; stripped from initializer names
 
@@ -155,13 +157,10 @@ def export_onnx(fused: FusedModel, contract: Contract, path: str | os.PathLike[s
         filled = replace(contract, versions={**contract.versions, **versions})
 
         def build(tmp: Path) -> onnx.ModelProto:
-            _torch_export(_Exportable(fused).eval(), example, tmp, contract, opset, dynamo)
-            model = onnx.load(str(tmp))
-            wrote = default_opset(model)
-            if wrote != opset:  # the dynamo exporter writes 18+ and converts down when it can
-                raise ConfigError(f"asked for opset {opset}, but the {versions['exporter']} exporter wrote opset "
-                                  f"{wrote} (it could not convert this graph down). Use --legacy-exporter for "
-                                  f"opsets {MIN_OPSET}-17, or the default opset {DEFAULT_OPSET}.")
+            # The dynamo exporter writes 18 or newer; below that we convert here, and say so if we cannot.
+            written = max(opset, DYNAMO_MIN_OPSET) if dynamo else opset
+            _torch_export(_Exportable(fused).eval(), example, tmp, contract, written, dynamo)
+            model = _convert_opset(onnx.load(str(tmp)), opset, versions["exporter"])
             if slim is not None:
                 model = slim.slim(model)
             _tidy(model)
@@ -216,6 +215,23 @@ def check_opset(opset: int) -> None:
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
         raise ConfigError(f"opset must be an integer from {MIN_OPSET} to {newest} (what onnx {onnx.__version__} "
                           f"knows), got {opset!r}; the default is {DEFAULT_OPSET}")
+
+
+def _convert_opset(model: onnx.ModelProto, opset: int, exporter: str) -> onnx.ModelProto:
+    """``model`` at ``opset`` (onnx's version converter when the exporter wrote another one)."""
+    wrote = default_opset(model)
+    if wrote != opset:
+        try:
+            model = onnx.version_converter.convert_version(model, opset)
+        except Exception as exc:  # the converter's C++ assertions surface as RuntimeError
+            reason = str(exc).strip().splitlines()[-1][-200:]
+            raise ConfigError(f"asked for opset {opset}: the {exporter} exporter wrote opset {wrote} and onnx could "
+                              f"not convert this graph down ({reason}). Use --legacy-exporter (opsets "
+                              f"{MIN_OPSET}-20) or the default opset {DEFAULT_OPSET}.") from None
+    if default_opset(model) != opset:
+        raise ConfigError(f"asked for opset {opset}, but the exported graph is opset {default_opset(model)}; "
+                          f"use --legacy-exporter or the default opset {DEFAULT_OPSET}")
+    return model
 
 
 def default_opset(model: onnx.ModelProto) -> int | None:

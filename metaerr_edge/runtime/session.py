@@ -335,12 +335,12 @@ def fallback_summary(name: str, providers: Sequence[str], report: Sequence[tuple
 
     Example:
         >>> fallback_summary("onnxruntime", ["CPUExecutionProvider"], [("tensorrt", "TensorRT is not importable. pip ...")])
-        "running on backend 'onnxruntime' (CPUExecutionProvider) after 1 fallback: tensorrt (TensorRT is not importable); details: --verbose or Session.fallback_report"
+        "running on backend 'onnxruntime' (CPUExecutionProvider) after 1 fallback: tensorrt (TensorRT is not importable); reasons in full: Session.fallback_report (CLI: --verbose)"
     """
     skipped = ", ".join(f"{n} ({r.split('. ')[0].rstrip('.')})" for n, r in report)
     plural = "s" if len(report) != 1 else ""
     return (f"running on backend {name!r} ({', '.join(providers)}) after {len(report)} fallback{plural}: {skipped}; "
-            "details: --verbose or Session.fallback_report")
+            "reasons in full: Session.fallback_report (CLI: --verbose)")
 
 
 def _is_torch_only(model: Any) -> bool:
