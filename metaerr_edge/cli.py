@@ -28,8 +28,15 @@ _EXTRA_OF = {"onnxslim": "simplify", "tensorrt": "tensorrt", "cuda": "tensorrt",
 _TRAIN_MODULES = ("torch", "torchvision", "sklearn", "scipy", "onnx", "onnxscript", "matplotlib", "tqdm")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what is wrong, and where the help is), exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="metaerr-edge", allow_abbrev=False,
         description="A failure score for on-device image classifiers: train, evaluate, export, run, decide.",
     )
@@ -43,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         # -v also after the command name; SUPPRESS keeps a top-level -v from being reset.
         p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                        help="log debug messages")
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p)
     return parser
 
 
@@ -63,7 +70,9 @@ def missing_extra_message(exc: ModuleNotFoundError) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code (2 for a usage error, printed in one line by argparse)."""
     try:
-        args = build_parser().parse_args(argv)
+        args, unknown = build_parser().parse_known_args(argv)
+        if unknown:  # reported by the command's own parser, which names the command
+            args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:  # --help, --version (0) and usage errors (2): a code, not an exception
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

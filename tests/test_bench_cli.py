@@ -2,51 +2,25 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from metaerr_edge.bench import TimingConfig, load_json
 from metaerr_edge.cli import main
 from metaerr_edge.commands import bench as bench_cmd
 from metaerr_edge.errors import ConfigError
-from metaerr_edge.fuse.contract import Contract, InputSpec
-from metaerr_edge.fuse.export import export_onnx
-from metaerr_edge.fuse.fused import FusedModel, Preprocess
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the fast legacy exporter, on purpose
 FAST = ["--warmup-s", "0", "--duration-s", "0.02", "--min-iters", "3", "--interleave", "2", "--quiet"]
 
 
-class _Base(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
-
-
-class _Meta(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(3, 1)
-
-    def forward(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.fc(torch.sort(probs, dim=1, descending=True).values))
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A 3-class fused model on 1x8x8 inputs, exported with the fast legacy exporter."""
-    torch.manual_seed(0)
-    fused = FusedModel(_Base(), _Meta(), Preprocess([0.5], [0.5]), threshold=0.5).eval()
-    contract = Contract(input=InputSpec(channels=1, height=8, width=8), classes=("a", "b", "c"))
-    path = tmp_path_factory.mktemp("bench") / "tiny.onnx"
-    export_onnx(fused, contract, path, dynamo=False)
-    return path, fused
+def tiny(tiny_model):
+    """A 3-class fused model on 1x8x8 inputs (conftest's tiny_model): (path, FusedModel)."""
+    return tiny_model
 
 
 def test_bench_writes_json_markdown_and_plot(tiny, tmp_path, capsys):
@@ -81,9 +55,11 @@ def test_torch_backend_runs_beside_onnxruntime_with_ratios(tiny, tmp_path, monke
 
 
 def test_wrong_run_is_refused_by_the_parity_check(tiny, tmp_path, monkeypatch, capsys):
-    path, _ = tiny
-    torch.manual_seed(1)
-    other = FusedModel(_Base(), _Meta(), Preprocess([0.5], [0.5]), threshold=0.5).eval()
+    path, fused = tiny
+    other = copy.deepcopy(fused)
+    with torch.no_grad():
+        for weight in other.base.parameters():
+            weight.add_(0.5)  # same architecture, other weights: another run's model
     monkeypatch.setattr(bench_cmd, "_reference_model", lambda run, contract, model: other)
     argv = ["bench", str(path), "--backend", "torch", "--run", str(tmp_path), "--batch-sizes", "1", *FAST, "-o", str(tmp_path / "o")]
     assert main(argv) == 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,40 +48,15 @@ SCRIPT = Path(sys.executable).with_name("metaerr-edge")
 
 
 @pytest.fixture(scope="module")
-def device(tmp_path_factory):
+def device(tmp_path_factory, tiny_model):
     """(run(args) -> CompletedProcess, a fused model, a folder of frames) on a torch-free 'device'."""
     if not SCRIPT.is_file():
         pytest.skip(f"the console script {SCRIPT} is not installed (install the project: pip install -e '.[dev]')")
-    import torch
     from PIL import Image
-    from torch import nn
-
-    from metaerr_edge.fuse.contract import Contract, InputSpec
-    from metaerr_edge.fuse.export import export_onnx
-    from metaerr_edge.fuse.fused import FusedModel, Preprocess
-
-    class Base(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4, 3)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
-
-    class Meta(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(3, 1)
-
-        def forward(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-            return torch.sigmoid(self.fc(torch.sort(probs, dim=1, descending=True).values))
 
     root = tmp_path_factory.mktemp("device")
-    torch.manual_seed(0)
-    fused = FusedModel(Base(), Meta(), Preprocess([0.5], [0.5]), threshold=0.5).eval()
-    contract = Contract(input=InputSpec(channels=1, height=8, width=8), classes=("a", "b", "c"))
     model = root / "model.onnx"
-    export_onnx(fused, contract, model, dynamo=False)
+    shutil.copy(tiny_model[0], model)
     frames = root / "frames"
     frames.mkdir()
     rng = np.random.default_rng(0)

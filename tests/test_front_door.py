@@ -217,12 +217,15 @@ def test_cuda_without_a_gpu_is_one_clean_line(tmp_path, argv):
     (["ssl", "--labelled", "0"], "argument --labelled"),
     (["ssl", "--selector", "oracle"], "unknown selector 'oracle'"),
     (["calibrate", "m.onnx", "--run", "r", "--coverage", "1.5"], "argument --coverage"),
+    (["bench", "m.onnx", "--batch", "1"], "metaerr-edge bench: error: unrecognized arguments: --batch 1"),
+    (["bogus"], "invalid choice: 'bogus'"),
 ])
 def test_options_are_refused_before_any_work(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
+    assert err.count("\n") == 1, err  # one line: what is wrong (and where the help is)
     assert list(tmp_path.iterdir()) == []  # nothing trained, nothing written
 
 

@@ -31,24 +31,22 @@ def fold_count(text: str) -> int:
 
 def positive_float(text: str) -> float:
     """A finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+    return _float(text, lambda v: v > 0, "a finite number > 0")
 
 
 def nonneg_float(text: str) -> float:
     """A finite number >= 0 (e.g. seconds of warm-up)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
+    return _float(text, lambda v: v >= 0, "a finite number >= 0")
+
+
+def fraction(text: str) -> float:
+    """A number strictly between 0 and 1."""
+    return _float(text, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
+
+
+def unit_interval(text: str) -> float:
+    """A number in [0, 1] (a threshold on the failure score, an accuracy)."""
+    return _float(text, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 #: More intra-op threads than this is a typo, not a machine (ONNX Runtime would try to start them all).
@@ -60,28 +58,6 @@ def thread_count(text: str) -> int:
     value = _int(text, 1)
     if value > MAX_THREADS:
         raise argparse.ArgumentTypeError(f"expected at most {MAX_THREADS} threads, got {text!r}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A number strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text!r}")
-    return value
-
-
-def unit_interval(text: str) -> float:
-    """A number in [0, 1] (a threshold on the failure score)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] (failure scores lie there), got {text!r}")
     return value
 
 
@@ -110,6 +86,28 @@ def name_list(text: str) -> tuple[str, ...]:
     if dupes:
         raise argparse.ArgumentTypeError(f"{text!r} names {dupes} more than once")
     return tuple(names)
+
+
+def add_fit_options(p: argparse.ArgumentParser, pool_help: str) -> None:
+    """The options every training command (train, demo, ssl) shares, with one meaning each."""
+    p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default: %(default)s)")
+    p.add_argument("--lr", type=positive_float, default=2e-3, help="learning rate (default: %(default)s)")
+    p.add_argument("--max-pool", type=positive_int, default=None, help=pool_help)
+    p.add_argument("--max-test", type=positive_int, default=None, help="cap the test split at this many images")
+    p.add_argument("--seed", type=nonneg_int, default=0,
+                   help="seed of splits, initial weights and data order (default: %(default)s)")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (they are drawn on a terminal only)")
+
+
+def _float(text: str, ok, expected: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
 
 
 def _int(text: str, low: int) -> int:

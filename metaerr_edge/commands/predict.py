@@ -7,10 +7,10 @@ model's input are refused unless ``--resize`` asks for a bilinear resize.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from metaerr_edge.commands._options import positive_int
+from metaerr_edge.io import dumps_json
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         for start in range(0, len(files), step):
             pred = session.predict(images[start : start + step])
             for i, path in enumerate(files[start : start + step]):
-                print(json.dumps({
+                print(dumps_json({
                     "path": str(path), "label": int(pred.label[i]), "class": classes[int(pred.label[i])],
                     "failure_score": round(float(pred.failure_score[i]), 6),
                     "decision": "DEFER" if bool(pred.defer[i]) else "ACCEPT",

@@ -6,14 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from metaerr_edge.commands._options import (
-    device_name,
-    fold_count,
-    fraction,
-    nonneg_int,
-    positive_float,
-    positive_int,
-)
+from metaerr_edge.commands._options import add_fit_options, fold_count, fraction, nonneg_int, positive_int
 from metaerr_edge.commands.train import ARCH_HELP
 from metaerr_edge.data import available_sources
 from metaerr_edge.errors import ConfigError
@@ -41,14 +34,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--width", type=positive_int, default=None, help="small_cnn width (default: the architecture's)")
     p.add_argument("--epochs", type=positive_int, default=10, help="base epochs per round (default: %(default)s)")
     p.add_argument("--min-steps", type=positive_int, default=100, help="at least this many optimiser steps per training")
-    p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default: %(default)s)")
-    p.add_argument("--lr", type=positive_float, default=2e-3, help="learning rate (default: %(default)s)")
-    p.add_argument("--max-pool", type=positive_int, default=None, help="cap the unlabelled pool at this many images")
-    p.add_argument("--max-test", type=positive_int, default=None, help="cap the test split at this many images")
-    p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    add_fit_options(p, pool_help="cap the unlabelled pool at this many images")
     p.add_argument("-o", "--out", default="runs/ssl.json", help="JSON file to write (default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars (they are drawn on a terminal only)")
     return p
 
 

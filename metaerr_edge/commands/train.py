@@ -5,14 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from metaerr_edge.commands._options import (
-    device_name,
-    fold_count,
-    name_list,
-    nonneg_int,
-    positive_float,
-    positive_int,
-)
+from metaerr_edge.commands._options import add_fit_options, fold_count, name_list, positive_int
 from metaerr_edge.data import available_sources
 from metaerr_edge.errors import ConfigError
 from metaerr_edge.io import dumps_json
@@ -41,13 +34,7 @@ def add_train_options(p: argparse.ArgumentParser, dataset: str = "digits", modes
     p.add_argument("--folds", type=fold_count, default=5, help="cross-fitting folds, >= 2 (default: %(default)s)")
     p.add_argument("--epochs", type=positive_int, default=10, help="base-model epochs (default: %(default)s)")
     p.add_argument("--meta-epochs", type=positive_int, default=30, help="meta-model epochs (default: %(default)s)")
-    p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default: %(default)s)")
-    p.add_argument("--lr", type=positive_float, default=2e-3, help="learning rate (default: %(default)s)")
-    p.add_argument("--max-pool", type=positive_int, default=None, help="cap the training pool at this many images")
-    p.add_argument("--max-test", type=positive_int, default=None, help="cap the test split at this many images")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of splits, initial weights and order (default: %(default)s)")
-    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars (they are drawn on a terminal only)")
+    add_fit_options(p, pool_help="cap the training pool at this many images")
 
 
 def config_from_args(args: argparse.Namespace):
