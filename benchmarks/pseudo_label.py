@@ -16,7 +16,6 @@ scale it up on a GPU, e.g. ``--max-pool 0 --max-test 0 --width 32 --epochs 15 --
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path

@@ -97,12 +97,35 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return 141
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM):
-            where = f" {exc.filename!r}" if exc.filename else ""
-            print(f"{prefix} cannot write{where}: {exc.strerror or exc}. Free space or choose a writable -o path.",
-                  file=sys.stderr)
-            return 2
-        raise
+        message = _os_error_message(exc)
+        if message is None:
+            raise
+        print(f"{prefix} {message}", file=sys.stderr)
+        return 2
+
+
+#: errno -> what to do about it, for file-system faults that are the user's to fix (not bugs).
+_OS_FIXES = {
+    errno.ENOSPC: "free space on that disk, or choose another -o path",
+    errno.EDQUOT: "free space in your quota, or choose another -o path",
+    errno.EROFS: "the file system is read-only: choose a writable -o path",
+    errno.EACCES: "check the permissions, or choose another path",
+    errno.EPERM: "check the permissions, or choose another path",
+    errno.EEXIST: "a file is in the way where a folder is needed: remove it, or choose another path",
+    errno.ENOTDIR: "a file is in the way where a folder is needed: remove it, or choose another path",
+    errno.EISDIR: "a folder is in the way where a file is needed: choose a file path",
+    errno.EBUSY: "the path is busy (a mount point, or in use): choose another path",
+    errno.EXDEV: "it cannot be replaced across file systems (a mount point?): choose a path inside one",
+}
+
+
+def _os_error_message(exc: OSError) -> str | None:
+    """One line for a file-system fault (disk full, read-only, permissions, a file in the way), else None."""
+    fix = _OS_FIXES.get(exc.errno)
+    if fix is None:
+        return None
+    where = f" {exc.filename!r}" if exc.filename else ""
+    return f"cannot use{where}: {exc.strerror or exc}; {fix}"
 
 
 def _silence_stdout() -> None:

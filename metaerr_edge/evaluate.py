@@ -111,14 +111,22 @@ def evaluate_run(run: Run, scores: list[str] | None = None, n_boot: int = 1000, 
 
 
 def write_report(report: EvalReport, out_dir: Path) -> dict[str, Path]:
-    """metrics.json, metrics.md and risk_coverage.png into ``out_dir`` (atomically)."""
+    """metrics.json, metrics.md and risk_coverage.png into ``out_dir``, as one set.
+
+    The three are staged and moved in together (:func:`metaerr_edge.io.replace_files`, under the
+    lock of ``out_dir``, which is the run's own lock when ``out_dir`` is the run folder): a failure
+    such as a full disk leaves the previous set, never new metrics beside an old plot.
+    """
+    from metaerr_edge.io import replace_files
+
     out_dir = Path(out_dir)
     paths = {"json": out_dir / "metrics.json", "md": out_dir / "metrics.md", "png": out_dir / "risk_coverage.png"}
     undefined = "undefined on this split: it needs both failures and successes of the base"
-    atomic_write_text(paths["json"], dumps_json(report.to_dict(), indent=2, reasons={
-        k: undefined for k in ("auroc", "auroc_low", "auroc_high", "aupr_error", "aupr_success", "fpr95tpr")}))
-    atomic_write_text(paths["md"], report.to_markdown())
-    plot_risk_coverage(report.scores, report.is_error, paths["png"], f"{report.dataset} / {report.arch}")
+    with replace_files(out_dir, [p.name for p in paths.values()]) as stage:
+        atomic_write_text(stage / paths["json"].name, dumps_json(report.to_dict(), indent=2, reasons={
+            k: undefined for k in ("auroc", "auroc_low", "auroc_high", "aupr_error", "aupr_success", "fpr95tpr")}))
+        atomic_write_text(stage / paths["md"].name, report.to_markdown())
+        plot_risk_coverage(report.scores, report.is_error, stage / paths["png"].name, f"{report.dataset} / {report.arch}")
     return paths
 
 

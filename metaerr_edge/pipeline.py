@@ -7,12 +7,18 @@ A run folder holds everything later stages need::
     run/base.pt              base architecture + weights
     run/meta_<mode>.pt       one meta-model per trained input mode (the first is deployed)
     run/predictions.npz      base probabilities and meta scores on calib and test, labels
+    run/manifest.json        sha256 and size of every file above, written last
 
-Every file is written to a temporary name and renamed, so an interrupted run leaves no half file.
+A run is written whole: into a hidden temporary folder beside the target, which then replaces the
+target in one step, under a lock (a second writer fails at once). An interrupted training leaves
+the previous run as it was; :class:`Run` refuses a folder whose files do not match its manifest,
+and a file that changed after the run was opened.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import os
@@ -137,27 +143,64 @@ class Run:
     """A trained run folder, loaded lazily. See the module docstring for its files."""
 
     def __init__(self, path: str | os.PathLike) -> None:
+        """Open a run folder; refuse one whose files are not all from one training.
+
+        :func:`train_run` writes ``manifest.json`` last (sha256 and size of every file): a listed
+        file that is missing or differs, or a run file it does not list, is a :class:`DataError`.
+        Folders written before manifests existed have none and open unchecked, as they always did.
+        A folder whose training was killed between the two renames of its swap is put back first.
+        """
+        import re
+
+        from metaerr_edge.io import recover_folder, verify_manifest
+
         self.path = Path(path)
+        if not self.path.exists():
+            try:
+                recover_folder(self.path)
+            except ConfigError as exc:  # its writer is still at work
+                raise DataError(f"{self.path} is being replaced by another training right now; open it once that "
+                                f"finishes. ({exc})") from exc
+            except OSError:
+                pass  # cannot take the lock here (read-only): report the folder as missing below
         cfg_file = self.path / "config.json"
         if not cfg_file.is_file():
             raise DataError(f"{self.path} is not a run folder: expected {cfg_file} (made by `metaerr-edge train`)")
-        raw = json.loads(cfg_file.read_text())
-        self.config = RunConfig.from_dict(raw["config"])
+        retrain = f"re-train it (metaerr-edge train -o {self.path})"
+        run_file = re.compile(r"config\.json|splits\.npz|base\.pt|predictions\.npz|meta_.+\.pt").fullmatch
+        self.manifest: dict[str, Any] | None = verify_manifest(
+            self.path, owned=lambda name: run_file(name) is not None, fix=retrain)
+        try:
+            raw = json.loads(cfg_file.read_text(encoding="utf-8"))
+            config, classes, mean, std = raw["config"], raw["classes"], raw["mean"], raw["std"]
+            self.channels, self.height, self.width = raw["input_shape"]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{cfg_file} is unreadable or incomplete ({type(exc).__name__}: {exc}); {retrain}") from exc
+        self.config = RunConfig.from_dict(config)
         self.summary: dict[str, Any] = raw.get("summary", {})
-        self.classes: tuple[str, ...] = tuple(raw["classes"])
-        self.preprocess = Preprocess(raw["mean"], raw["std"])
-        self.channels, self.height, self.width = raw["input_shape"]
+        self.classes: tuple[str, ...] = tuple(classes)
+        self.preprocess = Preprocess(mean, std)
+
+    def _read(self, name: str) -> bytes:
+        """A run file's bytes, checked against the manifest read when the run was opened: a run
+        re-trained since (its folder swapped under this object) is refused, never mixed in."""
+        data = (self.path / name).read_bytes()
+        entry = (self.manifest or {}).get("files", {}).get(name)
+        if entry is not None and hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            raise DataError(f"{self.path / name} changed since this run was opened (re-trained meanwhile?); "
+                            "open the run again (load_run)")
+        return data
 
     @cached_property
     def base(self) -> nn.Module:
-        ckpt = torch.load(self.path / "base.pt", map_location="cpu", weights_only=True)
+        ckpt = torch.load(io.BytesIO(self._read("base.pt")), map_location="cpu", weights_only=True)
         net = create_base(ckpt["arch"], self.channels, len(self.classes), (self.height, self.width), **ckpt["arch_kwargs"])
         net.load_state_dict(ckpt["state_dict"])
         return net.eval()
 
     def meta(self, mode: str | None = None) -> MetaModel:
         mode = self.mode(mode)
-        ckpt = torch.load(self.path / f"meta_{mode}.pt", map_location="cpu", weights_only=True)
+        ckpt = torch.load(io.BytesIO(self._read(f"meta_{mode}.pt")), map_location="cpu", weights_only=True)
         meta = MetaModel(HeadConfig(**ckpt["head"]), self.channels, len(self.classes), (self.height, self.width))
         meta.load_state_dict(ckpt["state_dict"])
         return meta.eval()
@@ -168,7 +211,7 @@ class Run:
 
     @cached_property
     def splits(self) -> Splits:
-        with np.load(self.path / "splits.npz") as z:
+        with np.load(io.BytesIO(self._read("splits.npz"))) as z:
             return Splits.from_npz_dict(z)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +221,7 @@ class Run:
 
     @cached_property
     def predictions(self) -> dict[str, np.ndarray]:
-        with np.load(self.path / "predictions.npz") as z:
+        with np.load(io.BytesIO(self._read("predictions.npz"))) as z:
             return {k: z[k] for k in z.files}
 
     def input_spec(self, layout: str = "NCHW") -> InputSpec:
@@ -222,12 +265,30 @@ class Run:
             out.update({f"{label}.{k}": rows[label][k] for k in keys if k in rows.get(label, {})})
         return out
 
+    def identity(self, mode: str | None = None) -> dict[str, str]:
+        """What ties an exported model to this run: sha256 of its split indices and of the weights of
+        the base and ``mode``'s meta-model (recorded in the contract; calibrate and verify check it).
+
+        Example:
+            >>> load_run("runs/demo").identity()["splits_sha256"][:12]
+            '3f0c9a2e81b7'
+        """
+        mode = self.mode(mode)
+        splits = hashlib.sha256()
+        for name, array in sorted(self.splits.to_npz_dict().items()):
+            splits.update(name.encode() + b":" + np.ascontiguousarray(array).tobytes())
+        weights = hashlib.sha256()
+        for name in ("base.pt", f"meta_{mode}.pt"):
+            weights.update(name.encode() + b":" + self._read(name))
+        return {"dataset": self.config.dataset, "meta_mode": mode, "splits_sha256": splits.hexdigest(),
+                "weights_sha256": weights.hexdigest()}
+
     def contract(self, layout: str = "NCHW", threshold: ThresholdSpec | None = None, mode: str | None = None) -> Contract:
         mode = self.mode(mode)
         return Contract(
             input=self.input_spec(layout), classes=self.classes, threshold=threshold or self.default_threshold(mode),
             base={"arch": self.config.arch, "dataset": self.config.dataset, "accuracy": self.summary.get("test_accuracy")},
-            meta={"mode": mode, "labels": self.config.labels, "folds": self.config.folds},
+            meta={"mode": mode, "labels": self.config.labels, "folds": self.config.folds, "run": self.identity(mode)},
             metrics=self.test_metrics(mode),
         )  # fmt: skip
 
@@ -240,71 +301,99 @@ def load_run(path: str | os.PathLike) -> Run:
 def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = True) -> Run:
     """Train the base model and every requested MetaErr mode; write the run folder.
 
+    The folder is written whole: its files go into a hidden folder beside ``out_dir``, with
+    ``manifest.json`` last, which then replaces ``out_dir`` in one step
+    (:func:`metaerr_edge.io.replace_folder`). A failure or ``kill -9`` at any point leaves the
+    previous run as it was, never a mix. The lock of ``out_dir`` is taken first: a second training
+    into the same folder fails at once with a :class:`ConfigError`, before any work. Retraining
+    drops what ``evaluate`` and ``tradeoff`` wrote from the old run (metrics.*, risk_coverage.png,
+    tradeoff/); a folder holding anything else (an exported model, notes) is refused, not deleted.
+
     Example:
         >>> run = train_run(RunConfig(dataset="digits", epochs=5), "runs/digits")
     """
+    import re
+    import secrets
+
+    from metaerr_edge import __version__
+    from metaerr_edge.io import check_replaceable, path_lock, replace_folder, write_manifest
+
     t0 = time.perf_counter()
     out = Path(out_dir)
-    data = load_dataset(config.dataset, config.root, config.download)
-    splits = make_splits(data, config.split_config)
-    mean, std = data.channel_stats()
-    pre = Preprocess(mean, std)
-    k, (h, w), c = len(data.classes), data.image_size, data.channels
-    fit = config.fit_config(c)
+    run_entry = re.compile(r"config\.json|splits\.npz|base\.pt|predictions\.npz|meta_.+\.pt|manifest\.json"
+                           r"|metrics\.json|metrics\.md|risk_coverage\.png|tradeoff").fullmatch
 
-    def new_base() -> nn.Module:
-        return create_base(config.arch, c, k, (h, w), seed=config.seed, **config.arch_kwargs)
+    def owned(name: str) -> bool:
+        return run_entry(name) is not None
 
-    pool = splits.arrays(data, "pool")
-    calib, test = splits.arrays(data, "calib"), splits.arrays(data, "test")
-    # 1. Error labels on data the base did not train on.
-    if config.labels == "crossfit":
-        meta_x, meta_y = pool.images, pool.labels
-        meta_probs, _ = crossfit_probs(new_base, meta_x, meta_y, pre, fit, config.folds, progress, "base fold")
-        base = fit_classifier(new_base(), pool.images, pool.labels, pre, fit, progress, "base (all)")
-        mentor_train = pool
-    else:
-        base_tr, meta_tr = splits.arrays(data, "base_train"), splits.arrays(data, "meta_train")
-        base = fit_classifier(new_base(), base_tr.images, base_tr.labels, pre, fit, progress, "base")
-        meta_x, meta_y = meta_tr.images, meta_tr.labels
-        meta_probs = predict_probs(base, meta_x, pre, device=config.device)
-        mentor_train = base_tr
-    is_error = error_labels(meta_probs, meta_y)
-    preds: dict[str, np.ndarray] = {
-        "calib_probs": predict_probs(base, calib.images, pre, device=config.device),
-        "calib_labels": calib.labels,
-        "test_probs": predict_probs(base, test.images, pre, device=config.device),
-        "test_labels": test.labels,
-        "meta_train_is_error": is_error,
-    }
-    # 2. One meta-model per input mode.
-    meta_results = {}
-    for i, mode in enumerate(config.meta_modes):
-        torch.manual_seed(config.seed + 100 + i)  # the head's initial weights depend on the seed only
-        meta = MetaModel(config.head_config(mode), c, k, (h, w))
-        result = fit_meta_mode(meta, config, MetaData(meta_x, meta_y, meta_probs, mentor_train, base), pre,
-                               MetaFitConfig(epochs=config.meta_epochs, seed=config.seed + i, device=config.device), progress)  # fmt: skip
-        meta_results[mode] = asdict(result)
-        for split, arr in (("calib", calib), ("test", test)):
-            preds[f"{split}_score_{mode}"] = meta_scores(meta, arr.images, preds[f"{split}_probs"], pre, device=config.device)
-        _save_torch(out / f"meta_{mode}.pt", {"head": meta.config.to_dict(), "state_dict": meta.state_dict()})
-    # 3. The rest of the run folder.
-    _save_torch(out / "base.pt", {"arch": config.arch, "arch_kwargs": dict(config.arch_kwargs), "state_dict": base.state_dict()})
-    atomic_write_bytes(out / "splits.npz", lambda tmp: _savez(tmp, splits.to_npz_dict()))
-    atomic_write_bytes(out / "predictions.npz", lambda tmp: _savez(tmp, preds))
-    summary = {
-        "test_accuracy": float((preds["test_probs"].argmax(1) == test.labels).mean()),
-        "split_sizes": splits.sizes(),
-        "meta_train_n": int(len(is_error)),
-        "meta_train_errors": int(is_error.sum()),
-        "meta": meta_results,
-        "train_seconds": round(time.perf_counter() - t0, 2),
-        "torch": torch.__version__,
-    }
-    cfg = {"config": asdict(config), "summary": summary, "classes": list(data.classes), "mean": list(mean),
-           "std": list(std), "input_shape": [c, h, w]}  # fmt: skip
-    atomic_write_text(out / "config.json", dumps_json(cfg, indent=2))
-    return Run(out)
+    with path_lock(out):
+        check_replaceable(out, owned, "metaerr-edge train")
+        data = load_dataset(config.dataset, config.root, config.download)
+        splits = make_splits(data, config.split_config)
+        mean, std = data.channel_stats()
+        pre = Preprocess(mean, std)
+        k, (h, w), c = len(data.classes), data.image_size, data.channels
+        fit = config.fit_config(c)
+
+        def new_base() -> nn.Module:
+            return create_base(config.arch, c, k, (h, w), seed=config.seed, **config.arch_kwargs)
+
+        pool = splits.arrays(data, "pool")
+        calib, test = splits.arrays(data, "calib"), splits.arrays(data, "test")
+        # 1. Error labels on data the base did not train on.
+        if config.labels == "crossfit":
+            meta_x, meta_y = pool.images, pool.labels
+            meta_probs, _ = crossfit_probs(new_base, meta_x, meta_y, pre, fit, config.folds, progress, "base fold")
+            base = fit_classifier(new_base(), pool.images, pool.labels, pre, fit, progress, "base (all)")
+            mentor_train = pool
+        else:
+            base_tr, meta_tr = splits.arrays(data, "base_train"), splits.arrays(data, "meta_train")
+            base = fit_classifier(new_base(), base_tr.images, base_tr.labels, pre, fit, progress, "base")
+            meta_x, meta_y = meta_tr.images, meta_tr.labels
+            meta_probs = predict_probs(base, meta_x, pre, device=config.device)
+            mentor_train = base_tr
+        is_error = error_labels(meta_probs, meta_y)
+        preds: dict[str, np.ndarray] = {
+            "calib_probs": predict_probs(base, calib.images, pre, device=config.device),
+            "calib_labels": calib.labels,
+            "test_probs": predict_probs(base, test.images, pre, device=config.device),
+            "test_labels": test.labels,
+            "meta_train_is_error": is_error,
+        }
+        # 2. One meta-model per input mode.
+        meta_results, meta_ckpts = {}, {}
+        for i, mode in enumerate(config.meta_modes):
+            torch.manual_seed(config.seed + 100 + i)  # the head's initial weights depend on the seed only
+            meta = MetaModel(config.head_config(mode), c, k, (h, w))
+            result = fit_meta_mode(meta, config, MetaData(meta_x, meta_y, meta_probs, mentor_train, base), pre,
+                                   MetaFitConfig(epochs=config.meta_epochs, seed=config.seed + i, device=config.device), progress)  # fmt: skip
+            meta_results[mode] = asdict(result)
+            for split, arr in (("calib", calib), ("test", test)):
+                preds[f"{split}_score_{mode}"] = meta_scores(meta, arr.images, preds[f"{split}_probs"], pre, device=config.device)
+            meta_ckpts[mode] = {"head": meta.config.to_dict(), "state_dict": meta.state_dict()}
+        # 3. The run folder, written whole.
+        summary = {
+            "test_accuracy": float((preds["test_probs"].argmax(1) == test.labels).mean()),
+            "split_sizes": splits.sizes(),
+            "meta_train_n": int(len(is_error)),
+            "meta_train_errors": int(is_error.sum()),
+            "meta": meta_results,
+            "train_seconds": round(time.perf_counter() - t0, 2),
+            "torch": torch.__version__,
+        }
+        cfg = {"config": asdict(config), "summary": summary, "classes": list(data.classes), "mean": list(mean),
+               "std": list(std), "input_shape": [c, h, w]}  # fmt: skip
+        with replace_folder(out, owned=owned, writer="metaerr-edge train") as tmp:
+            for mode, ckpt in meta_ckpts.items():
+                _save_torch(tmp / f"meta_{mode}.pt", ckpt)
+            _save_torch(tmp / "base.pt", {"arch": config.arch, "arch_kwargs": dict(config.arch_kwargs),
+                                          "state_dict": base.state_dict()})
+            atomic_write_bytes(tmp / "splits.npz", lambda t: _savez(t, splits.to_npz_dict()))
+            atomic_write_bytes(tmp / "predictions.npz", lambda t: _savez(t, preds))
+            atomic_write_text(tmp / "config.json", dumps_json(cfg, indent=2))
+            write_manifest(tmp, writer="metaerr_edge.pipeline.train_run", metaerr_edge=__version__,
+                           run_id=secrets.token_hex(8), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        return Run(out)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from metaerr_edge.errors import ConfigError, ContractError
+from metaerr_edge.runtime.modelinfo import model_info
 from metaerr_edge.fuse.contract import (
     CONTRACT_KEY,
     OUTPUT_NAMES,
@@ -94,7 +95,7 @@ def make_model(base: str, channels: int, size: int, layout: str, seed: int = 0) 
     fused = FusedModel(net, TinyMeta(channels), Preprocess(mean, std, layout)).eval()
     spec = InputSpec(layout=layout, dtype="uint8" if layout == "NHWC" else "float32", channels=channels,
                      height=size, width=size, channel_order="RGB" if channels == 3 else "GRAY",
-                     mean=mean, std=std)
+                     value_range=(0.0, 255.0) if layout == "NHWC" else (0.0, 1.0), mean=mean, std=std)
     contract = Contract(input=spec, classes=tuple(f"class_{i}" for i in range(K)), base={"arch": base})
     # Threshold at the median score of a calibration batch, so both decisions occur.
     with torch.no_grad():
@@ -177,7 +178,9 @@ def test_contract_round_trips_with_versions(exported: Exported) -> None:
     report = exported.report
     read = read_contract(report.path)
     assert read == report.contract
-    assert read == replace(exported.contract, versions=read.versions)
+    assert read == replace(exported.contract, versions=read.versions, meta={**exported.contract.meta,
+                                                                           "graph_sha256": read.meta["graph_sha256"]})
+    assert read.meta["graph_sha256"] == model_info(report.path).graph_sha256  # the graph it was written for
     assert {"metaerr_edge", "torch", "onnx", "opset", "exporter"} <= set(read.versions)
     assert read.versions["opset"] == "18" and read.versions["exporter"] == report.exporter
     assert report.exporter == ("dynamo" if CASES[exported.name][4] else "torchscript")
@@ -315,7 +318,7 @@ def test_failed_export_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytes
 
 def test_model_and_contract_must_agree(tmp_path: Path) -> None:
     fused, contract = make_model("cnn", 1, 28, "NCHW")
-    nhwc = replace(contract, input=replace(contract.input, layout="NHWC", dtype="uint8"))
+    nhwc = replace(contract, input=replace(contract.input, layout="NHWC", dtype="uint8", value_range=(0.0, 255.0)))
     for bad, message in [(nhwc, "layout"), (contract.with_threshold(ThresholdSpec(0.99)), "threshold"),
                          (replace(contract, classes=("a", "b")), "2 classes|classes")]:
         with pytest.raises(ConfigError, match=message):
@@ -374,7 +377,8 @@ class FakeRun:
 
     def contract(self, layout: str = "NCHW", mode: str | None = None) -> Contract:
         return replace(self._contract, input=replace(self._contract.input, layout=layout,
-                                                     dtype="uint8" if layout == "NHWC" else "float32"))
+                                                     dtype="uint8" if layout == "NHWC" else "float32",
+                                                     value_range=(0.0, 255.0) if layout == "NHWC" else (0.0, 1.0)))
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(4)
@@ -405,6 +409,6 @@ def test_generate_inputs_follow_the_contract(cnn: Exported) -> None:
     gray = generate_inputs(cnn.contract, 5, seed=0)
     assert gray.shape == (5, 1, 28, 28) and gray.dtype == np.float32 and 0 <= gray.min() and gray.max() <= 1
     np.testing.assert_array_equal(gray, generate_inputs(cnn.contract, 5, seed=0))
-    nhwc = replace(cnn.contract, input=replace(cnn.contract.input, layout="NHWC", dtype="uint8"))
+    nhwc = replace(cnn.contract, input=replace(cnn.contract.input, layout="NHWC", dtype="uint8", value_range=(0.0, 255.0)))
     frames = generate_inputs(nhwc, 3, seed=0)
     assert frames.shape == (3, 28, 28, 1) and frames.dtype == np.uint8

@@ -129,7 +129,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Model]:
     tmp = tmp_path_factory.mktemp("runtime")
     gray = InputSpec(name="image", layout="NCHW", dtype="float32", channels=1, height=12, width=12)
     rgb = InputSpec(name="image", layout="NHWC", dtype="uint8", channels=3, height=10, width=10,
-                    channel_order="RGB", mean=(0.5, 0.4, 0.3), std=(0.25, 0.25, 0.25))
+                    value_range=(0.0, 255.0), channel_order="RGB", mean=(0.5, 0.4, 0.3), std=(0.25, 0.25, 0.25))
     return {"gray": _build(tmp, "gray", gray, 4, 0), "rgb_u8": _build(tmp, "rgb_u8", rgb, 3, 1)}
 
 
@@ -177,7 +177,8 @@ def test_every_registered_backend_matches_the_torch_reference(gray: Model, name:
 def test_session_reports_backend_providers_and_prediction(gray: Model) -> None:
     with open_session(gray.path, backend="onnxruntime") as s:
         assert (s.backend, s.device, s.providers) == ("onnxruntime", "cpu", ("CPUExecutionProvider",))
-        assert replace(s.contract, versions={}) == gray.contract and s.fallback_report == () and s.max_batch is None
+        assert s.contract.meta["graph_sha256"] and s.fallback_report == () and s.max_batch is None
+        assert replace(s.contract, versions={}, meta=gray.contract.meta) == gray.contract
         pred = s.predict(gray.pool[:5])
     assert isinstance(pred, Prediction) and len(pred) == 5
     assert (pred.label.dtype, pred.probs.dtype, pred.failure_score.dtype, pred.defer.dtype) == (
@@ -269,10 +270,13 @@ def test_files_without_a_valid_contract_are_contract_errors(gray: Model, tmp_pat
     with pytest.raises(ContractError, match="carries no metaerr-edge contract"):
         open_session(tmp_path / "bare.onnx")  # auto: a contract problem stops, it is not a fallback
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
-    with pytest.raises(ContractError, match="cannot load"):
+    with pytest.raises(ContractError, match="not a readable ONNX file"):
         open_session(tmp_path / "junk.onnx", backend="onnxruntime")
-    with pytest.raises(ContractError, match="does not exist"):
-        open_session(tmp_path / "missing.onnx", backend="onnxruntime")
+    for backend in ("auto", "onnxruntime", "tensorrt", "torch"):  # say what is wrong, whichever backend
+        with pytest.raises(ContractError, match="missing.onnx: no such file"):
+            open_session(tmp_path / "missing.onnx", backend=backend)
+        with pytest.raises(ContractError, match="is a folder but not a run folder"):
+            open_session(tmp_path, backend=backend)
 
 
 # --------------------------------------------------------------------------- torch backend
@@ -310,7 +314,8 @@ def test_torch_backend_opens_a_run_folder_through_load_run(gray: Model, tmp_path
     fake = types.ModuleType("metaerr_edge.pipeline")
     fake.load_run = lambda path: FakeRun()  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "metaerr_edge.pipeline", fake)
-    s = open_session(tmp_path)  # a folder: auto means torch
+    (tmp_path / "config.json").write_text("{}")  # what makes a folder a run folder (load_run is faked here)
+    s = open_session(tmp_path)  # a run folder: auto means torch
     assert s.backend == "torch" and calls == [gray.contract.threshold.value]
     np.testing.assert_array_equal(s.predict(gray.pool).label, open_session(gray.path).predict(gray.pool).label)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import hashlib
 import importlib.util
 import itertools
 import json
@@ -147,7 +148,7 @@ class FakeEngine:
 
 def make_trt(version: str = "10.3.0", half: bool = False, parse_ok: bool = True) -> types.SimpleNamespace:
     log: dict[str, Any] = {"flags": [], "set_flag": [], "profiles": [], "pool": [], "builds": 0,
-                           "timing_in": [], "engines": []}
+                           "timing_in": [], "engines": [], "parsed": []}
     tensor = lambda name, shape, dtype: types.SimpleNamespace(name=name, shape=shape, dtype=dtype)  # noqa: E731
     hidden = tensor("h", (-1, 4), DataType.HALF if half else DataType.FLOAT)
     layer = types.SimpleNamespace(num_outputs=1, get_output=lambda j: hidden)
@@ -160,7 +161,8 @@ def make_trt(version: str = "10.3.0", half: bool = False, parse_ok: bool = True)
         def __init__(self, net: Any, logger: Any) -> None:
             pass
 
-        def parse_from_file(self, path: str) -> bool:
+        def parse(self, model: bytes, path: str | None = None) -> bool:
+            log["parsed"].append(bytes(model))  # what TensorRT would build from
             return parse_ok
 
         def get_error(self, i: int) -> str:
@@ -235,7 +237,8 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 
     monkeypatch.setattr(tb, "_import_tensorrt", import_fake)
     monkeypatch.setattr(tb, "_memory", lambda memory, device_id: FakeMemory(device_id))
-    monkeypatch.setattr(tb, "read_contract", lambda path: CONTRACT)
+    # The fake file is not ONNX: stand in for the one read that checks it (the bytes are real).
+    monkeypatch.setattr(tb, "load_model_file", lambda path: (Path(path).read_bytes(), CONTRACT))
     onnx_path = tmp_path / "fused.onnx"
     onnx_path.write_bytes(b"pretend this is an ONNX file")
     return types.SimpleNamespace(state=state, onnx=onnx_path, cache=tmp_path / "engines")
@@ -331,6 +334,23 @@ def test_build_engine_caches_by_key(fake: Any) -> None:
     assert trt.log["timing_in"][-1] == b"timing-cache"  # the second build starts from the saved timing cache
     fake.onnx.write_bytes(b"a re-exported model")
     assert tb.build_engine(fake.onnx, cache_dir=fake.cache, max_batch=16) != plan and trt.log["builds"] == 3
+
+
+def test_the_engine_is_built_from_the_bytes_its_key_hashes(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file rewritten between the check and the build must not get an engine of other bytes under the
+    old key: the file is read once, and those bytes are hashed, checked and parsed."""
+    original = fake.onnx.read_bytes()
+
+    def read_then_rewrite(path: Any) -> tuple[bytes, Any]:
+        data = Path(path).read_bytes()
+        fake.onnx.write_bytes(b"rewritten by another process right after the read")
+        return data, CONTRACT
+
+    monkeypatch.setattr(tb, "load_model_file", read_then_rewrite)
+    plan = tb.build_engine(fake.onnx, cache_dir=fake.cache)
+    sidecar = json.loads(plan.with_suffix(".json").read_text())
+    assert fake.state["trt"].log["parsed"] == [original]
+    assert sidecar["key"]["onnx_sha256"] == hashlib.sha256(original).hexdigest()
 
 
 def test_build_engine_rebuilds_a_stale_engine(fake: Any, caplog: pytest.LogCaptureFixture) -> None:

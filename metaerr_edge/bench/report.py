@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -420,18 +419,29 @@ def _ratio_rows(
 
 @contextlib.contextmanager
 def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it over ``path`` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    """Yield a temporary path next to ``path``; move it over ``path`` only if the block succeeds.
+
+    A file that exists keeps its permissions; a new one gets what the umask gives (0644 under 022,
+    0600 under 077). Temporaries of ``path`` a killed writer left are removed first, and an
+    ``OSError`` (disk full, read-only) names ``path``, not the temporary.
+    """
+    from metaerr_edge.io import file_mode, new_temp_file, remove_stale_temps, reraise_naming
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reraise_naming(exc, path)
+    remove_stale_temps(path)
+    tmp, fd = new_temp_file(path)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+        mode = path.stat().st_mode & 0o777 if path.exists() else file_mode()
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except OSError as exc:
+        reraise_naming(exc, path, tmp)
+    finally:
+        os.close(fd)
         tmp.unlink(missing_ok=True)
-        raise

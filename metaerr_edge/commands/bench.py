@@ -183,29 +183,33 @@ def run(args: argparse.Namespace) -> int:
     if args.cuda_graphs and ("torch" not in backends or not str(args.device).startswith("cuda")):
         raise ConfigError("--cuda-graphs times the torch backend on a GPU: add torch to --backend and pass --device cuda")
 
+    from metaerr_edge.io import path_lock, replace_files
     from metaerr_edge.runtime import read_contract
 
     contract = read_contract(model)
-    opened: list[Any] = []
-    try:
-        variants = _open_variants(model, contract, backends, batches, args, opened)
-        results = _measure_all(variants, batches, contract, config, args)
-    finally:
-        for session in opened:
-            session.close()
+    with path_lock(out):  # a second bench into the same folder fails now, not after measuring
+        opened: list[Any] = []
+        try:
+            variants = _open_variants(model, contract, backends, batches, args, opened)
+            results = _measure_all(variants, batches, contract, config, args)
+        finally:
+            for session in opened:
+                session.close()
 
-    env = environment()
-    env["bench_threads"] = _thread_counts(args.threads)
-    names = list(dict.fromkeys(r.name for r in results))
-    pairs = [(name, names[0]) for name in names[1:]]
-    extra = {"model": str(model), "argv": sys.argv[1:], "rounds": args.interleave, "seed": args.seed,
-             "timing": {"warmup_s": config.warmup_s, "min_duration_s": config.min_duration_s,
-                        "min_iterations": config.min_iterations, "max_iterations": config.max_iterations},
-             "input": "uniform random in the contract's value range, one fixed batch per size"}
-    save_json(out / "bench.json", results, env, extra, pairs=pairs, include_samples=True)
-    text = _markdown(model, results, env, pairs)
-    atomic_write_text(out / "bench.md", text + "\n")
-    written = ["bench.json", "bench.md", *_plots(results, out)]
+        env = environment()
+        env["bench_threads"] = _thread_counts(args.threads)
+        names = list(dict.fromkeys(r.name for r in results))
+        pairs = [(name, names[0]) for name in names[1:]]
+        extra = {"model": str(model), "argv": sys.argv[1:], "rounds": args.interleave, "seed": args.seed,
+                 "timing": {"warmup_s": config.warmup_s, "min_duration_s": config.min_duration_s,
+                            "min_iterations": config.min_iterations, "max_iterations": config.max_iterations},
+                 "input": "uniform random in the contract's value range, one fixed batch per size"}
+        text = _markdown(model, results, env, pairs)
+        # One set: a full disk leaves the previous bench.{json,md,png}, never a mix (nor an old bench_device.png).
+        with replace_files(out, ("bench.json", "bench.md", "bench.png", "bench_device.png")) as stage:
+            save_json(stage / "bench.json", results, env, extra, pairs=pairs, include_samples=True)
+            atomic_write_text(stage / "bench.md", text + "\n")
+            written = ["bench.json", "bench.md", *_plots(results, stage)]
     print(text)
     print(f"wrote {out}/{{{','.join(written)}}}")
     warn_if_oversubscribed(results, env)

@@ -27,6 +27,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--delta", type=fraction, default=0.05,
                    help="SGR: the guarantee holds with probability 1-delta (default: %(default)s)")
     p.add_argument("-o", "--out", default=None, help="write a calibrated copy here instead of updating MODEL in place")
+    p.add_argument("--allow-other-run", action="store_true",
+                   help="calibrate on a run the model was NOT exported from: its calibration split may hold images "
+                        "the model trained on, so the threshold is optimistic and the risk guarantee does not hold")
     return p
 
 
@@ -63,17 +66,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out and Path(args.out).is_dir():
         raise ConfigError(f"-o {args.out!r} is a folder; pass the path of the calibrated .onnx to write")
+    from metaerr_edge.fuse.verify import check_origin
+    from metaerr_edge.io import path_lock
+
     run_ = load_run(args.run)
-    contract = read_contract(args.model)
-    if tuple(contract.classes) != tuple(run_.classes):
-        raise ConfigError(f"{args.model} has classes {list(contract.classes)[:5]}... but run {args.run} has "
-                          f"{list(run_.classes)[:5]}...; calibrate a model with the run it was exported from")  # fmt: skip
-    scores, is_error = calibration_scores(args.model, run_)
-    if args.coverage is not None:
-        choice = threshold_for_coverage(scores, is_error, args.coverage)
-    else:
-        choice = threshold_for_risk(scores, is_error, args.risk, args.delta)
-    warn_if_degenerate(choice, scores)
-    set_threshold(args.model, choice.to_spec(), args.out)
+    # One writer from reading the model to writing the threshold: a second calibrate fails at once.
+    with path_lock(Path(args.out or args.model)):
+        contract = read_contract(args.model)
+        check_origin(run_, contract, args.model, allow_other_run=args.allow_other_run)
+        scores, is_error = calibration_scores(args.model, run_)
+        if args.coverage is not None:
+            choice = threshold_for_coverage(scores, is_error, args.coverage)
+        else:
+            choice = threshold_for_risk(scores, is_error, args.risk, args.delta)
+        warn_if_degenerate(choice, scores)
+        set_threshold(args.model, choice.to_spec(), args.out)
     print(dumps_json({"model": str(args.out or args.model), **asdict(choice)}, indent=2))
     return 0

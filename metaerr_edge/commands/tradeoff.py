@@ -53,61 +53,70 @@ def bench_latency(path: str, name: str | None, batch: int = 1) -> tuple[np.ndarr
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
+
     from metaerr_edge.decide import recommend, sweep_tradeoff
+    from metaerr_edge.io import path_lock, replace_files
     from metaerr_edge.pipeline import load_run
 
     run_ = load_run(args.run)
     out = Path(args.out) if args.out else run_.path / "tradeoff"
     if out.exists() and not out.is_dir():
         raise ConfigError(f"-o {str(out)!r} is an existing file; tradeoff writes a folder (tradeoff.md, .json, .png)")
-    mode = run_.mode(args.meta_mode)
-    preds = run_.predictions
-    scores, labels = preds[f"calib_score_{mode}"], preds["calib_labels"]
-    is_error = (preds["calib_probs"].argmax(1) != labels).astype(np.int64)
-    device, device_name = (bench_latency(args.bench, args.bench_name) if args.bench else (np.array([args.device_latency_ms]), "given"))
-    fallback = bench_latency(args.fallback_bench, None)[0] if args.fallback_bench else np.array([args.fallback_latency_ms])
-    fb_kwargs: dict = {}
-    if args.fallback_run:
-        other = load_run(args.fallback_run)
-        if not np.array_equal(other.splits.calib, run_.splits.calib) or other.config.dataset != run_.config.dataset:
-            raise ConfigError(f"{args.fallback_run} was not trained on the same dataset and splits as {args.run} "
-                              "(same --dataset, --seed and split fractions); pass --fallback-accuracy instead")  # fmt: skip
-        fb_kwargs["fallback_correct"] = (other.predictions["calib_probs"].argmax(1) == labels).astype(np.int64)
-    else:
-        fb_kwargs["fallback_accuracy"] = args.fallback_accuracy
-    table = sweep_tradeoff(scores, is_error, device, fallback, deadline_ms=args.deadline_ms, **fb_kwargs)
-    best = recommend(table, deadline_ms=args.deadline_ms, min_accuracy=args.min_accuracy)
-    inputs = {
-        "run": str(run_.path), "meta_mode": mode, "split": "calib", "calibration_n": int(len(scores)),
-        "calibration_error_rate": float(is_error.mean()),
-        "device": {"source": args.bench or "--device-latency-ms", "result": device_name,
-                   "samples": int(device.size), "median_ms": float(np.median(device))},
-        "fallback": {"source": args.fallback_bench or "--fallback-latency-ms", "samples": int(fallback.size),
-                     "median_ms": float(np.median(fallback)),
-                     "accuracy": args.fallback_accuracy if args.fallback_accuracy is not None else "per sample",
-                     "run": args.fallback_run},
-        "deadline_ms": args.deadline_ms, "min_accuracy": args.min_accuracy,
-    }
-    md = (f"# Deferral trade-off of {run_.path} (meta mode {mode})\n\n"
-          f"- on-device latency: {device_name} ({device.size} sample(s), median {np.median(device):.3f} ms) from "
-          f"{inputs['device']['source']}\n"
-          f"- fallback latency: {fallback.size} sample(s), median {np.median(fallback):.3f} ms, from "
-          f"{inputs['fallback']['source']}; fallback accuracy: {inputs['fallback']['accuracy']}"
-          + (f" (from run {args.fallback_run})" if args.fallback_run else "") + "\n"
-          f"- swept on the calibration split: n={len(scores)}, on-device error rate {is_error.mean():.4f}\n"
-          f"- deadline (p99): {args.deadline_ms if args.deadline_ms is not None else 'none'} ms; minimum accuracy: "
-          f"{args.min_accuracy if args.min_accuracy is not None else 'none'}\n\n"
-          + table.to_markdown() + "\nrecommended: " + dumps_json(best) + "\n")  # fmt: skip
-    atomic_write_text(out / "tradeoff.md", md)
-    write_json(out / "tradeoff.json", {"inputs": inputs, "recommended": best, "rows": table.rows()},
-               reasons={"threshold": "-Infinity is the defer-everything row (no score is accepted)",
-                        "selective_risk": "undefined: no sample is accepted at this threshold"})
-    written = ["md", "json"]
-    try:
-        table.plot(out / "tradeoff.png", deadline_ms=args.deadline_ms, min_accuracy=args.min_accuracy)
-        written.append("png")
-    except MissingDependency as exc:
-        print(f"no plot: {exc}", file=sys.stderr)
-    print(md)
-    print(f"wrote {out}/tradeoff.{{{','.join(written)}}}")
-    return 0
+    with contextlib.ExitStack() as locks:
+        if out.resolve().is_relative_to(run_.path.resolve()):  # inside the run: no retraining meanwhile
+            locks.enter_context(path_lock(run_.path))
+        locks.enter_context(path_lock(out))
+        mode = run_.mode(args.meta_mode)
+        preds = run_.predictions
+        scores, labels = preds[f"calib_score_{mode}"], preds["calib_labels"]
+        is_error = (preds["calib_probs"].argmax(1) != labels).astype(np.int64)
+        device, device_name = (bench_latency(args.bench, args.bench_name) if args.bench else (np.array([args.device_latency_ms]), "given"))
+        fallback = bench_latency(args.fallback_bench, None)[0] if args.fallback_bench else np.array([args.fallback_latency_ms])
+        fb_kwargs: dict = {}
+        if args.fallback_run:
+            other = load_run(args.fallback_run)
+            if not np.array_equal(other.splits.calib, run_.splits.calib) or other.config.dataset != run_.config.dataset:
+                raise ConfigError(f"{args.fallback_run} was not trained on the same dataset and splits as {args.run} "
+                                  "(same --dataset, --seed and split fractions); pass --fallback-accuracy instead")  # fmt: skip
+            fb_kwargs["fallback_correct"] = (other.predictions["calib_probs"].argmax(1) == labels).astype(np.int64)
+        else:
+            fb_kwargs["fallback_accuracy"] = args.fallback_accuracy
+        table = sweep_tradeoff(scores, is_error, device, fallback, deadline_ms=args.deadline_ms, **fb_kwargs)
+        best = recommend(table, deadline_ms=args.deadline_ms, min_accuracy=args.min_accuracy)
+        inputs = {
+            "run": str(run_.path), "meta_mode": mode, "split": "calib", "calibration_n": int(len(scores)),
+            "calibration_error_rate": float(is_error.mean()),
+            "device": {"source": args.bench or "--device-latency-ms", "result": device_name,
+                       "samples": int(device.size), "median_ms": float(np.median(device))},
+            "fallback": {"source": args.fallback_bench or "--fallback-latency-ms", "samples": int(fallback.size),
+                         "median_ms": float(np.median(fallback)),
+                         "accuracy": args.fallback_accuracy if args.fallback_accuracy is not None else "per sample",
+                         "run": args.fallback_run},
+            "deadline_ms": args.deadline_ms, "min_accuracy": args.min_accuracy,
+        }
+        md = (f"# Deferral trade-off of {run_.path} (meta mode {mode})\n\n"
+              f"- on-device latency: {device_name} ({device.size} sample(s), median {np.median(device):.3f} ms) from "
+              f"{inputs['device']['source']}\n"
+              f"- fallback latency: {fallback.size} sample(s), median {np.median(fallback):.3f} ms, from "
+              f"{inputs['fallback']['source']}; fallback accuracy: {inputs['fallback']['accuracy']}"
+              + (f" (from run {args.fallback_run})" if args.fallback_run else "") + "\n"
+              f"- swept on the calibration split: n={len(scores)}, on-device error rate {is_error.mean():.4f}\n"
+              f"- deadline (p99): {args.deadline_ms if args.deadline_ms is not None else 'none'} ms; minimum accuracy: "
+              f"{args.min_accuracy if args.min_accuracy is not None else 'none'}\n\n"
+              + table.to_markdown() + "\nrecommended: " + dumps_json(best) + "\n")  # fmt: skip
+        # One set: a full disk leaves the previous tradeoff.{md,json,png}, never a mix.
+        with replace_files(out, ("tradeoff.md", "tradeoff.json", "tradeoff.png")) as stage:
+            atomic_write_text(stage / "tradeoff.md", md)
+            write_json(stage / "tradeoff.json", {"inputs": inputs, "recommended": best, "rows": table.rows()},
+                       reasons={"threshold": "-Infinity is the defer-everything row (no score is accepted)",
+                                "selective_risk": "undefined: no sample is accepted at this threshold"})
+            written = ["md", "json"]
+            try:
+                table.plot(stage / "tradeoff.png", deadline_ms=args.deadline_ms, min_accuracy=args.min_accuracy)
+                written.append("png")
+            except MissingDependency as exc:
+                print(f"no plot: {exc}", file=sys.stderr)
+        print(md)
+        print(f"wrote {out}/tradeoff.{{{','.join(written)}}}")
+        return 0

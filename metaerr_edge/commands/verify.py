@@ -16,6 +16,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=int_list, default=(1, 7, 64), help="comma list (default: 1,7,64)")
     p.add_argument("--atol", type=positive_float, default=1e-5, help="failure-score tolerance (default: %(default)s)")
     p.add_argument("--json-out", default=None, help="also write the report as JSON to this file")
+    p.add_argument("--allow-other-run", action="store_true",
+                   help="compare with a run the model was NOT exported from (other splits or weights): parity then "
+                        "says nothing about this model's own training")
     return p
 
 
@@ -23,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from metaerr_edge.fuse.verify import verify_run
     from metaerr_edge.pipeline import load_run
 
-    report = verify_run(args.model, load_run(args.run), n=args.n, atol=args.atol, batch_sizes=tuple(args.batch_sizes))
+    report = verify_run(args.model, load_run(args.run), n=args.n, atol=args.atol, batch_sizes=tuple(args.batch_sizes),
+                        allow_other_run=args.allow_other_run)
     print(report.to_markdown())
     if args.json_out:
         write_json(args.json_out, report.to_dict())

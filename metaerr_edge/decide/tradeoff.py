@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from metaerr_edge.decide.thresholds import _FRACTION_EPS, _errors, _groups, _scores
 from metaerr_edge.errors import ConfigError, DataError, require
+from metaerr_edge.io import atomic_write_bytes
 
 P99 = 0.99
 DEFAULT_LEVELS = 50
@@ -140,17 +140,13 @@ class TradeoffTable:
         ax_acc.grid(alpha=0.3)
         ax_lat.grid(alpha=0.3)
         fig.tight_layout()
-        folder = os.path.dirname(os.path.abspath(path))
         suffix = os.path.splitext(path)[1] or ".png"
-        fd, tmp = tempfile.mkstemp(prefix=".tradeoff-", suffix=suffix, dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
+
+        def save(tmp: str) -> None:
+            with open(tmp, "wb") as fh:  # a handle: savefig would otherwise append the format to the name
                 fig.savefig(fh, format=suffix.lstrip("."), dpi=120)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+
+        atomic_write_bytes(path, save)
         return path
 
     def _at_deferral(self, rate: float) -> int | None:

@@ -19,6 +19,7 @@ CONTRACT_KEY = "metaerr_edge.contract"
 CONTRACT_FORMAT = "metaerr-edge/1"
 OUTPUT_NAMES = ("label", "probs", "failure_score", "defer")
 THRESHOLD_INITIALIZER = "defer_threshold"
+_VALUE_RANGE = {"float32": (0.0, 1.0), "uint8": (0.0, 255.0)}  # what the exported preprocessing takes
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,15 @@ class InputSpec:
         for key in ("height", "width"):
             if not _is_int(getattr(self, key)) or getattr(self, key) < 1:
                 problems.append(f"input.{key} is {getattr(self, key)!r}, expected an integer >= 1")
+        if (self.layout, self.dtype) not in (("NCHW", "float32"), ("NHWC", "uint8")):
+            problems.append(f"input is {self.layout} {self.dtype}; the fused graph takes NCHW float32 in [0, 1] "
+                            "or NHWC uint8 camera frames")
         value_range = _numbers(self.value_range, "input.value_range", problems, length=2)
         if value_range is not None and not value_range[0] < value_range[1]:
             problems.append(f"input.value_range is {list(value_range)}, expected [low, high] with low < high")
+        elif value_range is not None and self.dtype in _VALUE_RANGE and value_range != _VALUE_RANGE[self.dtype]:
+            problems.append(f"input.value_range is {list(value_range)} for {self.dtype} input; the graph's "
+                            f"preprocessing takes {list(_VALUE_RANGE[self.dtype])} (mean/std are on the [0, 1] scale)")
         if self.channel_order not in ("GRAY", "RGB", "BGR"):
             problems.append(f"input.channel_order is {self.channel_order!r}, expected 'GRAY', 'RGB' or 'BGR'")
         mean = _numbers(self.mean, "input.mean", problems)

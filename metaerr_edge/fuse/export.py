@@ -41,6 +41,7 @@ from metaerr_edge.fuse.contract import (
     validate_contract,
 )
 from metaerr_edge.fuse.fused import FusedModel
+from metaerr_edge.runtime.modelinfo import info_from_bytes
 from metaerr_edge.fuse.modelfile import (
     BATCH_DIM,
     atomic_write,
@@ -155,6 +156,7 @@ def export_onnx(fused: FusedModel, contract: Contract, path: str | os.PathLike[s
         if slim is not None:
             versions["onnxslim"] = str(getattr(slim, "__version__", "unknown"))
         filled = replace(contract, versions={**contract.versions, **versions})
+        written_contract: list[Contract] = []
 
         def build(tmp: Path) -> onnx.ModelProto:
             # The dynamo exporter writes 18 or newer; below that we convert here, and say so if we cannot.
@@ -166,10 +168,14 @@ def export_onnx(fused: FusedModel, contract: Contract, path: str | os.PathLike[s
             _tidy(model)
             _pin_threshold(model, float(fused.defer_threshold))
             _name_batch_dim(model)
-            set_contract(model, filled)
+            # The contract names the graph it belongs to: a contract copied onto other weights is refused.
+            graph_sha256 = info_from_bytes(model.SerializeToString(), str(path)).graph_sha256
+            written_contract[:] = [replace(filled, meta={**filled.meta, "graph_sha256": graph_sha256})]
+            set_contract(model, written_contract[0])
             return model
 
         digest, size = atomic_write(path, build)
+        filled = written_contract[0]
     finally:
         fused.train(was_training)
     return ExportReport(path=path, size_bytes=size, seconds=time.perf_counter() - start, opset=opset,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import onnx
 from onnx import numpy_helper
 
 from metaerr_edge.errors import ConfigError, ContractError
+from metaerr_edge.runtime.modelinfo import checked_contract, info_from_bytes, model_info
 from metaerr_edge.fuse.contract import (
     CONTRACT_KEY,
     THRESHOLD_INITIALIZER,
@@ -36,42 +36,50 @@ from metaerr_edge.fuse.contract import (
 )
 
 BATCH_DIM = "batch"
-OUTPUT_TYPES = {"label": onnx.TensorProto.INT64, "probs": onnx.TensorProto.FLOAT,
-                "failure_score": onnx.TensorProto.FLOAT, "defer": onnx.TensorProto.BOOL}
-INPUT_TYPES = {"float32": onnx.TensorProto.FLOAT, "uint8": onnx.TensorProto.UINT8}
 MAKE_ONE = ("Make one with `metaerr-edge export RUN -o model.onnx` or "
             "`metaerr_edge.fuse.export.export_onnx(fused, contract, path)`.")
 
 
 def load_checked(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Load a metaerr-edge ONNX file, run the ONNX checker, and check its contract parses.
+    """Load a metaerr-edge ONNX file to rewrite it: the ONNX checker, and its contract checked
+    against its graph, except the threshold value (the caller is about to rewrite both).
 
     Raises:
-        ContractError: missing, empty, truncated or corrupt file; no or an invalid contract.
+        ContractError: missing, empty, truncated or corrupt file; no or an invalid contract; a graph
+            whose interface disagrees with the contract.
     """
+    checked_contract(model_info(path), ignore_threshold=True)
     model = _load(Path(path))
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise ContractError(f"{path}: the ONNX checker rejects this model ({str(exc).strip()[:300]}). "
                             f"The file may be truncated or damaged; re-export it. {MAKE_ONE}") from exc
-    _contract_of(model, str(path))
     return model
 
 
 def read_contract(path: str | os.PathLike[str]) -> Contract:
-    """Read the contract embedded in a fused model file.
+    """The contract embedded in a fused model file, checked against its graph.
+
+    The check is the one every way of opening a model goes through
+    (:func:`metaerr_edge.runtime.modelinfo.checked_contract`): a contract of the wrong type, or one
+    that disagrees with the graph (input name, layout, dtype or size; class count; threshold
+    initializer) is a :class:`ContractError` naming the field.
 
     Example:
         >>> read_contract("model.onnx").classes[:2]
         ('T-shirt/top', 'Trouser')
     """
-    return _contract_of(_load(Path(path)), str(path))
+    return checked_contract(model_info(path))
 
 
 def set_threshold(path: str | os.PathLike[str], threshold: ThresholdSpec,
                   out_path: str | os.PathLike[str] | None = None) -> Contract:
     """Rewrite the ``defer_threshold`` initializer and the contract's threshold, atomically.
+
+    The written file's lock (:func:`metaerr_edge.io.path_lock`) is held from the read to the
+    write: a second writer of the same file meanwhile gets a :class:`ConfigError` at once, so
+    two ``calibrate`` runs cannot silently overwrite each other's threshold.
 
     Args:
         path: a fused model file.
@@ -84,26 +92,30 @@ def set_threshold(path: str | os.PathLike[str], threshold: ThresholdSpec,
     Example:
         >>> set_threshold("model.onnx", ThresholdSpec(0.27, "coverage", target_coverage=0.9))
     """
+    from metaerr_edge.io import path_lock
+
     if not 0.0 <= threshold.value <= 1.0:
         raise ConfigError(f"threshold.value must lie in [0, 1] (failure scores do), got {threshold.value}")
-    model = load_checked(path)
-    contract = _contract_of(model, str(path)).with_threshold(threshold)
-    validate_contract(contract, f"set_threshold({path})")
-    inits = {t.name: t for t in model.graph.initializer}
-    if THRESHOLD_INITIALIZER not in inits:
-        raise ContractError(f"{path}: no initializer named {THRESHOLD_INITIALIZER!r} to rewrite; "
-                            f"re-export the model with this version of metaerr-edge. {MAKE_ONE}")
-    readers = [n for n in model.graph.node if THRESHOLD_INITIALIZER in n.input]
-    if [(n.op_type, list(n.output)) for n in readers] != [("Greater", ["defer"])]:
-        raise ContractError(f"{path}: the {THRESHOLD_INITIALIZER!r} tensor is read by {[n.op_type for n in readers]}, "
-                            "not by the 'defer' comparison alone; rewriting it would change the model itself. "
-                            f"Re-export the model with this version of metaerr-edge. {MAKE_ONE}")
-    tensor = inits[THRESHOLD_INITIALIZER]
-    dtype = numpy_helper.to_array(tensor).dtype  # float32 as exported; float16 after an FP16 cast
-    tensor.CopyFrom(numpy_helper.from_array(np.array(threshold.value, dtype=dtype), THRESHOLD_INITIALIZER))
-    set_contract(model, contract)
-    atomic_write(Path(out_path if out_path is not None else path), lambda tmp: model)
-    return contract
+    target = Path(out_path if out_path is not None else path)
+    with path_lock(target):  # read, change and write under one lock: a second calibrate fails, none is lost
+        model = load_checked(path)
+        contract = _contract_of(model, str(path)).with_threshold(threshold)
+        validate_contract(contract, f"set_threshold({path})")
+        inits = {t.name: t for t in model.graph.initializer}
+        if THRESHOLD_INITIALIZER not in inits:
+            raise ContractError(f"{path}: no initializer named {THRESHOLD_INITIALIZER!r} to rewrite; "
+                                f"re-export the model with this version of metaerr-edge. {MAKE_ONE}")
+        readers = [n for n in model.graph.node if THRESHOLD_INITIALIZER in n.input]
+        if [(n.op_type, list(n.output)) for n in readers] != [("Greater", ["defer"])]:
+            raise ContractError(f"{path}: the {THRESHOLD_INITIALIZER!r} tensor is read by {[n.op_type for n in readers]}, "
+                                "not by the 'defer' comparison alone; rewriting it would change the model itself. "
+                                f"Re-export the model with this version of metaerr-edge. {MAKE_ONE}")
+        tensor = inits[THRESHOLD_INITIALIZER]
+        dtype = numpy_helper.to_array(tensor).dtype  # float32 as exported; float16 after an FP16 cast
+        tensor.CopyFrom(numpy_helper.from_array(np.array(threshold.value, dtype=dtype), THRESHOLD_INITIALIZER))
+        set_contract(model, contract)
+        atomic_write(target, lambda tmp: model)
+        return contract
 
 
 def set_contract(model: onnx.ModelProto, contract: Contract) -> None:
@@ -114,57 +126,47 @@ def set_contract(model: onnx.ModelProto, contract: Contract) -> None:
     model.metadata_props.add(key=CONTRACT_KEY, value=contract.to_json())
 
 
-def check_io(model: onnx.ModelProto, contract: Contract, source: str) -> None:
-    """The graph's interface must be the contract's: names, dtypes and symbolic batch."""
-    graph = model.graph
-    spec = contract.input
-    want = [(spec.name, INPUT_TYPES[spec.dtype], list(spec.shape))]
-    want += [(n, t, [BATCH_DIM, contract.num_classes] if n == "probs" else [BATCH_DIM])
-             for n, t in OUTPUT_TYPES.items()]
-    got = [(v.name, v.type.tensor_type.elem_type,
-            [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
-           for v in [*graph.input, *graph.output]]
-    if got != want:
-        raise ContractError(f"{source}: graph interface {got} does not match the contract {want}")
-
-
 def atomic_write(path: Path, build: Callable[[Path], onnx.ModelProto]) -> tuple[str, int]:
     """Write ``build(tmp)`` to a temp file beside ``path``, check it, then ``os.replace`` it in.
 
     ``build`` receives the (empty) temp path and may use it as scratch space. On any failure,
-    ``KeyboardInterrupt`` included, the temp file is removed and ``path`` is left as it was.
+    ``KeyboardInterrupt`` included, the temp file is removed and ``path`` is left as it was; an
+    ``OSError`` (disk full, read-only target) names ``path``. Temporaries of ``path`` that a killed
+    writer left behind are removed first, and the file gets the permissions the umask gives.
 
     Returns:
         (sha256 hex digest, size in bytes) of the written file.
     """
+    from metaerr_edge.io import file_mode, new_temp_file, remove_stale_temps, reraise_naming
+
+    path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path} is a folder; pass a file path such as {path / 'model.onnx'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reraise_naming(exc, path)
+    remove_stale_temps(path)
+    tmp, fd = new_temp_file(path)  # flock-ed while we write it: no other writer takes it for stale
+    try:
         model = build(tmp)
         data = model.SerializeToString()
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, file_mode())
         onnx.checker.check_model(str(tmp), full_check=True)
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-        check_io(inferred, _contract_of(model, str(path)), str(path))
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)  # types agree along the graph
+        # The check every reader of the file makes, on the bytes written: never write what open would refuse.
+        checked_contract(info_from_bytes(data, str(path)), ignore_threshold=False)
         os.replace(tmp, path)
-    except BaseException:
+    except OSError as exc:
+        reraise_naming(exc, path, tmp)
+    finally:
+        os.close(fd)
         tmp.unlink(missing_ok=True)
-        raise
     return hashlib.sha256(data).hexdigest(), len(data)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _load(path: Path) -> onnx.ModelProto:

@@ -82,6 +82,7 @@ def write_triton_repository(model_path: str | os.PathLike[str], repo_dir: str | 
 
         contract = contract or read_contract(model_path)
         io = _io_from_onnx(load_checked(model_path), contract)
+    _check_labels(contract.classes)
     config = render_config(model_name, "tensorrt_plan" if plan else "onnxruntime_onnx", io,
                            max_batch_size, preferred_batch_sizes, instance_count, kind,
                            max_queue_delay_microseconds)
@@ -110,7 +111,7 @@ def render_config(name: str, platform: str, io: list[tuple[str, str, str, list[i
     def tensor(name: str, dtype: str, dims: list[int], extra: str = "") -> str:
         shape = f"    dims: [ {', '.join(map(str, dims))} ]" if dims else \
             "    dims: [ 1 ]\n    reshape: { shape: [ ] }"
-        return (f"  {{\n    name: \"{name}\"\n    data_type: {_TRITON_TYPES[dtype]}\n{shape}\n"
+        return (f"  {{\n    name: {pbtxt_string(name)}\n    data_type: {_TRITON_TYPES[dtype]}\n{shape}\n"
                 f"{extra}  }}")
 
     inputs = [tensor(n, t, d) for kind_, n, t, d in io if kind_ == "input"]
@@ -118,7 +119,7 @@ def render_config(name: str, platform: str, io: list[tuple[str, str, str, list[i
                for kind_, n, t, d in io if kind_ == "output"]
     sizes = ", ".join(str(b) for b in sorted(set(preferred_batch_sizes)))
     return "\n".join([
-        f'name: "{name}"',
+        f"name: {pbtxt_string(name)}",
         f'platform: "{platform}"',
         f"max_batch_size: {max_batch_size}",
         "input [\n" + ",\n".join(inputs) + "\n]",
@@ -128,6 +129,34 @@ def render_config(name: str, platform: str, io: list[tuple[str, str, str, list[i
         f"instance_group [\n  {{\n    count: {instance_count}\n    kind: {kind}\n  }}\n]",
         "",
     ])
+
+
+def pbtxt_string(text: str) -> str:
+    r"""``text`` as a protobuf text-format string literal (quotes, backslashes and control bytes escaped).
+
+    Example:
+        >>> print(pbtxt_string('say "hi"'))
+        "say \"hi\""
+    """
+    out = []
+    for ch in text:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\{ord(ch):03o}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _check_labels(classes: Sequence[str]) -> None:
+    """labels.txt holds one class name per line: a name with a line break would shift every label after it."""
+    bad = [c for c in classes if any(ch in c for ch in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")]
+    if bad:
+        raise ConfigError(f"class names {bad[:3]!r} contain a line break, which Triton's labels.txt (one name per "
+                          "line) cannot hold; rename those classes (contract.classes) before exporting for Triton")
 
 
 def _io_from_contract(contract: Contract) -> list[tuple[str, str, str, list[int]]]:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from metaerr_edge.console import warn
 from metaerr_edge.errors import ConfigError, InputError, require
 from metaerr_edge.fuse.contract import Contract
 from metaerr_edge.fuse.fused import FusedModel
@@ -175,16 +176,21 @@ def verify_parity(onnx_path: str | os.PathLike[str], fused: FusedModel, images: 
     )
 
 
-def reference_model(run: Any, contract: Contract, source: str = "the model") -> FusedModel:
-    """The PyTorch FusedModel of ``run`` exactly as ``contract``'s file was exported from it.
+def check_origin(run: Any, contract: Contract, source: str = "the model", *, allow_other_run: bool = False) -> None:
+    """Refuse ``run`` unless ``contract``'s file was exported from it.
 
-    Meta mode, layout and threshold come from the file's contract. ``run`` is anything with the
-    :class:`~metaerr_edge.fuse.export.RunLike` methods; a run that cannot be the file's origin (a
-    meta mode it did not train, other classes, input size or base architecture) raises ConfigError.
+    The contract records its run's identity (dataset, meta mode, sha256 of the split indices and
+    of the weights; see ``Run.identity``). Another run with the same classes is not good enough:
+    its calibration split may hold images the model trained on (an optimistic threshold, and the
+    SGR risk guarantee no longer holds), and its weights are another model's. ``allow_other_run``
+    skips the identity check with a warning (classes, input size, architecture and meta mode
+    must still agree).
+
+    Raises:
+        ConfigError: the run cannot be the model's origin.
     """
     mode = contract.meta.get("mode")
-    layout = contract.input.layout
-    own = run.contract(layout=layout, mode=mode)  # a mode the run did not train: ConfigError here
+    own = run.contract(layout=contract.input.layout, mode=mode)  # a mode the run did not train: ConfigError
     problems = []
     if tuple(own.classes) != tuple(contract.classes):
         problems.append(f"classes {list(contract.classes)[:4]}... vs the run's {list(own.classes)[:4]}...")
@@ -193,15 +199,43 @@ def reference_model(run: Any, contract: Contract, source: str = "the model") -> 
         problems.append(f"input {a.channels}x{a.height}x{a.width} vs the run's {b.channels}x{b.height}x{b.width}")
     if contract.base.get("arch") not in (None, own.base.get("arch")):
         problems.append(f"base {contract.base.get('arch')!r} vs the run's {own.base.get('arch')!r}")
+    where = getattr(run, "path", "the run")
     if problems:
-        raise ConfigError(f"{getattr(run, 'path', 'the run')} is not the run {source} was exported from: "
-                          + "; ".join(problems) + ". Pass the run folder the model was exported from.")
-    return run.fused(threshold=contract.threshold.value, layout=layout, mode=mode)
+        raise ConfigError(f"{where} is not the run {source} was exported from: " + "; ".join(problems)
+                          + ". Pass the run folder the model was exported from.")
+    recorded, actual = contract.meta.get("run"), own.meta.get("run")
+    if recorded is None or actual is None:
+        return  # an export from before run identities, or a run object that has none: nothing to compare
+    differs = [k for k in ("dataset", "meta_mode", "splits_sha256", "weights_sha256") if recorded.get(k) != actual.get(k)]
+    if not differs:
+        return
+    what = ", ".join(f"{k} {str(recorded.get(k))[:12]} vs {str(actual.get(k))[:12]}" for k in differs)
+    if allow_other_run:
+        warn(f"{where} is not the run {source} was exported from ({what}); going on as asked: a threshold "
+             "calibrated on it carries no guarantee for this model", name="metaerr_edge.fuse")
+        return
+    raise ConfigError(f"{where} is not the run {source} was exported from ({what}): its splits or weights are "
+                      "another run's, so its calibration split may hold images the model trained on and the "
+                      "risk guarantee would not hold. Pass the run it was exported from, or --allow-other-run "
+                      "to accept that (allow_other_run=True).")
+
+
+def reference_model(run: Any, contract: Contract, source: str = "the model", *,
+                    allow_other_run: bool = False) -> FusedModel:
+    """The PyTorch FusedModel of ``run`` exactly as ``contract``'s file was exported from it.
+
+    Meta mode, layout and threshold come from the file's contract; ``run`` is anything with the
+    :class:`~metaerr_edge.fuse.export.RunLike` methods and must be the file's origin
+    (:func:`check_origin`).
+    """
+    check_origin(run, contract, source, allow_other_run=allow_other_run)
+    return run.fused(threshold=contract.threshold.value, layout=contract.input.layout, mode=contract.meta.get("mode"))
 
 
 def verify_run(onnx_path: str | os.PathLike[str], run: Any, n: int = 512, atol: float = 1e-5,
                batch_sizes: Sequence[int] = (1, 7, 64),
-               providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0) -> ParityReport:
+               providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0,
+               allow_other_run: bool = False) -> ParityReport:
     """Parity of an exported run on its first ``n`` test images (uses ``run.fused`` and ``run.split``).
 
     The reference is built with the file's meta mode, layout and threshold (as read from its
@@ -215,7 +249,7 @@ def verify_run(onnx_path: str | os.PathLike[str], run: Any, n: int = 512, atol: 
 
     contract = read_contract(onnx_path)
     layout = contract.input.layout
-    fused = reference_model(run, contract, str(onnx_path))
+    fused = reference_model(run, contract, str(onnx_path), allow_other_run=allow_other_run)
     images, _ = run.split("test")
     images = np.asarray(images[:n])
     if images.dtype != np.uint8 or images.ndim != 4:

@@ -45,7 +45,7 @@ __all__ = ["INFO_KEYS", "ModelInfo", "TensorInfo", "elem_type_name", "format_sha
 #: The keys of :meth:`ModelInfo.to_dict` (``metaerr-edge inspect --json``), in order.
 INFO_KEYS = (
     "path", "size_bytes", "sha256", "ir_version", "opsets", "producer_name", "producer_version",
-    "inputs", "outputs", "node_count", "initializer_count", "metadata_keys", "defer_threshold",
+    "inputs", "outputs", "node_count", "initializer_count", "graph_sha256", "metadata_keys", "defer_threshold",
     "defer_threshold_dtype", "contract", "contract_error", "problems", "status",
 )  # fmt: skip
 
@@ -131,6 +131,10 @@ class ModelInfo:
     contract: Contract | None
     contract_error: str | None
     problems: tuple[str, ...]
+    threshold_problems: tuple[str, ...] = ()  #: the part of ``problems`` about the threshold value
+    #: sha256 of the graph's nodes and initializers, the threshold initializer left out (so that
+    #: calibrating does not change it); export records it in ``contract.meta["graph_sha256"]``.
+    graph_sha256: str = ""
 
     @property
     def status(self) -> str:
@@ -159,7 +163,7 @@ class ModelInfo:
             "producer_name": self.producer_name, "producer_version": self.producer_version,
             "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
             "node_count": self.node_count, "initializer_count": self.initializer_count,
-            "metadata_keys": list(self.metadata_keys), "defer_threshold": self.defer_threshold,
+            "graph_sha256": self.graph_sha256, "metadata_keys": list(self.metadata_keys), "defer_threshold": self.defer_threshold,
             "defer_threshold_dtype": self.defer_threshold_dtype, "contract": contract,
             "contract_error": self.contract_error, "problems": list(self.problems), "status": self.status,
         }  # fmt: skip
@@ -185,29 +189,73 @@ def model_info(path: str | os.PathLike[str]) -> ModelInfo:
         >>> info.size_bytes, info.sha256[:12], info.defer_threshold
         (45123, '3f2a9c1b0e4d', 0.27)
     """
-    file = Path(path)
-    data = _read_bytes(file)
+    return info_from_bytes(read_model_bytes(path), str(path))
+
+
+def info_from_bytes(data: bytes, source: str) -> ModelInfo:
+    """:func:`model_info` of bytes already read (``source`` names them in messages).
+
+    Opening a model reads its bytes once and hands the *same* bytes to this check, to the engine
+    cache key and to the runtime, so a file rewritten in between cannot slip past the check.
+    """
     try:
         raw = _parse_model(data)
     except _WireError as exc:
-        raise ContractError(f"{file}: not a readable ONNX file: {exc}. The file is truncated or corrupt, "
+        raise ContractError(f"{source}: not a readable ONNX file: {exc}. The file is truncated or corrupt, "
                             f"or not an ONNX model. {_FIX}") from None
-    contract, contract_error = _parse_contract(raw.metadata, str(file))
+    contract, contract_error = _parse_contract(raw.metadata, source)
     threshold = _threshold_of(raw.graph.threshold)
-    problems = _problems(contract, raw.graph, threshold) if contract is not None else ()
+    problems = _problems(contract, raw.graph, threshold) if contract is not None else []
+    threshold_problems = _threshold_problems(contract, threshold) if contract is not None else []
     return ModelInfo(
-        path=str(file), size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
+        path=source, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
         ir_version=raw.ir_version, opsets=raw.opsets, producer_name=raw.producer_name,
         producer_version=raw.producer_version, inputs=raw.graph.inputs, outputs=raw.graph.outputs,
         node_count=raw.graph.node_count, initializer_count=raw.graph.initializer_count,
         metadata_keys=tuple(raw.metadata), defer_threshold=threshold.value,
         defer_threshold_dtype=threshold.dtype, contract=contract, contract_error=contract_error,
-        problems=tuple(problems),
+        problems=tuple(problems), threshold_problems=tuple(threshold_problems), graph_sha256=raw.graph.sha256,
     )  # fmt: skip
+
+
+def checked_contract(info: ModelInfo, *, ignore_threshold: bool = False) -> Contract:
+    """The contract of a model whose graph agrees with it; :class:`ContractError` naming what does not.
+
+    This is the one check every way of opening a model goes through (``open_session`` on every
+    backend, ``read_contract``, ``calibrate``, ``verify``, ``bench``, ``predict``).
+    ``ignore_threshold`` lets a graph threshold that differs from the contract's pass: for
+    ``set_threshold``, which rewrites both.
+    """
+    if info.contract_error is not None:
+        raise ContractError(info.contract_error)
+    if info.contract is None:
+        raise ContractError(f"{info.path} carries no metaerr-edge contract (no {CONTRACT_KEY!r} metadata; keys "
+                            f"{list(info.metadata_keys)}): a plain ONNX graph is not a metaerr-edge model. Fuse the "
+                            "classifier with its MetaErr meta-model first: `metaerr-edge export RUN -o model.onnx`")
+    problems = [p for p in info.problems if not (ignore_threshold and p in info.threshold_problems)]
+    if problems:
+        raise ContractError(f"{info.path}: the graph and its contract disagree: " + "; ".join(problems))
+    return info.contract
+
+
+def load_model_file(path: str | os.PathLike[str]) -> tuple[bytes, Contract]:
+    """Read a fused model once: its bytes and its checked contract (see :func:`checked_contract`).
+
+    Example:
+        >>> data, contract = load_model_file("model.onnx")
+        >>> session = onnxruntime.InferenceSession(data)   # the very bytes that were checked
+    """
+    data = read_model_bytes(path)
+    return data, checked_contract(info_from_bytes(data, str(path)))
 
 
 # ---------------------------------------------------------------------------------------------
 # The file
+
+
+def read_model_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a model file; :class:`ContractError` for a missing path, a folder, an empty file."""
+    return _read_bytes(Path(path))
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -421,6 +469,7 @@ class _Graph:
     node_count: int
     initializer_count: int
     threshold: _Tensor | None
+    sha256: str  # of the nodes and initializers as stored, the threshold initializer left out
 
 
 @dataclass(frozen=True)
@@ -484,19 +533,23 @@ def _parse_graph(msg: _Msg) -> _Graph:
     outputs: list[TensorInfo] = []
     nodes = initializers = 0
     threshold = None
+    digest = hashlib.sha256()
     for field in _fields(msg):
         if field.number == 1:
-            _expect(msg, field, _LENGTH)  # counted, not decoded
+            _expect(msg, field, _LENGTH)  # counted and hashed, not decoded
             nodes += 1
+            digest.update(b"node:" + msg.data[field.start : field.end])
         elif field.number == 5:
             tensor = _parse_tensor(msg.sub(field, "TensorProto", initializers))
             initializers += 1
             if tensor.name == THRESHOLD_INITIALIZER:
                 threshold = tensor
+            else:
+                digest.update(b"initializer:" + msg.data[field.start : field.end])
         elif field.number in (11, 12):
             found = inputs if field.number == 11 else outputs
             found.append(_parse_value_info(msg.sub(field, "ValueInfoProto", len(found))))
-    return _Graph(tuple(inputs), tuple(outputs), nodes, initializers, threshold)
+    return _Graph(tuple(inputs), tuple(outputs), nodes, initializers, threshold, digest.hexdigest())
 
 
 def _parse_value_info(msg: _Msg) -> TensorInfo:
@@ -637,6 +690,11 @@ def _problems(contract: Contract, graph: _Graph, threshold: _Threshold) -> list[
     problems = _interface_problems("input", graph.inputs, want_inputs)
     problems += _interface_problems("output", graph.outputs, want_outputs)
     problems += _threshold_problems(contract, threshold)
+    recorded = contract.meta.get("graph_sha256")
+    if recorded is not None and recorded != graph.sha256:
+        problems.append(f"the graph's nodes and weights (sha256 {graph.sha256[:12]}) are not the ones this "
+                        f"contract was exported with ({str(recorded)[:12]}): the contract was copied onto another "
+                        "model, or the graph was edited. Re-export the model and calibrate it with its own run")
     return problems
 
 
@@ -671,8 +729,8 @@ def _threshold_problems(contract: Contract, threshold: _Threshold) -> list[str]:
     expected = float(np.asarray(contract.threshold.value, dtype=threshold.dtype))
     if not abs(threshold.value - expected) <= _THRESHOLD_TOLERANCE:  # also catches NaN
         return [f"the graph's {THRESHOLD_INITIALIZER} is {threshold.value:.6g} but the contract's "
-                f"threshold.value is {contract.threshold.value:.6g}: the file was edited after export. "
-                "Rewrite both with `metaerr-edge calibrate` (or fuse.modelfile.set_threshold)"]
+                f"threshold.value is {contract.threshold.value:.6g}: the graph was edited outside metaerr-edge "
+                "(`metaerr-edge calibrate` rewrites both together). Re-export the model and calibrate it again"]
     return []
 
 

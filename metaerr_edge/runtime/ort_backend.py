@@ -25,9 +25,12 @@ import numpy as np
 
 from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError, MissingDependency, require
 from metaerr_edge.fuse.contract import OUTPUT_NAMES
-from metaerr_edge.runtime.session import Backend, Outputs, read_contract_from_ort, register_backend
+from metaerr_edge.fuse.contract import Contract
+from metaerr_edge.runtime.modelinfo import load_model_file
+from metaerr_edge.runtime.session import Backend, Outputs, check_session_interface, register_backend
 
 MAX_DEFAULT_THREADS = 8
+MAX_THREADS = 1024
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
@@ -45,37 +48,57 @@ def _import_ort() -> Any:
     return require("onnxruntime", "metaerr-edge", "running the fused graph with ONNX Runtime")
 
 
+def thread_option(value: Any, name: str, default: int) -> int:
+    """A thread count for ONNX Runtime: None -> ``default``, else an integer from 1 to 1024.
+
+    Raises:
+        ConfigError: anything else (``-1``, ``"two"``, ``10**6``: ORT would hang starting a million threads).
+    """
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= int(value) <= MAX_THREADS:
+        raise ConfigError(f"{name} must be an integer from 1 to {MAX_THREADS} (or None for {default}), got {value!r}")
+    return int(value)
+
+
 def open_ort_inference_session(
-    path: Path,
+    model: Path | bytes,
     providers: list[Any],
     *,
     intra_op_num_threads: int | None = None,
     inter_op_num_threads: int = 1,
     optimize: bool = True,
+    source: str | None = None,
 ) -> Any:
     """Create an ``onnxruntime.InferenceSession`` with explicit providers and thread counts.
 
+    ``model`` is a path or the model's bytes (the bytes a caller already checked: see
+    :func:`metaerr_edge.runtime.modelinfo.load_model_file`).
+
     Raises:
         ContractError: the file is missing, truncated or not an ONNX model.
+        ConfigError: a thread count that is not an integer from 1 to 1024.
 
     Example:
         >>> sess = open_ort_inference_session(Path("fused.onnx"), ["CPUExecutionProvider"])
     """
     ort = _import_ort()
-    if not path.is_file():
-        raise ContractError(f"model file {str(path)!r} does not exist (or is not a file)")
+    source = source or str(model if isinstance(model, Path) else "the model bytes")
+    if isinstance(model, Path) and not model.is_file():
+        raise ContractError(f"model file {str(model)!r} does not exist (or is not a file)")
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(intra_op_num_threads or default_intra_op_threads())
-    opts.inter_op_num_threads = int(inter_op_num_threads)
+    opts.intra_op_num_threads = thread_option(intra_op_num_threads, "intra_op_num_threads", default_intra_op_threads())
+    opts.inter_op_num_threads = thread_option(inter_op_num_threads, "inter_op_num_threads", 1)
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
     opts.log_severity_level = 3  # errors only; fallbacks are reported by us, not by ORT's log
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=opts,
+                                    providers=providers)
     except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
-        raise ContractError(f"{path}: ONNX Runtime cannot load this file ({type(exc).__name__}: {exc})") from exc
+        raise ContractError(f"{source}: ONNX Runtime cannot load this file ({type(exc).__name__}: {exc})") from exc
 
 
 class _OrtBackend(Backend):
@@ -83,9 +106,11 @@ class _OrtBackend(Backend):
 
     provider: str = CPU
 
-    def __init__(self, sess: Any, source: str, device: str, io_binding: bool, device_id: int) -> None:
+    def __init__(self, sess: Any, contract: Contract, source: str, device: str, io_binding: bool,
+                 device_id: int) -> None:
         self._sess = sess
-        self.contract = read_contract_from_ort(sess, source)
+        check_session_interface(sess, contract, source)
+        self.contract = contract
         self.providers = tuple(sess.get_providers())
         self.device = device
         self.max_batch = None
@@ -111,8 +136,9 @@ class _OrtBackend(Backend):
             raise BackendUnavailable(
                 f"onnxruntime {ort.__version__} has no {cls.provider} (available: {available}). {cls.install_hint}"
             )
+        data, contract = load_model_file(model)  # one read: these bytes are checked, then run
         sess = open_ort_inference_session(
-            Path(model), providers, intra_op_num_threads=threads[0], inter_op_num_threads=threads[1]
+            data, providers, intra_op_num_threads=threads[0], inter_op_num_threads=threads[1], source=str(model)
         )
         active = sess.get_providers()[0]
         if active != cls.provider:
@@ -121,7 +147,7 @@ class _OrtBackend(Backend):
                 f"{sess.get_providers()}); usually the CUDA/cuDNN libraries matching onnxruntime-gpu "
                 f"{ort.__version__} are missing. {cls.install_hint}"
             )
-        return cls(sess, str(model), device, io_binding, device_id)
+        return cls(sess, contract, str(model), device, io_binding, device_id)
 
     def run(self, images: np.ndarray) -> Outputs:
         if self._io_binding:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError
-from metaerr_edge.fuse.contract import CONTRACT_KEY, OUTPUT_NAMES, Contract
+from metaerr_edge.fuse.contract import OUTPUT_NAMES, Contract
 from metaerr_edge.runtime.validate import validate_images
 
 logger = logging.getLogger("metaerr_edge.runtime")
@@ -133,15 +133,8 @@ def auto_order() -> tuple[str, ...]:
     return tuple(name for _, name in ranked)
 
 
-def read_contract_from_ort(session: Any, source: str) -> Contract:
-    """Read the contract from an ``onnxruntime.InferenceSession``'s metadata (no onnx import)."""
-    meta = session.get_modelmeta().custom_metadata_map
-    if CONTRACT_KEY not in meta:
-        raise ContractError(
-            f"{source} carries no metaerr-edge contract (metadata key {CONTRACT_KEY!r} is missing; "
-            f"found keys {sorted(meta)}). Export it with metaerr_edge.fuse.export.export_onnx."
-        )
-    contract = Contract.from_json(meta[CONTRACT_KEY], source=source)
+def check_session_interface(session: Any, contract: Contract, source: str) -> None:
+    """The runtime's view of the graph (``onnxruntime.InferenceSession``) must match the contract."""
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     if inputs != [contract.input.name] or not set(OUTPUT_NAMES) <= set(outputs):
@@ -149,19 +142,21 @@ def read_contract_from_ort(session: Any, source: str) -> Contract:
             f"{source}: the graph's inputs {inputs} / outputs {outputs} do not match its contract "
             f"(input {contract.input.name!r}, outputs {list(OUTPUT_NAMES)}). Re-export the model."
         )
-    return contract
 
 
 def read_contract(path: str | Path) -> Contract:
-    """Read the contract of a fused .onnx file with ONNX Runtime (CPU, no graph optimization).
+    """The contract of a fused .onnx file, checked against its graph (torch-, onnx- and session-free).
+
+    Raises:
+        ContractError: unreadable file; no, or an invalid, contract; a graph that disagrees with it
+            (input name, layout, dtype or size, class count, threshold initializer).
 
     Example:
         >>> read_contract("fused.onnx").classes
     """
-    from metaerr_edge.runtime.ort_backend import open_ort_inference_session
+    from metaerr_edge.runtime.modelinfo import checked_contract, model_info
 
-    sess = open_ort_inference_session(Path(path), ["CPUExecutionProvider"], optimize=False)
-    return read_contract_from_ort(sess, str(path))
+    return checked_contract(model_info(path))
 
 
 class Session:
@@ -294,6 +289,7 @@ def open_session(model: Any, backend: str = "auto", *, warmup: Sequence[int] = (
         >>> s = open_session("fused.onnx", backend="onnxruntime", intra_op_num_threads=2)
         >>> s = open_session(fused_model, backend="torch", contract=contract)
     """
+    _check_model_path(model)
     if backend == "auto" and _is_torch_only(model):
         backend = "torch"
     if backend == "auto":
@@ -341,6 +337,19 @@ def fallback_summary(name: str, providers: Sequence[str], report: Sequence[tuple
     plural = "s" if len(report) != 1 else ""
     return (f"running on backend {name!r} ({', '.join(providers)}) after {len(report)} fallback{plural}: {skipped}; "
             "reasons in full: Session.fallback_report (CLI: --verbose)")
+
+
+def _check_model_path(model: Any) -> None:
+    """A path must name a model file or a run folder: say which it is not, before any backend tries."""
+    if not isinstance(model, (str, Path)):
+        return
+    path = Path(model)
+    if not path.exists():
+        raise ContractError(f"{path}: no such file; expected a fused .onnx written by `metaerr-edge export` "
+                            "(or, for backend='torch', a run folder written by `metaerr-edge train`)")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ContractError(f"{path} is a folder but not a run folder (no config.json in it); pass the fused "
+                            ".onnx file, or a run folder written by `metaerr-edge train` for backend='torch'")
 
 
 def _is_torch_only(model: Any) -> bool:

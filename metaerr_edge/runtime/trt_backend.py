@@ -25,13 +25,11 @@ the thread that created them).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import platform
-import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,9 +38,11 @@ from typing import Any
 import numpy as np
 
 from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError
+from metaerr_edge.io import atomic_write_bytes
 from metaerr_edge.fuse.contract import OUTPUT_NAMES
 from metaerr_edge.runtime.cuda_memory import cuda_memory
-from metaerr_edge.runtime.session import Backend, Outputs, read_contract, register_backend
+from metaerr_edge.runtime.modelinfo import load_model_file
+from metaerr_edge.runtime.session import Backend, Outputs, register_backend
 
 logger = logging.getLogger("metaerr_edge.runtime.tensorrt")
 MIN_MAJOR = 10
@@ -166,17 +166,8 @@ def sidecar_matches(sidecar: Path, key: EngineKey, plan: Path) -> bool:
 
 
 def atomic_write(path: Path, data: Any) -> None:
-    """Write bytes-like ``data`` to a temporary file in the same folder, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(memoryview(data))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write bytes-like ``data`` to ``path`` atomically (``metaerr_edge.io``: umask, stale temporaries)."""
+    atomic_write_bytes(path, lambda tmp: Path(tmp).write_bytes(memoryview(data)))
 
 
 def default_cache_dir() -> Path:
@@ -215,13 +206,16 @@ def network_has_fp16(trt: Any, network: Any) -> bool:
     return any(t.dtype == half for t in tensors)
 
 
-def _build_plan(trt: Any, onnx_path: Path, key: EngineKey, workspace_bytes: int, timing_cache: Path) -> Any:
+def _build_plan(trt: Any, onnx_bytes: bytes, onnx_path: Path, key: EngineKey, workspace_bytes: int,
+                timing_cache: Path) -> Any:
     log = _trt_logger(trt)
     major = trt_major(trt.__version__)
     builder = trt.Builder(log)
     network = builder.create_network(network_flags(major))
     parser = trt.OnnxParser(network, log)
-    if not parser.parse_from_file(str(onnx_path)):
+    # The bytes whose sha256 is the cache key, not the file again: a file rewritten in between
+    # would otherwise be built under the old key. (The path only locates external weights.)
+    if not parser.parse(onnx_bytes, str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ContractError(f"TensorRT {trt.__version__}'s ONNX parser rejected {onnx_path}: {errors}")
     if network.num_inputs != 1:
@@ -252,6 +246,9 @@ def build_engine(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", 
                  memory: str = "auto") -> Path:
     """Build a TensorRT engine for the fused ONNX, or reuse a matching cached one.
 
+    The file is read once: its contract is checked against its graph, and the same bytes are
+    hashed into the cache key and handed to TensorRT's parser.
+
     Returns:
         The path of the serialized engine (``<cache_dir>/<key>.plan``).
 
@@ -260,12 +257,21 @@ def build_engine(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", 
     """
     trt = _import_tensorrt()
     onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise ConfigError(f"ONNX file {str(onnx_path)!r} does not exist")
+    data, _ = load_model_file(onnx_path)
+    return _engine_for(trt, data, onnx_path, precision=precision, min_batch=min_batch, opt_batch=opt_batch,
+                       max_batch=max_batch, workspace_bytes=workspace_bytes, timing_cache_path=timing_cache_path,
+                       cache_dir=cache_dir, device_id=device_id, memory=memory)
+
+
+def _engine_for(trt: Any, data: bytes, onnx_path: Path, *, precision: str, min_batch: int, opt_batch: int,
+                max_batch: int, workspace_bytes: int, timing_cache_path: str | os.PathLike[str] | None,
+                cache_dir: str | os.PathLike[str] | None, device_id: int, memory: str) -> Path:
+    """:func:`build_engine` for model bytes already read and checked."""
     mem = _memory(memory, int(device_id))
     gpu_name, cc = mem.gpu()
     fp16_mode(trt_major(trt.__version__), precision, True)  # reject unknown precision before hashing
-    key = EngineKey(file_sha256(onnx_path), trt.__version__, gpu_name, cc, precision, min_batch, opt_batch, max_batch)
+    key = EngineKey(hashlib.sha256(data).hexdigest(), trt.__version__, gpu_name, cc, precision, min_batch,
+                    opt_batch, max_batch)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     plan_path, sidecar = cache / f"{key.digest()}.plan", cache / f"{key.digest()}.json"
     if sidecar_matches(sidecar, key, plan_path):
@@ -279,11 +285,9 @@ def build_engine(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", 
     logger.info("building TensorRT engine %s (%s, batch %d/%d/%d)", plan_path.name, precision,
                 min_batch, opt_batch, max_batch)
     with mem.activate():
-        atomic_write(plan_path, _build_plan(trt, onnx_path, key, workspace_bytes, timing))
+        atomic_write(plan_path, _build_plan(trt, data, onnx_path, key, workspace_bytes, timing))
     write_sidecar(sidecar, key, plan_path)
     return plan_path
-
-
 
 
 @register_backend("tensorrt", auto_priority=0)
@@ -301,16 +305,17 @@ class TensorRTBackend(Backend):
              max_batch: int = 32, workspace_bytes: int = 1 << 30, cache_dir: str | None = None,
              timing_cache_path: str | None = None, device_id: int = 0, memory: str = "auto") -> "TensorRTBackend":
         if not isinstance(model, (str, Path)) or not Path(model).is_file():
-            raise ConfigError(f"the tensorrt backend opens a fused .onnx file, got {str(model)[:80]!r}")
+            raise ConfigError(f"the tensorrt backend opens a fused .onnx file path, got {type(model).__name__} "
+                              f"{str(model)[:80]!r}; for a FusedModel or a run folder use backend='torch'")
         trt = _import_tensorrt()  # the cheapest failure first, so auto mode moves on at once
         mem = _memory(memory, int(device_id))
-        contract = read_contract(model)
+        data, contract = load_model_file(model)  # one read: checked, hashed and parsed
         opts: dict[str, Any] = dict(
             precision=precision, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
             workspace_bytes=workspace_bytes, timing_cache_path=timing_cache_path, cache_dir=cache_dir,
             device_id=device_id, memory=memory,
         )
-        plan = build_engine(model, **opts)
+        plan = _engine_for(trt, data, Path(model), **opts)
         with mem.activate():
             runtime = trt.Runtime(_trt_logger(trt))
             engine = runtime.deserialize_cuda_engine(plan.read_bytes())
@@ -318,7 +323,7 @@ class TensorRTBackend(Backend):
                 logger.warning("TensorRT could not deserialize %s; rebuilding it", plan)
                 for p in (plan, plan.with_suffix(".json")):
                     p.unlink(missing_ok=True)
-                engine = runtime.deserialize_cuda_engine(build_engine(model, **opts).read_bytes())
+                engine = runtime.deserialize_cuda_engine(_engine_for(trt, data, Path(model), **opts).read_bytes())
         if engine is None:
             raise BackendUnavailable(f"TensorRT {trt.__version__} cannot deserialize the engine it built ({plan})")
         return cls(trt, mem, runtime, engine, contract, precision, max_batch)

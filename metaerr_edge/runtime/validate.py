@@ -3,16 +3,24 @@
 Policy, strict by design so that a wrong input fails loudly instead of scoring garbage:
 
 * a ``numpy.ndarray`` of rank 4 (a batch); a single image is rejected with the fix (``images[None]``);
+  anything else (lists of arrays, torch/cupy tensors, objects with ``__array__``) is rejected with
+  the conversion to use; a subclass of ``ndarray`` (memmap, ...) is read as a plain array; a masked
+  array (``np.ma.MaskedArray``) with any masked element is rejected (the values under the mask are
+  not pixels), one without masked elements is read as its data;
 * the contract's layout (NCHW or NHWC), channel count and height/width; channels-last given to a
   channels-first contract (or the reverse) is recognised and the transpose is named;
-* float32 contracts (NCHW): float32 passes, float64/float16 are cast to float32, integers and bools
-  are rejected (hint: ``astype(np.float32) / 255``); values must be finite and inside the contract's
-  ``value_range`` (tolerance :data:`RANGE_TOL`), and 0-255 floats are recognised (hint: ``/ 255``);
-* uint8 contracts (NHWC camera frames): only uint8 passes;
+* float32 contracts (NCHW): float32 passes (any byte order), float64/float16 are cast to float32,
+  integers, bools, complex and object arrays are rejected (for integers: ``astype(np.float32) / 255``); values
+  must be finite and inside the contract's ``value_range`` (tolerance :data:`RANGE_TOL`), checked
+  before the cast (so a float64 too large for float32 is reported as out of range, not as Inf),
+  and 0-255 floats are recognised (hint: ``/ 255``);
+* uint8 contracts (NHWC camera frames): only uint8 passes (bool, object and other dtypes are
+  rejected with the conversion to use);
 * no empty batch, and no batch above ``max_batch`` (a TensorRT profile's maximum).
 
 Every failure raises :class:`~metaerr_edge.errors.InputError` naming what was expected, what came
-and how to fix it. The result is C-contiguous, in the contract's dtype.
+and how to fix it. The result is a C-contiguous, aligned, plain ``ndarray`` in the contract's dtype
+(non-contiguous views, negative or zero strides and unaligned buffers are copied).
 """
 
 from __future__ import annotations
@@ -50,6 +58,11 @@ def validate_images(images: Any, contract: Contract, max_batch: int | None = Non
     want = f"a numpy array of shape {expected_shape} ({spec.layout}), dtype {spec.dtype}"
     if not isinstance(images, np.ndarray):
         raise InputError(f"expected {want}, got {_describe(images)}. {_array_hint(images)}")
+    if isinstance(images, np.ma.MaskedArray):
+        _check_unmasked(images)
+        images = np.ma.getdata(images)
+    if type(images) is not np.ndarray:  # a subclass: its overrides (min, max, ...) are not trusted
+        images = np.asarray(images)
     if images.ndim != 4:
         raise InputError(
             f"expected {want}, got rank {images.ndim} shape {images.shape}. {_rank_hint(images, spec.layout)}"
@@ -67,7 +80,24 @@ def validate_images(images: Any, contract: Contract, max_batch: int | None = Non
         x = _check_uint8(images)
     else:
         x = _check_float(images, spec.value_range)
-    return np.ascontiguousarray(x)
+    x = np.ascontiguousarray(x)
+    return x if x.flags.aligned else x.copy()
+
+
+def _check_unmasked(images: np.ma.MaskedArray) -> None:
+    mask = np.ma.getmaskarray(images)
+    masked = int(np.count_nonzero(mask))
+    if not masked:
+        return
+    where = ""
+    if mask.ndim >= 2 and mask.shape[0]:
+        rows = mask.reshape(mask.shape[0], -1).any(axis=1)
+        where = f" in {int(rows.sum())} of {mask.shape[0]} image(s) (first at batch index {int(np.argmax(rows))})"
+    raise InputError(
+        f"expected a plain array of pixels, got a masked array with {masked} of {mask.size} element(s) masked"
+        f"{where}; the values under the mask are not pixels. Fill them (images.filled(value)) or drop those "
+        "images, and pass a plain array (np.asarray)"
+    )
 
 
 def _shape_text(layout: str, c: int, h: int, w: int) -> str:
@@ -84,6 +114,8 @@ def _array_hint(obj: Any) -> str:
     module = type(obj).__module__.split(".")[0]
     if module == "torch":
         return "Convert the tensor with images.detach().cpu().numpy()."
+    if module == "cupy":
+        return "Copy the array to the host with images.get()."
     if module in ("PIL",):
         return "Load image files with metaerr_edge.runtime.load_images(paths, contract)."
     if isinstance(obj, (list, tuple)):
@@ -136,7 +168,12 @@ def _check_shape(shape: tuple[int, ...], layout: str, c: int, h: int, w: int, ex
 def _check_uint8(images: np.ndarray) -> np.ndarray:
     if images.dtype == np.uint8:
         return images
-    if images.dtype.kind == "f":
+    if images.dtype.kind == "b":
+        hint = "bools are a mask, not pixels; for a binary image use images.astype(np.uint8) * 255"
+    elif images.dtype.kind == "O":
+        hint = ("an object array (e.g. np.array of images of different shapes) holds no pixels; build a numeric "
+                "array with np.stack(images).astype(np.uint8)")
+    elif images.dtype.kind == "f":
         hint = "if the values are in [0, 1], use (images * 255).round().astype(np.uint8)"
     else:
         hint = "convert with images.astype(np.uint8) after checking the values lie in 0-255"
@@ -144,14 +181,24 @@ def _check_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def _check_float(images: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
-    if images.dtype.kind in "iub":
+    if images.dtype.kind == "b":
+        raise InputError(
+            f"expected dtype float32 with values in {list(value_range)}, got bool (a mask, not pixels); for a "
+            "binary image use images.astype(np.float32) (True -> 1.0)"
+        )
+    if images.dtype.kind == "O":
+        raise InputError(
+            "expected dtype float32, got object (e.g. np.array of images of different shapes, or of Python "
+            "objects); build a numeric array with np.stack(images).astype(np.float32)"
+        )
+    if images.dtype.kind in "iu":
         raise InputError(
             f"expected dtype float32 with values in {list(value_range)}, got {images.dtype}; "
             "convert pixels with images.astype(np.float32) / 255"
         )
     if images.dtype.kind != "f":
         raise InputError(f"expected dtype float32, got {images.dtype}; convert with images.astype(np.float32)")
-    x = images if images.dtype == np.float32 else images.astype(np.float32)
+    x = images  # checked in its own dtype, cast to float32 at the end
     lo, hi = float(value_range[0]), float(value_range[1])
     mn, mx = float(x.min()), float(x.max())
     if not (np.isfinite(mn) and np.isfinite(mx)):
@@ -163,7 +210,7 @@ def _check_float(images: np.ndarray, value_range: tuple[float, float]) -> np.nda
         )
     tol = RANGE_TOL * max(hi - lo, 1e-12)
     if mn >= lo - tol and mx <= hi + tol:
-        return x
+        return x if x.dtype == np.float32 and x.dtype.isnative else x.astype(np.float32)
     got = f"got values in [{mn:.4g}, {mx:.4g}]"
     if hi <= 1.0 + tol and mx > hi + tol and mx <= 255.0 + tol and mn >= lo - tol:
         raise InputError(f"expected values in {[lo, hi]}, {got}: these look like 0-255 pixels; divide by 255")
