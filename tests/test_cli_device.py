@@ -141,3 +141,15 @@ def test_training_commands_say_which_extra_they_need(device, argv):
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "not installed" in proc.stderr or "not importable" in proc.stderr, proc.stderr
     assert "pip install 'metaerr-edge[train]'" in proc.stderr, proc.stderr
+
+
+def test_predict_into_a_closed_pipe_ends_quietly(device):
+    run, model, frames = device
+    script = run("--version").args[0]
+    # 2,000 lines (> a 64 KiB pipe buffer), of which `head` reads one and leaves: predict gets EPIPE.
+    paths = " ".join([str(frames)] * 400)
+    proc = subprocess.run(f"'{script}' predict '{model}' {paths} --backend onnxruntime --batch-size 1 | head -n 1",
+                          shell=True, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(model.parent / "site")})
+    assert proc.stdout.count("\n") == 1 and json.loads(proc.stdout)["path"].endswith("0.png")
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
