@@ -81,18 +81,26 @@ def file_mode() -> int:
     return 0o666 & ~_umask()
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], write: Callable[[str], Any]) -> Path:
-    """Call ``write(tmp_path)`` to fill a temporary file beside ``path``, then rename it onto ``path``.
+@contextlib.contextmanager
+def atomic_target(path: str | os.PathLike[str], *, keep_mode: bool = False) -> Iterator[Path]:
+    """Yield a temporary file beside ``path`` to fill; when the block succeeds it is flushed to disk
+    and renamed onto ``path``. The one way this package writes a file.
 
     On any failure (``KeyboardInterrupt`` included) the temporary file is removed and ``path`` is
-    left as it was; an ``OSError`` of the write (disk full, read-only) names ``path``. Temporaries
-    of ``path`` that an earlier, killed writer left are removed first.
+    left as it was; an ``OSError`` (disk full, read-only) names ``path``, not the temporary.
+    Temporaries of ``path`` that an earlier, killed writer left are removed first (ours is
+    flock-ed while we write it, so no other writer takes it for stale). The file gets what the
+    umask gives, or with ``keep_mode`` the mode of the file it replaces.
+
+    Example:
+        >>> with atomic_target("model.onnx") as tmp:
+        ...     tmp.write_bytes(data)
     """
     path = Path(path)
     if path.is_dir():
         from metaerr_edge.errors import ConfigError
 
-        raise ConfigError(f"{path} is a folder; pass a file path inside it, e.g. {path / 'out.json'}")
+        raise ConfigError(f"{path} is a folder; pass a file path inside it, e.g. {path / ('out' + path.suffix)}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -100,10 +108,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], write: Callable[[str], Any]
     remove_stale_temps(path)
     tmp, fd = new_temp_file(path)
     try:
-        write(str(tmp))
+        yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp, file_mode())
+        os.chmod(tmp, path.stat().st_mode & 0o777 if keep_mode and path.exists() else file_mode())
         os.replace(tmp, path)
     except OSError as exc:
         reraise_naming(exc, path, tmp)
@@ -112,7 +120,14 @@ def atomic_write_bytes(path: str | os.PathLike[str], write: Callable[[str], Any]
         with contextlib.suppress(OSError):
             if os.path.lexists(tmp):
                 os.unlink(tmp)
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], write: Callable[[str], Any]) -> Path:
+    """Call ``write(tmp_path)`` to fill a temporary file beside ``path``, then rename it onto
+    ``path`` (:func:`atomic_target`)."""
+    with atomic_target(path) as tmp:
+        write(str(tmp))
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

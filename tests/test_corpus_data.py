@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from metaerr_edge.data import load_dataset
-from metaerr_edge.data import sources
+from metaerr_edge.data import imagefolder, sources
 from metaerr_edge.errors import DataError
 
 RNG = np.random.default_rng(0)
@@ -493,7 +493,7 @@ def test_second_load_comes_from_the_cache(tmp_path, cache_dir, monkeypatch):
     def no_decode(*_):
         raise AssertionError("decoded although cached")
 
-    monkeypatch.setattr(sources, "_decode", no_decode)
+    monkeypatch.setattr(imagefolder, "_decode", no_decode)
     np.testing.assert_array_equal(load_dataset(f"imagefolder:{root}").train.images, first.train.images)
 
 

@@ -27,15 +27,15 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from metaerr_edge.bench.timer import Kind, LatencyStats, _check_kind
 from metaerr_edge.errors import ConfigError, DataError, require
+from metaerr_edge.io import atomic_target
 
 SCHEMA = "metaerr-edge/bench/1"
 
@@ -238,7 +238,7 @@ def save_json(
             f"represent ({exc}). Pass plain str/int/float/bool/list/dict values."
         ) from exc
     path = Path(path)
-    with _atomic_path(path) as tmp:
+    with atomic_target(path, keep_mode=True) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
     return path
 
@@ -349,7 +349,7 @@ def plot_latency(
     axes[0].set_ylabel(f"{kind} latency (ms)")
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
-    with _atomic_path(path) as tmp:
+    with atomic_target(path, keep_mode=True) as tmp:
         fig.savefig(tmp, format=fmt, dpi=120)
     return path
 
@@ -415,33 +415,3 @@ def _ratio_rows(
                 "p99_ratio": _ratio(sa.p99_ms, sb.p99_ms),
             })
     return rows
-
-
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it over ``path`` only if the block succeeds.
-
-    A file that exists keeps its permissions; a new one gets what the umask gives (0644 under 022,
-    0600 under 077). Temporaries of ``path`` a killed writer left are removed first, and an
-    ``OSError`` (disk full, read-only) names ``path``, not the temporary.
-    """
-    from metaerr_edge.io import file_mode, new_temp_file, remove_stale_temps, reraise_naming
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reraise_naming(exc, path)
-    remove_stale_temps(path)
-    tmp, fd = new_temp_file(path)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        mode = path.stat().st_mode & 0o777 if path.exists() else file_mode()
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError as exc:
-        reraise_naming(exc, path, tmp)
-    finally:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)

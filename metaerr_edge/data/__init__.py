@@ -1,6 +1,15 @@
-"""Data: sources (digits, torchvision, ImageFolder, npz) and deterministic splits."""
+"""Data: sources (digits, MNIST-style IDX, ImageFolder, npz), one validation, deterministic splits.
 
-from metaerr_edge.data.sources import DatasetArrays, ImageArrays, available_sources, load_dataset, register_source
+    sources.py      the registry and load_dataset (digits, mnist, fashion-mnist, cifar10, imagefolder:, npz:)
+    arrays.py       ImageArrays, DatasetArrays and validate_dataset (every loaded dataset passes it)
+    idx.py          MNIST-style IDX files, read and checked with numpy
+    imagefolder.py  PATH/<class>/* trees and their content-keyed cache
+    npz.py          npz archives
+    splits.py       seeded base-train / meta-train / calibration / test splits
+"""
+
+from metaerr_edge.data.arrays import DatasetArrays, ImageArrays, validate_dataset
+from metaerr_edge.data.sources import available_sources, load_dataset, register_source
 from metaerr_edge.data.splits import SPLIT_NAMES, SplitConfig, Splits, make_splits
 
 __all__ = [
@@ -13,4 +22,5 @@ __all__ = [
     "load_dataset",
     "make_splits",
     "register_source",
+    "validate_dataset",
 ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metaerr_edge.data.sources import DatasetArrays, ImageArrays
+from metaerr_edge.data.arrays import DatasetArrays, ImageArrays
 from metaerr_edge.errors import ConfigError, DataError
 
 SPLIT_NAMES = ("base_train", "meta_train", "calib", "test")

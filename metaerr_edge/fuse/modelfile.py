@@ -137,35 +137,16 @@ def atomic_write(path: Path, build: Callable[[Path], onnx.ModelProto]) -> tuple[
     Returns:
         (sha256 hex digest, size in bytes) of the written file.
     """
-    from metaerr_edge.io import file_mode, new_temp_file, remove_stale_temps, reraise_naming
+    from metaerr_edge.io import atomic_target
 
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder; pass a file path such as {path / 'model.onnx'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reraise_naming(exc, path)
-    remove_stale_temps(path)
-    tmp, fd = new_temp_file(path)  # flock-ed while we write it: no other writer takes it for stale
-    try:
+    with atomic_target(path) as tmp:
         model = build(tmp)
         data = model.SerializeToString()
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, file_mode())
+        tmp.write_bytes(data)
         onnx.checker.check_model(str(tmp), full_check=True)
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)  # types agree along the graph
         # The check every reader of the file makes, on the bytes written: never write what open would refuse.
-        checked_contract(info_from_bytes(data, str(path)), ignore_threshold=False)
-        os.replace(tmp, path)
-    except OSError as exc:
-        reraise_naming(exc, path, tmp)
-    finally:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
+        checked_contract(info_from_bytes(data, str(path)))
     return hashlib.sha256(data).hexdigest(), len(data)
 
 
