@@ -115,6 +115,8 @@ _OS_FIXES = {
     errno.ENOTDIR: "a file is in the way where a folder is needed: remove it, or choose another path",
     errno.EISDIR: "a folder is in the way where a file is needed: choose a file path",
     errno.EBUSY: "the path is busy (a mount point, or in use): choose another path",
+    errno.ENOENT: "a folder on the way does not exist and cannot be created there: choose another path",
+    errno.ENAMETOOLONG: "the name is too long for the file system: choose a shorter path",
     errno.EXDEV: "it cannot be replaced across file systems (a mount point?): choose a path inside one",
 }
 

@@ -96,11 +96,7 @@ def atomic_target(path: str | os.PathLike[str], *, keep_mode: bool = False) -> I
         >>> with atomic_target("model.onnx") as tmp:
         ...     tmp.write_bytes(data)
     """
-    path = Path(path)
-    if path.is_dir():
-        from metaerr_edge.errors import ConfigError
-
-        raise ConfigError(f"{path} is a folder; pass a file path inside it, e.g. {path / ('out' + path.suffix)}")
+    path = writable_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -120,6 +116,43 @@ def atomic_target(path: str | os.PathLike[str], *, keep_mode: bool = False) -> I
         with contextlib.suppress(OSError):
             if os.path.lexists(tmp):
                 os.unlink(tmp)
+
+
+def writable_file(path: str | os.PathLike[str]) -> Path:
+    """The file that writing ``path`` replaces, refused with a ConfigError where that would be wrong.
+
+    A symlink is written through (its target is replaced, the link stays); a folder, a trailing
+    slash, a device, a FIFO or a socket is refused (``-o /dev/null`` must not replace /dev/null);
+    so is a file of a run folder that its ``manifest.json`` lists (writing it would break the run).
+    """
+    from metaerr_edge.errors import ConfigError
+
+    text = os.fspath(path)
+    if not text:
+        raise ConfigError("the output path is empty; pass a file path")
+    if text.endswith(("/", os.sep)):
+        raise ConfigError(f"{text!r} ends with a slash, which names a folder; pass a file path such as "
+                          f"{text.rstrip('/' + os.sep)}/out{Path(text.rstrip('/')).suffix or ''}")
+    target = Path(text)
+    if target.is_symlink():
+        target = target.resolve()
+    if target.is_dir():
+        raise ConfigError(f"{path} is a folder; pass a file path inside it, e.g. {target / ('out' + target.suffix)}")
+    if target.exists() and not target.is_file():
+        raise ConfigError(f"{path} exists and is not a regular file (a device, FIFO or socket); writing it would "
+                          "replace it. Pass the path of a regular file")
+    manifest = target.parent / MANIFEST
+    if target.name == MANIFEST and target.exists():  # a manifest is written once, last, into a fresh folder
+        raise ConfigError(f"{path} is a run folder's {MANIFEST}; writing it would break the run. Choose another path")
+    if manifest.is_file() and target.name != MANIFEST:
+        try:
+            listed = target.name in json.loads(manifest.read_text(encoding="utf-8")).get("files", {})
+        except (OSError, ValueError, AttributeError):
+            listed = False
+        if listed:
+            raise ConfigError(f"{path} is a file of the run folder {target.parent} (listed in its {MANIFEST}); "
+                              "writing it would break the run. Choose another path")
+    return target
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], write: Callable[[str], Any]) -> Path:
@@ -361,7 +394,7 @@ def _canonical(target: str | os.PathLike[str]) -> Path:
 
 
 def lock_file(target: str | os.PathLike[str]) -> Path:
-    """The lock of ``target``: the hidden sibling ``.<name>.lock`` (kept: removing it would race)."""
+    """The lock of ``target``: the hidden sibling ``.<name>.lock``, removed by its holder on release."""
     p = _canonical(target)
     return p.parent / f".{p.name or 'root'}.lock"
 
@@ -393,16 +426,7 @@ def path_lock(target: str | os.PathLike[str]) -> Iterator[Path]:
         return
     if held is not None:
         raise _busy(target, lock, "another thread of this process")
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        reraise_naming(exc, target, lock)
-    try:
-        state = _flock(fd, block=False)
-    except BaseException:
-        os.close(fd)
-        raise
+    fd, state = _open_locked(lock, target)
     if state is False:
         try:
             holder = os.pread(fd, 400, 0).decode("utf-8", "replace").strip() or "pid unknown"
@@ -422,7 +446,38 @@ def path_lock(target: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         with _HELD_GUARD:
             _HELD.pop(key, None)
+        if state is True:  # unlinked while still held: a waiter that opened it sees a stale inode and retries
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
         os.close(fd)  # releases the flock
+
+
+def _open_locked(lock: Path, target: str | os.PathLike[str]) -> tuple[int, bool | None]:
+    """Open (creating) ``lock`` and try to flock it: (fd, True) held, (fd, False) held by another,
+    (fd, None) the file system cannot lock. A lock file its holder unlinked on release (it is
+    removed then, so none piles up) is opened again: holding the flock of a deleted inode locks nothing.
+    """
+    for _ in range(100):
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            reraise_naming(exc, target, lock)
+        try:
+            state = _flock(fd, block=False)
+            if state is not True:
+                return fd, state
+            mine, there = os.fstat(fd), os.stat(lock)
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        if (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino):
+            return fd, True
+        os.close(fd)
+    return os.open(lock, os.O_RDWR | os.O_CREAT, 0o666), False
 
 
 def _holder_line() -> str:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metaerr_edge.console import warn
 from metaerr_edge.data import DatasetArrays, SplitConfig, Splits, load_dataset, make_splits
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.io import atomic_write_bytes, atomic_write_text, dumps_json
@@ -107,8 +108,8 @@ class RunConfig:
             raise ConfigError(f"these RunConfig fields must be integers >= 1: {bad}")
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
             raise ConfigError(f"folds must be an integer >= 2 (cross-fitting needs two folds), got {self.folds!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= 2**31 - 1:
+            raise ConfigError(f"seed must be an integer from 0 to 2**31 - 1, got {self.seed!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a finite number > 0, got {self.lr!r}")
         resolve_device(self.device)  # no GPU for --device cuda: one clear error before any data is loaded
@@ -154,6 +155,8 @@ class Run:
 
         from metaerr_edge.io import recover_folder, verify_manifest
 
+        if not isinstance(path, (str, os.PathLike)):
+            raise ConfigError(f"a run is opened from its folder path, got {type(path).__name__} {path!r}")
         self.path = Path(path)
         if not self.path.exists():
             try:
@@ -170,6 +173,10 @@ class Run:
         run_file = re.compile(r"config\.json|splits\.npz|base\.pt|predictions\.npz|meta_.+\.pt").fullmatch
         self.manifest: dict[str, Any] | None = verify_manifest(
             self.path, owned=lambda name: run_file(name) is not None, fix=retrain)
+        if self.manifest is None:
+            warn(f"{self.path} has no manifest.json, so its files cannot be checked against each other (a run "
+                 f"written before manifests, or the manifest was removed); {retrain} to get one",
+                 name="metaerr_edge.pipeline")
         try:
             raw = json.loads(cfg_file.read_text(encoding="utf-8"))
             config, classes, mean, std = raw["config"], raw["classes"], raw["mean"], raw["std"]
@@ -277,9 +284,12 @@ class Run:
         splits = hashlib.sha256()
         for name, array in sorted(self.splits.to_npz_dict().items()):
             splits.update(name.encode() + b":" + np.ascontiguousarray(array).tobytes())
-        weights = hashlib.sha256()
+        weights = hashlib.sha256()  # of the tensors, not the files: torch.save's zip names vary between saves
         for name in ("base.pt", f"meta_{mode}.pt"):
-            weights.update(name.encode() + b":" + self._read(name))
+            ckpt = torch.load(io.BytesIO(self._read(name)), map_location="cpu", weights_only=True)
+            for key, tensor in sorted(ckpt["state_dict"].items()):
+                weights.update(f"{name}:{key}:{tuple(tensor.shape)}:{tensor.dtype}:".encode())
+                weights.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return {"dataset": self.config.dataset, "meta_mode": mode, "splits_sha256": splits.hexdigest(),
                 "weights_sha256": weights.hexdigest()}
 
@@ -296,6 +306,22 @@ class Run:
 def load_run(path: str | os.PathLike) -> Run:
     """Open a run folder written by :func:`train_run`."""
     return Run(path)
+
+
+def check_architecture_fits(arch: str, channels: int, num_classes: int, size: tuple[int, int], kwargs: dict,
+                            role: str = "base") -> None:
+    """One forward pass on two blank images, before any training: an architecture that cannot take
+    this image size (a stem that pools 1x1 inputs away) fails here, in one line, not mid-training."""
+    net = create_base(arch, channels, num_classes, size, **kwargs).eval()
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros(2, channels, *size))
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"the {role} architecture {arch!r} cannot take {channels}x{size[0]}x{size[1]} images "
+                          f"({str(exc).splitlines()[0][:160]}); use larger images or another --arch") from None
+    if tuple(out.shape) != (2, num_classes):
+        raise ConfigError(f"the {role} architecture {arch!r} returns shape {tuple(out.shape)} for 2 images, "
+                          f"expected (2, {num_classes}) logits")
 
 
 def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = True) -> Run:
@@ -338,6 +364,9 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
         def new_base() -> nn.Module:
             return create_base(config.arch, c, k, (h, w), seed=config.seed, **config.arch_kwargs)
 
+        check_architecture_fits(config.arch, c, k, (h, w), config.arch_kwargs)
+        if any(m in ("mentor", "mentor-features") for m in config.meta_modes):
+            check_architecture_fits(config.mentor_arch, c, k, (h, w), config.mentor_kwargs, role="mentor")
         pool = splits.arrays(data, "pool")
         calib, test = splits.arrays(data, "calib"), splits.arrays(data, "test")
         # 1. Error labels on data the base did not train on.

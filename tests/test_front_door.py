@@ -201,18 +201,18 @@ def test_cuda_without_a_gpu_is_one_clean_line(tmp_path, argv):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["train", "--meta-epochs", "0"], "argument --meta-epochs: expected an integer >= 1, got '0'"),
+    (["train", "--meta-epochs", "0"], "argument --meta-epochs: expected an integer from 1 to 100000, got '0'"),
     (["train", "--meta-epochs", "-1"], "argument --meta-epochs"),
-    (["train", "--seed", "-1"], "argument --seed: expected an integer >= 0"),
+    (["train", "--seed", "-1"], "argument --seed: expected an integer from 0 to 2147483647"),
     (["train", "--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
     (["train", "--lr", "inf"], "argument --lr"),
     (["train", "--meta-modes", "probs,probs"], "names ['probs'] more than once"),
     (["train", "--device", "bogus"], "argument --device: expected cpu, cuda, cuda:N or auto"),
-    (["train", "--folds", "1"], "argument --folds: expected an integer >= 2"),
+    (["train", "--folds", "1"], "argument --folds: expected an integer from 2 to 100"),
     (["train", "--arch", "vgg99"], "unknown base architecture 'vgg99'"),
-    (["verify", "m.onnx", "--run", "r", "-n", "0"], "argument -n: expected an integer >= 1"),
+    (["verify", "m.onnx", "--run", "r", "-n", "0"], "argument -n: expected an integer from 1 to 1000000"),
     (["verify", "m.onnx", "--run", "r", "--batch-sizes", "x"], "argument --batch-sizes"),
-    (["predict", "m.onnx", "x.png", "--batch-size", "0"], "argument --batch-size: expected an integer >= 1"),
+    (["predict", "m.onnx", "x.png", "--batch-size", "0"], "argument --batch-size: expected an integer from 1 to 65536"),
     (["predict", "m.onnx", "x.png", "--batch-size", "-1"], "argument --batch-size"),
     (["ssl", "--labelled", "0"], "argument --labelled"),
     (["ssl", "--selector", "oracle"], "unknown selector 'oracle'"),

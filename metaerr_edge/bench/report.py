@@ -251,6 +251,8 @@ def load_json(path: str | os.PathLike[str]) -> BenchReport:
         >>> print(to_markdown(report.results))  # doctest: +SKIP
     """
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, FIFO or device: reading it would fail or block
+        raise DataError(f"{str(path)!r} is not a regular file; pass a bench.json written by `metaerr-edge bench`.")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

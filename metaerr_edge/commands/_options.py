@@ -14,6 +14,12 @@ import re
 _DEVICE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
 
 
+#: The largest count any option takes: past it a typo (an extra zero or three) would run for days.
+MAX_COUNT = 1_000_000_000
+MAX_SEED = 2**31 - 1  # what numpy, torch and every worker's RNG accept alike
+MAX_BATCH = 65536  # the fused graph's dynamic batch axis is exported up to this size
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1."""
     return _int(text, 1)
@@ -25,8 +31,49 @@ def nonneg_int(text: str) -> int:
 
 
 def fold_count(text: str) -> int:
-    """Cross-fitting folds: an integer >= 2."""
-    return _int(text, 2)
+    """Cross-fitting folds: an integer from 2 to 100."""
+    return _int(text, 2, 100)
+
+
+def seed(text: str) -> int:
+    """A seed: an integer from 0 to 2**31 - 1."""
+    return _int(text, 0, MAX_SEED)
+
+
+def batch_size(text: str) -> int:
+    """A batch size: an integer from 1 to 65536."""
+    return _int(text, 1, MAX_BATCH)
+
+
+def at_most(high: int):
+    """An integer type from 1 to ``high`` (a bound that keeps a typo from running for days)."""
+
+    def check(text: str) -> int:
+        return _int(text, 1, high)
+
+    check.__name__ = f"int_1_to_{high}"
+    return check
+
+
+def round_count(text: str) -> int:
+    """Rounds: an integer from 0 to 1000."""
+    return _int(text, 0, 1000)
+
+
+def seconds(text: str) -> float:
+    """A duration in seconds, from 0 to one hour."""
+    return _float(text, lambda v: 0 <= v <= 3600, "a number of seconds from 0 to 3600")
+
+
+EPOCHS = at_most(100_000)
+
+
+def name(text: str) -> str:
+    """A non-empty name (an empty string would quietly mean 'the default')."""
+    value = str(text).strip()
+    if not value:
+        raise argparse.ArgumentTypeError("expected a name, got an empty string (leave the option out for its default)")
+    return value
 
 
 def positive_float(text: str) -> float:
@@ -70,10 +117,11 @@ def device_name(text: str) -> str:
 
 
 def int_list(text: str) -> tuple[int, ...]:
-    """``"1,8,32"`` -> ``(1, 8, 32)``: comma-separated integers >= 1, duplicates dropped."""
+    """``"1,8,32"`` -> ``(1, 8, 32)``: comma-separated batch sizes (1 to 65536), duplicates dropped."""
     parts = [p.strip() for p in str(text).split(",")]
-    if not parts or any(not p.isdigit() or int(p) < 1 for p in parts):
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1 (e.g. 1,8,32), got {text!r}")
+    if not parts or any(not p.isdigit() or not 1 <= int(p) <= MAX_BATCH for p in parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers from 1 to {MAX_BATCH} (e.g. 1,8,32), "
+                                         f"got {text!r}")
     return tuple(dict.fromkeys(int(p) for p in parts))
 
 
@@ -90,11 +138,11 @@ def name_list(text: str) -> tuple[str, ...]:
 
 def add_fit_options(p: argparse.ArgumentParser, pool_help: str) -> None:
     """The options every training command (train, demo, ssl) shares, with one meaning each."""
-    p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default: %(default)s)")
+    p.add_argument("--batch-size", type=batch_size, default=128, help="training batch size (default: %(default)s)")
     p.add_argument("--lr", type=positive_float, default=2e-3, help="learning rate (default: %(default)s)")
     p.add_argument("--max-pool", type=positive_int, default=None, help=pool_help)
     p.add_argument("--max-test", type=positive_int, default=None, help="cap the test split at this many images")
-    p.add_argument("--seed", type=nonneg_int, default=0,
+    p.add_argument("--seed", type=seed, default=0,
                    help="seed of splits, initial weights and data order (default: %(default)s)")
     p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (they are drawn on a terminal only)")
@@ -110,11 +158,14 @@ def _float(text: str, ok, expected: str) -> float:
     return value
 
 
-def _int(text: str, low: int) -> int:
+def _int(text: str, low: int, high: int = MAX_COUNT) -> int:
+    expected = f"an integer >= {low}" if high == MAX_COUNT else f"an integer from {low} to {high}"
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
     if value < low:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    if value > high:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}; a larger value is almost surely a typo")
     return value

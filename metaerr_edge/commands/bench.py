@@ -34,14 +34,7 @@ from metaerr_edge.bench import (
     measure,
     measure_device,
 )
-from metaerr_edge.commands._options import (
-    device_name,
-    int_list,
-    nonneg_float,
-    nonneg_int,
-    positive_int,
-    thread_count,
-)
+from metaerr_edge.commands._options import at_most, device_name, int_list, seconds, seed, thread_count
 from metaerr_edge.console import progress_bar, warn
 from metaerr_edge.errors import ConfigError
 from metaerr_edge.io import atomic_write_text
@@ -83,13 +76,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--cuda-graphs", action="store_true", help="also time the torch model replayed as a CUDA graph (needs --device cuda)")
     p.add_argument("--threads", type=thread_count, default=None,
                    help="ONNX Runtime intra-op threads and torch threads (default: each library's own default)")
-    p.add_argument("--warmup-s", type=nonneg_float, default=0.2, help="warm-up per measurement, seconds (default: %(default)s)")
-    p.add_argument("--duration-s", type=nonneg_float, default=3.0, help="minimum measured time per result, seconds (default: %(default)s)")
-    p.add_argument("--min-iters", type=positive_int, default=10, help="minimum timed calls per result (default: %(default)s)")
-    p.add_argument("--max-iters", type=positive_int, default=None, help="hard cap on timed calls per result")
-    p.add_argument("--interleave", type=positive_int, default=5,
+    p.add_argument("--warmup-s", type=seconds, default=0.2, help="warm-up per measurement, seconds (default: %(default)s)")
+    p.add_argument("--duration-s", type=seconds, default=3.0, help="minimum measured time per result, seconds (default: %(default)s)")
+    p.add_argument("--min-iters", type=at_most(10_000_000), default=10, help="minimum timed calls per result (default: %(default)s)")
+    p.add_argument("--max-iters", type=at_most(10_000_000), default=None, help="hard cap on timed calls per result")
+    p.add_argument("--interleave", type=at_most(10_000), default=5,
                    help="split each measurement into this many round-robin rounds across backends (default: %(default)s)")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random input batch")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random input batch")
     p.add_argument("-o", "--out", default=None, help="output folder (default: <model folder>/bench)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (it is drawn on a terminal only)")
     return p
@@ -170,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
 
     model = Path(args.model)
     if not model.is_file():
-        where = f"{str(model)!r} is a folder" if model.is_dir() else f"no model file at {str(model)!r}"
+        where = (f"{str(model)!r} is a folder" if model.is_dir() else f"{str(model)!r} is not a regular file"
+                 if model.exists() else f"no model file at {str(model)!r}")
         raise ConfigError(f"{where}; pass the fused .onnx written by `metaerr-edge export`")
     out = Path(args.out) if args.out else model.parent / "bench"
     if out.exists() and not out.is_dir():
@@ -180,6 +174,9 @@ def run(args: argparse.Namespace) -> int:
     if "torch" in backends and not args.run:
         raise ConfigError("the torch backend needs --run RUN: an .onnx file holds no PyTorch module, so the run folder "
                           "the model was exported from supplies the weights")
+    if args.device != "cpu" and "torch" not in backends:
+        raise ConfigError(f"--device {args.device} applies to the torch backend only; add torch to --backend, or "
+                          "pick the ONNX Runtime device with --backend onnxruntime-cuda")
     if args.cuda_graphs and ("torch" not in backends or not str(args.device).startswith("cuda")):
         raise ConfigError("--cuda-graphs times the torch backend on a GPU: add torch to --backend and pass --device cuda")
 

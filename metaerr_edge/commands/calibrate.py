@@ -24,8 +24,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--coverage", type=fraction, help="accept this fraction, e.g. 0.9")
     target.add_argument("--risk", type=fraction, help="target selective risk r*, e.g. 0.02 (SGR, Clopper-Pearson)")
-    p.add_argument("--delta", type=fraction, default=0.05,
-                   help="SGR: the guarantee holds with probability 1-delta (default: %(default)s)")
+    p.add_argument("--delta", type=fraction, default=None,
+                   help="with --risk (SGR): the guarantee holds with probability 1-delta (default: 0.05)")
     p.add_argument("-o", "--out", default=None, help="write a calibrated copy here instead of updating MODEL in place")
     p.add_argument("--allow-other-run", action="store_true",
                    help="calibrate on a run the model was NOT exported from: its calibration split may hold images "
@@ -64,8 +64,12 @@ def run(args: argparse.Namespace) -> int:
     from metaerr_edge.fuse.modelfile import read_contract, set_threshold
     from metaerr_edge.pipeline import load_run
 
-    if args.out and Path(args.out).is_dir():
-        raise ConfigError(f"-o {args.out!r} is a folder; pass the path of the calibrated .onnx to write")
+    if args.delta is not None and args.risk is None:
+        raise ConfigError("--delta belongs to --risk (the SGR guarantee's failure probability); --coverage has none")
+    from metaerr_edge.io import writable_file
+
+    if args.out:
+        writable_file(args.out)  # a folder, a device or a run's own file: refused before any work
     from metaerr_edge.fuse.verify import check_origin
     from metaerr_edge.io import path_lock
 
@@ -78,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         if args.coverage is not None:
             choice = threshold_for_coverage(scores, is_error, args.coverage)
         else:
-            choice = threshold_for_risk(scores, is_error, args.risk, args.delta)
+            choice = threshold_for_risk(scores, is_error, args.risk, 0.05 if args.delta is None else args.delta)
         warn_if_degenerate(choice, scores)
         set_threshold(args.model, choice.to_spec(), args.out)
     print(dumps_json({"model": str(args.out or args.model), **asdict(choice)}, indent=2))

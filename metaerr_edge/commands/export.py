@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from metaerr_edge.commands._options import unit_interval
+from metaerr_edge.commands._options import name, unit_interval
 from metaerr_edge.io import dumps_json
 
 
@@ -26,7 +26,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--format", dest="fmt", default="onnx", choices=("onnx", "triton"))
     p.add_argument("--layout", default="NCHW", choices=("NCHW", "NHWC"),
                    help="NCHW float32 in [0,1], or NHWC uint8 camera frames (default: %(default)s)")  # fmt: skip
-    p.add_argument("--meta-mode", default=None,
+    p.add_argument("--meta-mode", type=name, default=None,
                    help="which trained meta mode to deploy; its threshold and metrics go into the contract "
                         "(default: the run's first)")  # fmt: skip
     p.add_argument("--threshold", type=unit_interval, default=None,
@@ -42,8 +42,12 @@ def run(args: argparse.Namespace) -> int:
     from metaerr_edge.fuse.export import DEFAULT_OPSET, check_opset, export_run
     from metaerr_edge.pipeline import load_run
 
+    from metaerr_edge.io import writable_file
+
     opset = args.opset or DEFAULT_OPSET
     check_opset(opset)
+    if args.fmt == "onnx":
+        writable_file(args.out)  # a folder, a trailing slash, a device or a run's own file: refused first
     run_ = load_run(args.run)
     mode = run_.mode(args.meta_mode)
     report = export_run(run_, args.out, layout=args.layout, fmt=args.fmt, simplify=args.simplify,

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
+import os
 
-from metaerr_edge.commands._options import add_fit_options, fold_count, fraction, nonneg_int, positive_int
+from metaerr_edge.commands._options import (
+    EPOCHS,
+    add_fit_options,
+    at_most,
+    fold_count,
+    fraction,
+    name,
+    positive_int,
+    round_count,
+)
 from metaerr_edge.commands.train import ARCH_HELP
 from metaerr_edge.data import available_sources
 from metaerr_edge.errors import ConfigError
@@ -24,27 +33,43 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--labelled", type=positive_int, default=100,
                    help="how many training images keep their label (class-balanced; default: %(default)s)")
     p.add_argument("--selector", default="metaerr", help=f"{SELECTOR_HELP} (default: %(default)s)")
-    p.add_argument("--rounds", type=nonneg_int, default=3, help="pseudo-labelling rounds after round 0 (default: %(default)s)")
+    p.add_argument("--rounds", type=round_count, default=3, help="pseudo-labelling rounds after round 0 (default: %(default)s)")
     p.add_argument("--budget", type=positive_int, default=None,
-                   help="per-round count for topk/metaerr-topk (default: what confidence keeps)")
-    p.add_argument("--threshold", type=fraction, default=0.95, help="confidence threshold (confidence, topk, mc-dropout)")
-    p.add_argument("--meta-mode", default="probs", help="metaerr head input: probs, image, image+probs (default: %(default)s)")
+                   help="per-round count for topk and metaerr-topk (default: what confidence would keep)")
+    p.add_argument("--threshold", type=fraction, default=None,
+                   help="confidence threshold of confidence and mc-dropout; sets the default budget of topk and "
+                        "metaerr-topk (default: 0.95)")
+    p.add_argument("--max-score", type=fraction, default=None,
+                   help="metaerr keeps pool images whose failure score is below this (default: 0.5)")
+    p.add_argument("--meta-mode", type=name, default="probs", help="metaerr head input: probs, image, image+probs (default: %(default)s)")
     p.add_argument("--folds", type=fold_count, default=3, help="cross-fitting folds for the metaerr error labels (default: %(default)s)")
     p.add_argument("--arch", default="small_cnn", help=f"base architecture: {ARCH_HELP} (default: %(default)s)")
-    p.add_argument("--width", type=positive_int, default=None, help="small_cnn width (default: the architecture's)")
-    p.add_argument("--epochs", type=positive_int, default=10, help="base epochs per round (default: %(default)s)")
-    p.add_argument("--min-steps", type=positive_int, default=100, help="at least this many optimiser steps per training")
+    p.add_argument("--width", type=at_most(1024), default=None, help="small_cnn width (default: the architecture's)")
+    p.add_argument("--epochs", type=EPOCHS, default=10, help="base epochs per round (default: %(default)s)")
+    p.add_argument("--min-steps", type=at_most(10_000_000), default=100, help="at least this many optimiser steps per training")
     add_fit_options(p, pool_help="cap the unlabelled pool at this many images")
     p.add_argument("-o", "--out", default="runs/ssl.json", help="JSON file to write (default: %(default)s)")
     return p
 
 
+#: Which of --threshold / --budget / --max-score each selector takes (a flag it does not take is refused).
+SELECTOR_OPTIONS = {"confidence": ("threshold",), "mc-dropout": ("threshold",), "topk": ("threshold", "budget"),
+                    "metaerr": ("max_score",), "metaerr-topk": ("threshold", "budget")}
+
+
 def _selector_options(args: argparse.Namespace) -> dict:
+    """The selector's options from the flags; a flag the selector does not use is a ConfigError."""
     name = args.selector
+    takes = SELECTOR_OPTIONS.get(name, ("threshold",))
+    unused = [f"--{k.replace('_', '-')}" for k in ("threshold", "budget", "max_score")
+              if getattr(args, k) is not None and k not in takes]
+    if unused:
+        raise ConfigError(f"selector {name!r} does not use {', '.join(unused)}; it takes "
+                          f"{', '.join('--' + k.replace('_', '-') for k in takes)}")
+    opts = {k: getattr(args, k) for k in ("threshold", "max_score") if k in takes and getattr(args, k) is not None}
     if name.startswith("metaerr"):
-        opts = {"mode": args.meta_mode, "folds": args.folds}
-        return {**opts, "threshold": args.threshold} if name == "metaerr-topk" else opts
-    return {"threshold": args.threshold}
+        opts.update(mode=args.meta_mode, folds=args.folds)
+    return opts
 
 
 def format_table(result) -> str:
@@ -60,9 +85,15 @@ def run(args: argparse.Namespace) -> int:
     from metaerr_edge.models import FitConfig, available_bases
     from metaerr_edge.ssl import create_selector, run_pseudo_labelling, sample_labelled
 
-    out = Path(args.out)
-    if out.is_dir():
-        raise ConfigError(f"-o {args.out!r} is a folder; ssl writes one JSON file, e.g. {out / 'ssl.json'}")
+    from metaerr_edge.io import writable_file
+
+    out = writable_file(args.out)  # refused now, not after hours of training
+    ancestor = out.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+        raise ConfigError(f"-o {args.out!r}: {ancestor} is not a writable folder, so the result could not be written "
+                          "after the run; choose another path")
     if args.arch not in available_bases():
         raise ConfigError(f"--arch {args.arch!r} is not a registered base architecture; choose one of {available_bases()}")
     selector = create_selector(args.selector, **_selector_options(args))

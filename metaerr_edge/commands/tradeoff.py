@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metaerr_edge.commands._options import nonneg_float, positive_float, unit_interval
+from metaerr_edge.commands._options import name, nonneg_float, positive_float, unit_interval
 from metaerr_edge.errors import ConfigError, MissingDependency
 from metaerr_edge.io import atomic_write_text, dumps_json, write_json
 
@@ -24,7 +24,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     dev = p.add_mutually_exclusive_group(required=True)
     dev.add_argument("--bench", help="bench JSON of the on-device fused model (`metaerr-edge bench`)")
     dev.add_argument("--device-latency-ms", type=positive_float, help="on-device latency per image, if not measured")
-    p.add_argument("--bench-name", default=None, help="which result in --bench (default: the first fused result at batch 1)")
+    p.add_argument("--bench-name", type=name, default=None, help="which result in --bench (default: the first fused result at batch 1)")
     fb_lat = p.add_mutually_exclusive_group(required=True)
     fb_lat.add_argument("--fallback-bench", help="bench JSON of the fallback model")
     fb_lat.add_argument("--fallback-latency-ms", type=nonneg_float, help="extra latency of a deferral (network + server, or a person)")
@@ -33,7 +33,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     fb_acc.add_argument("--fallback-accuracy", type=unit_interval, help="accuracy of the fallback, e.g. 0.99")
     p.add_argument("--deadline-ms", type=positive_float, default=None, help="p99 latency budget")
     p.add_argument("--min-accuracy", type=unit_interval, default=None, help="pick the cheapest point reaching this accuracy")
-    p.add_argument("--meta-mode", default=None, help="which meta mode's scores (default: the run's deployed one)")
+    p.add_argument("--meta-mode", type=name, default=None, help="which meta mode's scores (default: the run's deployed one)")
     p.add_argument("-o", "--out", default=None, help="folder for tradeoff.{json,md,png} (default: RUN/tradeoff)")
     return p
 
@@ -49,7 +49,11 @@ def bench_latency(path: str, name: str | None, batch: int = 1) -> tuple[np.ndarr
         raise ConfigError(f"{path} has no result named {name or '*fused*'} at batch {batch}; it has {names}. Pass --bench-name")
     stats = results[0].host
     samples = np.asarray(stats.samples_ms, np.float64)
-    return (samples if samples.size else np.array([stats.median_ms])), results[0].name
+    if not samples.size:  # a median alone would pass for the p99 and make every deadline verdict wrong
+        raise ConfigError(f"{path}: {results[0].name} at batch {batch} keeps no per-call samples, and the trade-off "
+                          "needs the whole latency distribution (its p99). Re-run `metaerr-edge bench` (it keeps "
+                          "them), or pass --device-latency-ms / --fallback-latency-ms")
+    return samples, results[0].name
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from metaerr_edge.pipeline import load_run
 
     run_ = load_run(args.run)
+    if args.bench_name is not None and not args.bench:
+        raise ConfigError("--bench-name picks a result of --bench; with --device-latency-ms there is none to pick")
     out = Path(args.out) if args.out else run_.path / "tradeoff"
     if out.exists() and not out.is_dir():
         raise ConfigError(f"-o {str(out)!r} is an existing file; tradeoff writes a folder (tradeoff.md, .json, .png)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from metaerr_edge.commands._options import add_fit_options, fold_count, name_list, positive_int
+from metaerr_edge.commands._options import EPOCHS, add_fit_options, fold_count, name_list
 from metaerr_edge.data import available_sources
 from metaerr_edge.errors import ConfigError
 from metaerr_edge.io import dumps_json
@@ -32,8 +32,8 @@ def add_train_options(p: argparse.ArgumentParser, dataset: str = "digits", modes
                    help="where the meta-model's error labels come from: k-fold cross-fitting or a held-out split "
                         "(default: %(default)s)")  # fmt: skip
     p.add_argument("--folds", type=fold_count, default=5, help="cross-fitting folds, >= 2 (default: %(default)s)")
-    p.add_argument("--epochs", type=positive_int, default=10, help="base-model epochs (default: %(default)s)")
-    p.add_argument("--meta-epochs", type=positive_int, default=30, help="meta-model epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=EPOCHS, default=10, help="base-model epochs (default: %(default)s)")
+    p.add_argument("--meta-epochs", type=EPOCHS, default=30, help="meta-model epochs (default: %(default)s)")
     add_fit_options(p, pool_help="cap the training pool at this many images")
 
 

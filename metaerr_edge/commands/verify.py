@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from metaerr_edge.commands._options import int_list, positive_float, positive_int
+from metaerr_edge.commands._options import at_most, int_list, positive_float
 from metaerr_edge.io import write_json
 
 
@@ -12,7 +12,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="parity of the fused graph (ONNX Runtime) against PyTorch on the same inputs")
     p.add_argument("model", help="fused .onnx (its meta mode, layout and threshold are read from its contract)")
     p.add_argument("--run", required=True, help="the run folder it was exported from (the PyTorch reference)")
-    p.add_argument("-n", type=positive_int, default=512, help="test images per batch size (default: %(default)s)")
+    p.add_argument("-n", type=at_most(1_000_000), default=512, help="test images per batch size (default: %(default)s)")
     p.add_argument("--batch-sizes", type=int_list, default=(1, 7, 64), help="comma list (default: 1,7,64)")
     p.add_argument("--atol", type=positive_float, default=1e-5, help="failure-score tolerance (default: %(default)s)")
     p.add_argument("--json-out", default=None, help="also write the report as JSON to this file")
@@ -24,8 +24,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from metaerr_edge.fuse.verify import verify_run
+    from metaerr_edge.io import writable_file
     from metaerr_edge.pipeline import load_run
 
+    if args.json_out:
+        writable_file(args.json_out)  # a folder, a device or a run's own file: refused before the parity run
     report = verify_run(args.model, load_run(args.run), n=args.n, atol=args.atol, batch_sizes=tuple(args.batch_sizes),
                         allow_other_run=args.allow_other_run)
     print(report.to_markdown())

@@ -185,7 +185,7 @@ def read_imagefolder(
     for a, (p, _) in zip(arrays, files):
         shapes.setdefault(a.shape[:2], p)
     if len(shapes) != 1:
-        examples = ", ".join(f"{h}x{w} ({p.name})" for (h, w), p in list(shapes.items())[:4])
+        examples = ", ".join(f"{h}x{w} ({p.relative_to(folder)})" for (h, w), p in list(shapes.items())[:4])
         raise DataError(f"{folder}: images differ in size: {examples}; resize them to one size first")
     images = np.stack(arrays)
     images = images[:, None] if channels == 1 else images.transpose(0, 3, 1, 2)

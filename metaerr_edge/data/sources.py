@@ -59,6 +59,9 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
         >>> ds.train.images.shape
         (1797, 1, 8, 8)
     """
+    if not isinstance(name, str):
+        raise ConfigError(f"dataset must be a name such as 'digits', 'npz:PATH' or 'imagefolder:PATH', got "
+                          f"{type(name).__name__} {name!r}; expected one of {available_sources()}")
     if name.startswith("imagefolder:"):
         path = Path(name.split(":", 1)[1])
         return validate_dataset(_load_imagefolder_dataset(path), f"imagefolder {path}")

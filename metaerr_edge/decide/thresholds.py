@@ -50,7 +50,11 @@ class ThresholdChoice(ThresholdSpec):
 # --------------------------------------------------------------------------- input checks
 def _scores(failure_score: Any, name: str = "failure_score", unit_range: bool = True) -> np.ndarray:
     """A non-empty 1-D float64 array of finite scores (in [0, 1] when ``unit_range``)."""
-    arr = np.asarray(failure_score, dtype=np.float64)
+    try:
+        arr = np.asarray(failure_score, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} must be numbers (a 1-D array of failure scores), got {type(failure_score).__name__} "
+                        f"{str(failure_score)[:40]!r}.") from None
     if arr.ndim != 1:
         raise DataError(f"{name} must be a 1-D array of shape (n,), got shape {arr.shape}; flatten it first.")
     if arr.size == 0:
@@ -69,8 +73,12 @@ def _errors(is_error: Any, n: int, name: str = "is_error") -> np.ndarray:
     """A 1-D bool array of length ``n`` from bools or 0/1 numbers."""
     arr = np.asarray(is_error)
     if arr.ndim != 1 or arr.size != n:
+        hint = ""
+        if arr.ndim == 0 and name == "is_error":
+            hint = (f" (a single number {arr.item()!r} came as is_error, the second argument: a target goes by name, "
+                    "e.g. coverage=0.9)")
         raise DataError(f"{name} must have shape ({n},) to match failure_score, got shape {arr.shape}; "
-                        "pass one entry per calibration sample.")
+                        f"pass one entry per calibration sample{hint}.")
     if arr.dtype != np.bool_:
         if not np.isin(arr, (0, 1)).all():
             raise DataError(f"{name} must hold 0/1 or booleans (1 = the on-device prediction is wrong), "

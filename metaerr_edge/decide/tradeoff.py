@@ -163,8 +163,11 @@ def _latencies(value: Any, name: str) -> np.ndarray:
     arr = arr.reshape(-1)
     if arr.size == 0:
         raise DataError(f"{name} is empty; pass a latency in ms or an array of measured per-call latencies.")
-    if not np.all(np.isfinite(arr)) or arr.min() < 0:
-        raise DataError(f"{name} must be finite and >= 0 ms, got range [{np.nanmin(arr)}, {np.nanmax(arr)}].")
+    bad = int(np.count_nonzero(~np.isfinite(arr)))
+    if bad:
+        raise DataError(f"{name} must be finite and >= 0 ms; {bad} of its {arr.size} value(s) are NaN or infinite.")
+    if arr.min() < 0:
+        raise DataError(f"{name} must be >= 0 ms, got range [{arr.min()}, {arr.max()}].")
     return np.sort(arr)
 
 
@@ -349,7 +352,13 @@ def recommend(table: TradeoffTable, deadline_ms: float | None = None,
                               f"{table.p99_latency_ms[i]:.3f} ms (deferral rate {table.deferral_rate[i]:.3f}). "
                               "Relax the deadline or use a faster device model / fallback.")
     if min_accuracy is not None:
-        ok &= table.system_accuracy >= float(min_accuracy) - _TIE
+        try:
+            min_accuracy = float(min_accuracy)
+        except (TypeError, ValueError):
+            min_accuracy = math.nan
+        if not 0.0 <= min_accuracy <= 1.0:  # NaN included
+            raise ConfigError(f"min_accuracy must be a number in [0, 1] (a system accuracy), got {min_accuracy!r}.")
+        ok &= table.system_accuracy >= min_accuracy - _TIE
         if not ok.any():
             best = float(table.system_accuracy[table.p99_latency_ms <= deadline].max()
                          if deadline is not None else table.system_accuracy.max())

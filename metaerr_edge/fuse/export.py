@@ -183,7 +183,7 @@ def export_onnx(fused: FusedModel, contract: Contract, path: str | os.PathLike[s
                         contract=filled)
 
 
-def export_run(run: RunLike, out_path: str | os.PathLike[str], *, layout: str = "NCHW", fmt: str = "onnx",
+def export_run(run: RunLike | str | os.PathLike[str], out_path: str | os.PathLike[str], *, layout: str = "NCHW", fmt: str = "onnx",
                simplify: bool = False, threshold: float | None = None, model_name: str = "metaerr_edge",
                opset: int = DEFAULT_OPSET, dynamo: bool = True, mode: str | None = None) -> ExportReport:
     """Export a training run: ``fmt="onnx"`` writes ``out_path``; ``"triton"`` a model repository.
@@ -199,6 +199,12 @@ def export_run(run: RunLike, out_path: str | os.PathLike[str], *, layout: str = 
     """
     if fmt not in ("onnx", "triton"):
         raise ConfigError(f"fmt must be 'onnx' or 'triton', got {fmt!r}")
+    if not isinstance(out_path, (str, os.PathLike)):
+        raise ConfigError(f"out_path must be a path (str or os.PathLike), got {type(out_path).__name__} {out_path!r}")
+    if isinstance(run, (str, os.PathLike)):  # a run folder's path: open it
+        from metaerr_edge.pipeline import load_run
+
+        run = load_run(run)
     check_opset(opset)
     contract = run.contract(layout=layout, mode=mode)
     if threshold is not None:
@@ -229,6 +235,7 @@ def _convert_opset(model: onnx.ModelProto, opset: int, exporter: str) -> onnx.Mo
     if wrote != opset:
         try:
             model = onnx.version_converter.convert_version(model, opset)
+            onnx.checker.check_model(model)  # the converter can write attributes the older opset lacks
         except Exception as exc:  # the converter's C++ assertions surface as RuntimeError
             reason = str(exc).strip().splitlines()[-1][-200:]
             raise ConfigError(f"asked for opset {opset}: the {exporter} exporter wrote opset {wrote} and onnx could "

@@ -143,8 +143,13 @@ def atomic_write(path: Path, build: Callable[[Path], onnx.ModelProto]) -> tuple[
         model = build(tmp)
         data = model.SerializeToString()
         tmp.write_bytes(data)
-        onnx.checker.check_model(str(tmp), full_check=True)
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)  # types agree along the graph
+        try:
+            onnx.checker.check_model(str(tmp), full_check=True)
+            onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)  # types agree along the graph
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+            raise ContractError(f"{path}: the graph to write fails the ONNX checker ({str(exc).strip()[:300]}); "
+                                "nothing was written. Export with the default exporter and opset, or report this "
+                                "model") from None
         # The check every reader of the file makes, on the bytes written: never write what open would refuse.
         checked_contract(info_from_bytes(data, str(path)))
     return hashlib.sha256(data).hexdigest(), len(data)

@@ -73,6 +73,7 @@ def write_triton_repository(model_path: str | os.PathLike[str], repo_dir: str | 
         raise ConfigError(f"preferred batch sizes {bad} lie outside 1..max_batch_size={max_batch_size}")
     if not model_path.is_file():
         raise ConfigError(f"{model_path}: no such model file")
+    _check_repository(repo, model_name)
     if plan:
         if contract is None:
             raise ConfigError("a TensorRT .plan carries no contract: pass contract=read_contract(onnx)")
@@ -149,6 +150,20 @@ def pbtxt_string(text: str) -> str:
         else:
             out.append(ch)
     return '"' + "".join(out) + '"'
+
+
+def _check_repository(repo: Path, model_name: str) -> None:
+    """``repo`` is a model repository (or nothing yet): refuse a folder holding anything else (a run
+    folder, a project), where the new model would be mixed in with unrelated files."""
+    if repo.exists() and not repo.is_dir():
+        raise ConfigError(f"{repo} is a file; a Triton model repository is a folder")
+    if not repo.is_dir():
+        return
+    strangers = sorted(p.name for p in repo.iterdir() if not p.name.startswith(".") and p.name != model_name
+                       and not (p.is_dir() and (p / "config.pbtxt").is_file()))
+    if strangers:
+        raise ConfigError(f"{repo} is not a Triton model repository: it holds {strangers[:5]}, which are not model "
+                          "folders (<name>/config.pbtxt). Pass an empty folder, or an existing model repository")
 
 
 def _check_labels(classes: Sequence[str]) -> None:

@@ -143,6 +143,9 @@ def fit_meta(
         meta.eval()
         with torch.no_grad():
             scores = torch.cat([meta(*batch(va_idx[s : s + 1024])) for s in range(0, len(va_idx), 1024)])
+        if not bool(torch.isfinite(scores).all()):
+            raise ConfigError(f"{desc} diverged in epoch {epoch + 1}: its failure scores are NaN. Lower the meta-model's "
+                              f"learning rate (now {config.lr:g}), or check the base's probabilities (a diverged base?)")
         y_val = y_all[va_idx].numpy()
         auc = float(roc_auc_score(y_val, scores.cpu().numpy())) if 0 < y_val.sum() < len(y_val) else 0.5
         if auc > best[0]:

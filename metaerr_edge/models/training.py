@@ -27,8 +27,10 @@ class FitConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        if self.epochs < 1 or self.batch_size < 1 or not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"epochs, batch_size and lr must be positive, got {self.epochs}, {self.batch_size}, {self.lr}")
+        if not 0 <= int(self.seed) <= 2**31 - 1:
+            raise ConfigError(f"seed must be an integer from 0 to 2**31 - 1, got {self.seed}")
         if self.augment not in ("none", "shift", "shift_flip"):
             raise ConfigError(f"augment must be 'none', 'shift' or 'shift_flip', got {self.augment!r}")
         resolve_device(self.device)  # a missing GPU fails here, before any data is loaded or trained on
@@ -116,7 +118,7 @@ def fit_classifier(
     )
     loss_fn = nn.CrossEntropyLoss(reduction="none", label_smoothing=config.label_smoothing)
     bar = _progress(config.epochs * steps_per_epoch, desc, progress)
-    for _ in range(config.epochs):
+    for epoch in range(config.epochs):
         order = torch.randperm(len(x_all), generator=gen)
         for start in range(0, len(order), config.batch_size):
             idx = order[start : start + config.batch_size]
@@ -134,7 +136,12 @@ def fit_classifier(
             opt.step()
             sched.step()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            value = loss.item()
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+            if not math.isfinite(value):
+                bar.close()
+                raise ConfigError(f"training {desc!r} diverged in epoch {epoch + 1} (loss {value}): the weights are "
+                                  f"no longer numbers. Lower the learning rate (--lr, now {config.lr:g})")
     bar.close()
     return model.eval()
 

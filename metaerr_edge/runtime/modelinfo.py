@@ -264,6 +264,8 @@ def _read_bytes(path: Path) -> bytes:
                             "write one with `metaerr-edge export RUN -o model.onnx`)")
     if path.is_dir():
         raise ContractError(f"{path} is a folder, expected an .onnx model file such as {path / 'model.onnx'}")
+    if not path.is_file():  # reading a FIFO or a device would block, or never end
+        raise ContractError(f"{path} is not a regular file (a FIFO, socket or device); expected an .onnx model file")
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -150,9 +150,14 @@ class _OrtBackend(Backend):
         return cls(sess, contract, str(model), device, io_binding, device_id)
 
     def run(self, images: np.ndarray) -> Outputs:
-        if self._io_binding:
-            return self._run_io_binding(images)
-        label, probs, score, defer = self._sess.run(self._outputs, {self._input: images})
+        try:
+            if self._io_binding:
+                return self._run_io_binding(images)
+            label, probs, score, defer = self._sess.run(self._outputs, {self._input: images})
+        except Exception as exc:  # ORT's own pybind errors (Fail, RuntimeException: out of memory, ...)
+            reason = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+            raise BackendUnavailable(f"ONNX Runtime ({', '.join(self.providers)}) could not run a batch of "
+                                     f"{len(images)}: {reason}. A smaller batch may fit in memory") from None
         return label, probs, score, defer
 
     def _run_io_binding(self, images: np.ndarray) -> Outputs:

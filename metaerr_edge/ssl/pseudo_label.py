@@ -212,6 +212,12 @@ def train_round0(
     )  # fmt: skip
 
 
+#: How to make each selector keep fewer pseudo-labels (the knob the `ssl` command exposes).
+_STRICTER = {"confidence": "Raise --threshold", "mc-dropout": "Raise --threshold (or lower max_std)",
+             "topk": "Give a smaller --budget", "metaerr-topk": "Give a smaller --budget",
+             "metaerr": "Lower --max-score"}
+
+
 def _warn_if_degenerate(records: Sequence[RoundRecord], n_pool: int, name: str) -> None:
     """A selector that keeps the whole pool selects nothing: say so (louder when accuracy fell)."""
     last, before = records[-1], records[-2]
@@ -220,7 +226,7 @@ def _warn_if_degenerate(records: Sequence[RoundRecord], n_pool: int, name: str) 
     fell = last.test_acc < before.test_acc
     warn(f"ssl round {last.round}: selector {name!r} kept all {n_pool} pool images (100%), so it selected nothing"
          + (f", and test accuracy fell from {before.test_acc:.4f} to {last.test_acc:.4f}" if fell else "")
-         + ". Raise --threshold, or give a count with --budget (topk, metaerr-topk).", name="metaerr_edge.ssl")
+         + f". {_STRICTER.get(name, 'Make the selector stricter')}.", name="metaerr_edge.ssl")
 
 
 def _check_selection(idx: np.ndarray, labels: np.ndarray, n_pool: int, name: str) -> None:
