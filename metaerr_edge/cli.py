@@ -83,12 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     except MetaErrError as exc:
         print(f"{prefix} {exc}", file=sys.stderr)
         return 2
-    except ModuleNotFoundError as exc:
-        message = missing_extra_message(exc)
-        if message is None:
-            raise
-        print(f"{prefix} {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"metaerr-edge {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -96,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         # `metaerr-edge predict ... | head -n 1`: the reader left; stop quietly, as cat does.
         _silence_stdout()
         return 141
-    except OSError as exc:
-        message = _os_error_message(exc)
+    except (ModuleNotFoundError, OSError) as exc:  # a missing extra, a full disk: the user's to fix
+        message = missing_extra_message(exc) if isinstance(exc, ModuleNotFoundError) else _os_error_message(exc)
         if message is None:
             raise
         print(f"{prefix} {message}", file=sys.stderr)

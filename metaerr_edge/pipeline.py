@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
@@ -50,6 +51,12 @@ from metaerr_edge.meta import (
     meta_scores,
 )
 from metaerr_edge.models import FitConfig, create_base, fit_classifier, predict_probs
+
+
+#: The files train_run writes (the manifest lists them), and what it owns besides: the manifest and
+#: what evaluate and tradeoff add to a run folder (a retraining drops them with the old run).
+RUN_FILES = re.compile(r"config\.json|splits\.npz|base\.pt|predictions\.npz|meta_.+\.pt")
+RUN_EXTRAS = re.compile(r"manifest\.json|metrics\.json|metrics\.md|risk_coverage\.png|tradeoff")
 
 
 @dataclass(frozen=True)
@@ -151,8 +158,6 @@ class Run:
         Folders written before manifests existed have none and open unchecked, as they always did.
         A folder whose training was killed between the two renames of its swap is put back first.
         """
-        import re
-
         from metaerr_edge.io import recover_folder, verify_manifest
 
         if not isinstance(path, (str, os.PathLike)):
@@ -170,9 +175,8 @@ class Run:
         if not cfg_file.is_file():
             raise DataError(f"{self.path} is not a run folder: expected {cfg_file} (made by `metaerr-edge train`)")
         retrain = f"re-train it (metaerr-edge train -o {self.path})"
-        run_file = re.compile(r"config\.json|splits\.npz|base\.pt|predictions\.npz|meta_.+\.pt").fullmatch
         self.manifest: dict[str, Any] | None = verify_manifest(
-            self.path, owned=lambda name: run_file(name) is not None, fix=retrain)
+            self.path, owned=lambda name: RUN_FILES.fullmatch(name) is not None, fix=retrain)
         if self.manifest is None:
             warn(f"{self.path} has no manifest.json, so its files cannot be checked against each other (a run "
                  f"written before manifests, or the manifest was removed); {retrain} to get one",
@@ -285,9 +289,8 @@ class Run:
         for name, array in sorted(self.splits.to_npz_dict().items()):
             splits.update(name.encode() + b":" + np.ascontiguousarray(array).tobytes())
         weights = hashlib.sha256()  # of the tensors, not the files: torch.save's zip names vary between saves
-        for name in ("base.pt", f"meta_{mode}.pt"):
-            ckpt = torch.load(io.BytesIO(self._read(name)), map_location="cpu", weights_only=True)
-            for key, tensor in sorted(ckpt["state_dict"].items()):
+        for name, module in (("base.pt", self.base), (f"meta_{mode}.pt", self.meta(mode))):
+            for key, tensor in sorted(module.state_dict().items()):
                 weights.update(f"{name}:{key}:{tuple(tensor.shape)}:{tensor.dtype}:".encode())
                 weights.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return {"dataset": self.config.dataset, "meta_mode": mode, "splits_sha256": splits.hexdigest(),
@@ -338,7 +341,6 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
     Example:
         >>> run = train_run(RunConfig(dataset="digits", epochs=5), "runs/digits")
     """
-    import re
     import secrets
 
     from metaerr_edge import __version__
@@ -346,11 +348,8 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
 
     t0 = time.perf_counter()
     out = Path(out_dir)
-    run_entry = re.compile(r"config\.json|splits\.npz|base\.pt|predictions\.npz|meta_.+\.pt|manifest\.json"
-                           r"|metrics\.json|metrics\.md|risk_coverage\.png|tradeoff").fullmatch
-
     def owned(name: str) -> bool:
-        return run_entry(name) is not None
+        return RUN_FILES.fullmatch(name) is not None or RUN_EXTRAS.fullmatch(name) is not None
 
     with path_lock(out):
         check_replaceable(out, owned, "metaerr-edge train")

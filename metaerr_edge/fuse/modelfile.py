@@ -26,7 +26,7 @@ import onnx
 from onnx import numpy_helper
 
 from metaerr_edge.errors import ConfigError, ContractError
-from metaerr_edge.runtime.modelinfo import checked_contract, info_from_bytes, model_info
+from metaerr_edge.runtime.modelinfo import checked_contract, info_from_bytes, model_info, read_model_bytes
 from metaerr_edge.fuse.contract import (
     CONTRACT_KEY,
     THRESHOLD_INITIALIZER,
@@ -48,14 +48,21 @@ def load_checked(path: str | os.PathLike[str]) -> onnx.ModelProto:
         ContractError: missing, empty, truncated or corrupt file; no or an invalid contract; a graph
             whose interface disagrees with the contract.
     """
-    checked_contract(model_info(path), ignore_threshold=True)
-    model = _load(Path(path))
+    return _checked_model(path)[0]
+
+
+def _checked_model(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, Contract]:
+    """:func:`load_checked` and the contract: the file is read once, and the bytes checked are the ones loaded."""
+    data = read_model_bytes(path)
+    contract = checked_contract(info_from_bytes(data, str(path)), ignore_threshold=True)
     try:
+        model = onnx.load_from_string(data)
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise ContractError(f"{path}: the ONNX checker rejects this model ({str(exc).strip()[:300]}). "
-                            f"The file may be truncated or damaged; re-export it. {MAKE_ONE}") from exc
-    return model
+    except Exception as exc:  # DecodeError, or the checker's ValidationError on a damaged graph
+        raise ContractError(f"{path}: onnx cannot load or check this model ({type(exc).__name__}: "
+                            f"{str(exc).strip()[:300]}). The file may be truncated or damaged; re-export it. "
+                            f"{MAKE_ONE}") from exc
+    return model, contract
 
 
 def read_contract(path: str | os.PathLike[str]) -> Contract:
@@ -98,8 +105,8 @@ def set_threshold(path: str | os.PathLike[str], threshold: ThresholdSpec,
         raise ConfigError(f"threshold.value must lie in [0, 1] (failure scores do), got {threshold.value}")
     target = Path(out_path if out_path is not None else path)
     with path_lock(target):  # read, change and write under one lock: a second calibrate fails, none is lost
-        model = load_checked(path)
-        contract = _contract_of(model, str(path)).with_threshold(threshold)
+        model, contract = _checked_model(path)
+        contract = contract.with_threshold(threshold)
         validate_contract(contract, f"set_threshold({path})")
         inits = {t.name: t for t in model.graph.initializer}
         if THRESHOLD_INITIALIZER not in inits:
@@ -153,27 +160,3 @@ def atomic_write(path: Path, build: Callable[[Path], onnx.ModelProto]) -> tuple[
         # The check every reader of the file makes, on the bytes written: never write what open would refuse.
         checked_contract(info_from_bytes(data, str(path)))
     return hashlib.sha256(data).hexdigest(), len(data)
-
-
-def _load(path: Path) -> onnx.ModelProto:
-    if not path.exists():
-        raise ContractError(f"{path}: no such file. {MAKE_ONE}")
-    if path.is_dir():
-        raise ContractError(f"{path} is a folder, expected a fused .onnx file")
-    if path.stat().st_size == 0:
-        raise ContractError(f"{path}: the file is empty (an interrupted copy or export?). {MAKE_ONE}")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # DecodeError, or onnx's own errors on malformed bytes
-        raise ContractError(f"{path}: not a readable ONNX file; it is truncated or corrupt "
-                            f"({type(exc).__name__}: {exc}). Copy it again or re-export it. "
-                            f"{MAKE_ONE}") from exc
-
-
-def _contract_of(model: onnx.ModelProto, source: str) -> Contract:
-    props = {p.key: p.value for p in model.metadata_props}
-    if CONTRACT_KEY not in props:
-        raise ContractError(f"{source}: a valid ONNX file without the '{CONTRACT_KEY}' metadata: it "
-                            "is not a metaerr-edge model (or was truncated). Fuse the classifier "
-                            f"with its MetaErr meta-model first. {MAKE_ONE}")
-    return Contract.from_json(props[CONTRACT_KEY], source)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError
-from metaerr_edge.io import atomic_write_bytes
+from metaerr_edge.io import atomic_write_bytes, file_sha256
 from metaerr_edge.fuse.contract import OUTPUT_NAMES
 from metaerr_edge.runtime.cuda_memory import cuda_memory
 from metaerr_edge.runtime.modelinfo import load_model_file
@@ -140,15 +140,6 @@ class EngineKey:
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_sidecar(sidecar: Path, key: EngineKey, plan: Path) -> None:
