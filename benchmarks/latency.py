@@ -59,7 +59,7 @@ def build_models(arch: str, channels: int, h: int, w: int) -> dict[str, Any]:
     """Random-init base and one meta-model per mode (seeded), all in eval mode."""
     import torch
 
-    from metaerr_edge.fuse.fused import Preprocess
+    from metaerr_edge.models.preprocess import Preprocess
     from metaerr_edge.meta import HeadConfig, MetaModel
     from metaerr_edge.models import create_base
 

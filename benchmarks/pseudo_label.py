@@ -43,7 +43,7 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
 
     from metaerr_edge.data import load_dataset
     from metaerr_edge.models import FitConfig
-    from metaerr_edge.ssl import (
+    from metaerr_edge.semisup import (
         create_selector,
         run_pseudo_labelling,
         sample_labelled,

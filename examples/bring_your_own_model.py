@@ -64,7 +64,7 @@ from metaerr_edge.data import load_dataset
 from metaerr_edge.decide import threshold_for_coverage
 from metaerr_edge.fuse.contract import Contract, InputSpec
 from metaerr_edge.fuse.export import export_onnx
-from metaerr_edge.fuse.fused import Preprocess
+from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.meta import MetaErr, MetaFitConfig
 from metaerr_edge.metrics import failure_metrics
 from metaerr_edge.runtime import open_session

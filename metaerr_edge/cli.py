@@ -19,9 +19,11 @@ import sys
 from metaerr_edge import __version__
 from metaerr_edge.errors import MetaErrError
 
-# The one list of subcommands, in pipeline order. Each module has ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS = ("demo", "train", "evaluate", "export", "verify", "calibrate", "predict", "bench", "tradeoff", "ssl",
-            "inspect")
+# The one list of subcommands, in pipeline order: command name -> module in metaerr_edge.commands. Each
+# module has ``add_parser(subparsers)`` and ``run(args) -> int``. (``ssl`` lives in ``semisup``: a module
+# named ``ssl`` would shadow the standard library's when a file of this package is run as a script.)
+COMMANDS = {name: name for name in ("demo", "train", "evaluate", "export", "verify", "calibrate", "predict", "bench",
+                                    "tradeoff")} | {"ssl": "semisup", "inspect": "inspect"}
 
 # Which pip extra brings a missing top-level module (anything else: the training extras).
 _EXTRA_OF = {"onnxslim": "simplify", "tensorrt": "tensorrt", "cuda": "tensorrt", "pycuda": "pycuda"}
@@ -43,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"metaerr-edge {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages (e.g. every backend fallback)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        module = importlib.import_module(f"metaerr_edge.commands.{name}")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"metaerr_edge.commands.{module_name}")
         p = module.add_parser(sub)
         p.allow_abbrev = False  # `--batch` is not `--batch-sizes`: a flag is spelled out or refused
         # -v also after the command name; SUPPRESS keeps a top-level -v from being reset.

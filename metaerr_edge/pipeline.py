@@ -38,7 +38,8 @@ from metaerr_edge.data import DatasetArrays, SplitConfig, Splits, load_dataset, 
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.io import atomic_write_bytes, atomic_write_text, dumps_json
 from metaerr_edge.fuse.contract import Contract, InputSpec, ThresholdSpec
-from metaerr_edge.fuse.fused import FusedModel, Preprocess
+from metaerr_edge.fuse.fused import FusedModel
+from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.meta import (
     META_MODES,
     HeadConfig,

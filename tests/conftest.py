@@ -42,7 +42,8 @@ def tiny_model(tmp_path_factory):
 
     from metaerr_edge.fuse.contract import Contract, InputSpec
     from metaerr_edge.fuse.export import export_onnx
-    from metaerr_edge.fuse.fused import FusedModel, Preprocess
+    from metaerr_edge.fuse.fused import FusedModel
+    from metaerr_edge.models.preprocess import Preprocess
 
     class Base(nn.Module):
         def __init__(self) -> None:

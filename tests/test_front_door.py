@@ -26,7 +26,8 @@ from metaerr_edge.cli import COMMANDS, build_parser, main
 from metaerr_edge.errors import ContractError
 from metaerr_edge.fuse.contract import THRESHOLD_INITIALIZER, Contract, InputSpec, ThresholdSpec
 from metaerr_edge.fuse.export import default_opset, export_onnx
-from metaerr_edge.fuse.fused import FusedModel, Preprocess
+from metaerr_edge.fuse.fused import FusedModel
+from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.fuse.modelfile import read_contract, set_threshold
 from metaerr_edge.fuse.verify import generate_inputs, verify_parity
 
@@ -291,10 +292,10 @@ def test_a_meta_model_whose_best_epoch_is_its_last_warns(caplog):
 
 
 def test_an_ssl_round_that_keeps_the_whole_pool_warns(caplog):
-    from metaerr_edge.ssl.pseudo_label import RoundRecord, _warn_if_degenerate
+    from metaerr_edge.semisup.pseudo_label import RoundRecord, _warn_if_degenerate
 
     records = [RoundRecord(0, 0, float("nan"), 0.80, 100, 1.0), RoundRecord(1, 500, 0.7, 0.75, 600, 1.0)]
-    with caplog.at_level(logging.WARNING, logger="metaerr_edge.ssl"):
+    with caplog.at_level(logging.WARNING, logger="metaerr_edge.semisup"):
         _warn_if_degenerate(records, 500, "confidence")
     assert "kept all 500 pool images (100%)" in caplog.text and "fell from 0.8000 to 0.7500" in caplog.text
     caplog.clear()
@@ -369,11 +370,11 @@ def test_a_flag_means_one_thing_across_commands():
 
 
 def test_help_lists_every_registered_name():
-    from metaerr_edge.commands.ssl import SELECTOR_HELP
+    from metaerr_edge.commands.semisup import SELECTOR_HELP
     from metaerr_edge.commands.train import ARCH_HELP, MODE_HELP
     from metaerr_edge.meta import META_MODES
     from metaerr_edge.models import available_bases
-    from metaerr_edge.ssl import available_selectors
+    from metaerr_edge.semisup import available_selectors
 
     def names(text: str) -> set[str]:
         return {part.split(" (")[0].strip() for part in text.split(",")}

@@ -37,7 +37,8 @@ from metaerr_edge.fuse.export import (
     read_contract,
     set_threshold,
 )
-from metaerr_edge.fuse.fused import FusedModel, Preprocess
+from metaerr_edge.fuse.fused import FusedModel
+from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.fuse.triton_repo import write_triton_repository
 from metaerr_edge.fuse.verify import generate_inputs, verify_parity, verify_run
 

@@ -9,7 +9,7 @@ from torch import nn
 
 import metaerr_edge.meta.labels as labels_mod
 from metaerr_edge.errors import ConfigError, DataError
-from metaerr_edge.fuse.fused import Preprocess
+from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.meta import META_MODES, HeadConfig, MetaErr, MetaModel, crossfit_probs, error_labels, fold_ids
 from metaerr_edge.metrics import auroc
 from metaerr_edge.models import FitConfig

@@ -8,7 +8,7 @@ import torch
 
 from metaerr_edge.data import load_dataset, make_splits
 from metaerr_edge.errors import ConfigError, DataError
-from metaerr_edge.fuse.fused import Preprocess
+from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.models import FitConfig, available_bases, create_base, fit_classifier, predict_probs
 
 

@@ -20,7 +20,8 @@ from torch import nn
 
 from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError, InputError
 from metaerr_edge.fuse.contract import Contract, InputSpec, ThresholdSpec
-from metaerr_edge.fuse.fused import FusedModel, Preprocess
+from metaerr_edge.fuse.fused import FusedModel
+from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.runtime import (
     Prediction,
     auto_order,

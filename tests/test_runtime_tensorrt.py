@@ -438,7 +438,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from metaerr_edge.fuse.export import export_onnx
-    from metaerr_edge.fuse.fused import FusedModel, Preprocess
+    from metaerr_edge.fuse.fused import FusedModel
+    from metaerr_edge.models.preprocess import Preprocess
 
     class Base(torch.nn.Module):
         def __init__(self) -> None:

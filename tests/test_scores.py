@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from metaerr_edge.errors import ConfigError
-from metaerr_edge.fuse.fused import Preprocess
+from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.metrics import auroc
 from metaerr_edge.scores import (
     ScoreContext,

@@ -10,9 +10,9 @@ import torch
 
 from metaerr_edge.data import load_dataset
 from metaerr_edge.errors import ConfigError
-from metaerr_edge.fuse.fused import Preprocess
+from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.models import FitConfig, create_base, fit_classifier, predict_probs
-from metaerr_edge.ssl import (
+from metaerr_edge.semisup import (
     SelectContext,
     available_selectors,
     confidence_count,
@@ -22,7 +22,7 @@ from metaerr_edge.ssl import (
     sample_labelled,
     split_for_ssl,
 )
-from metaerr_edge.ssl import selectors as selectors_mod
+from metaerr_edge.semisup import selectors as selectors_mod
 
 FIT = FitConfig(epochs=2, batch_size=32, augment="none")
 TINY = {"width": 8}
@@ -165,7 +165,7 @@ def test_bad_inputs_raise_config_error(digits):
 
 def test_metaerr_mentor_selector_gets_a_second_network_and_selects_the_budget(ssl_setup):
     """mode='mentor': a second network of the base's architecture gives the head a second opinion."""
-    from metaerr_edge.ssl import create_selector
+    from metaerr_edge.semisup import create_selector
 
     _, _, pool, make_ctx = ssl_setup
     ctx = make_ctx(budget=25)

@@ -12,7 +12,7 @@ from torch import nn
 
 from metaerr_edge.console import progress_bar, warn
 from metaerr_edge.errors import ConfigError, DataError
-from metaerr_edge.fuse.fused import Preprocess
+from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.meta.heads import MetaModel
 from metaerr_edge.models.training import resolve_device, run_batched, to_float
 

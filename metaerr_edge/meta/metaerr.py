@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from metaerr_edge.errors import ConfigError
-from metaerr_edge.fuse.fused import FusedModel, Preprocess
+from metaerr_edge.fuse.fused import FusedModel
+from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.meta.fit import MetaFitConfig, MetaFitResult, fit_meta, mentor_outputs, meta_scores
 from metaerr_edge.meta.heads import HeadConfig, MetaModel
 from metaerr_edge.meta.labels import error_labels

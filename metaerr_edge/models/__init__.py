@@ -1,6 +1,7 @@
 """Base classifiers: the registry and the training loop."""
 
+from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.models.registry import available_bases, create_base, register_base
 from metaerr_edge.models.training import FitConfig, fit_classifier, predict_probs
 
-__all__ = ["FitConfig", "available_bases", "create_base", "fit_classifier", "predict_probs", "register_base"]
+__all__ = ["FitConfig", "Preprocess", "available_bases", "create_base", "fit_classifier", "predict_probs", "register_base"]

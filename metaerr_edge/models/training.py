@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from metaerr_edge.errors import ConfigError, DataError
-from metaerr_edge.fuse.fused import Preprocess
+from metaerr_edge.models.preprocess import Preprocess
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from metaerr_edge.errors import ConfigError
 from metaerr_edge.io import write_json
 
 
-# Shown in --help only; the selector registry (metaerr_edge.ssl) decides what is valid when the command runs.
+# Shown in --help only; the selector registry (metaerr_edge.semisup) decides what is valid when the command runs.
 SELECTOR_HELP = "confidence, topk, mc-dropout, metaerr, metaerr-topk"
 
 
@@ -83,7 +83,7 @@ def format_table(result) -> str:
 def run(args: argparse.Namespace) -> int:
     from metaerr_edge.data import load_dataset
     from metaerr_edge.models import FitConfig, available_bases
-    from metaerr_edge.ssl import create_selector, run_pseudo_labelling, sample_labelled
+    from metaerr_edge.semisup import create_selector, run_pseudo_labelling, sample_labelled
 
     from metaerr_edge.io import writable_file
 

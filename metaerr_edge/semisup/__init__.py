@@ -1,6 +1,6 @@
 """Pseudo-labelling semi-supervised learning with a MetaErr selector (and the baselines it is compared to)."""
 
-from metaerr_edge.ssl.pseudo_label import (
+from metaerr_edge.semisup.pseudo_label import (
     RoundRecord,
     SSLResult,
     pseudo_label_precision,
@@ -9,7 +9,7 @@ from metaerr_edge.ssl.pseudo_label import (
     split_for_ssl,
     train_round0,
 )
-from metaerr_edge.ssl.selectors import (
+from metaerr_edge.semisup.selectors import (
     SelectContext,
     Selector,
     available_selectors,

@@ -31,7 +31,7 @@ import numpy as np
 from torch import nn
 
 from metaerr_edge.errors import ConfigError, DataError
-from metaerr_edge.fuse.fused import Preprocess
+from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.meta import (
     HeadConfig,
     MetaFitConfig,

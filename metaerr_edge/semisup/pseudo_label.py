@@ -21,9 +21,9 @@ from torch import nn
 from metaerr_edge.console import warn
 from metaerr_edge.data import DatasetArrays, ImageArrays
 from metaerr_edge.errors import ConfigError, DataError
-from metaerr_edge.fuse.fused import Preprocess
+from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.models import FitConfig, create_base, fit_classifier, predict_probs
-from metaerr_edge.ssl.selectors import SelectContext, Selector, create_selector
+from metaerr_edge.semisup.selectors import SelectContext, Selector, create_selector
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ def _warn_if_degenerate(records: Sequence[RoundRecord], n_pool: int, name: str) 
     fell = last.test_acc < before.test_acc
     warn(f"ssl round {last.round}: selector {name!r} kept all {n_pool} pool images (100%), so it selected nothing"
          + (f", and test accuracy fell from {before.test_acc:.4f} to {last.test_acc:.4f}" if fell else "")
-         + f". {_STRICTER.get(name, 'Make the selector stricter')}.", name="metaerr_edge.ssl")
+         + f". {_STRICTER.get(name, 'Make the selector stricter')}.", name="metaerr_edge.semisup")
 
 
 def _check_selection(idx: np.ndarray, labels: np.ndarray, n_pool: int, name: str) -> None:
