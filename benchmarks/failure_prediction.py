@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from metaerr_edge.evaluate import evaluate_run, plot_risk_coverage
-from metaerr_edge.io import dumps_json, loads_json
+from metaerr_edge._fileio import dumps_json, loads_json
 from metaerr_edge.meta import HeadConfig, MetaFitConfig, MetaModel, fit_meta, meta_scores
 from metaerr_edge.metrics import aurc, auroc, bootstrap_ci, failure_metrics
 from metaerr_edge.models import create_base, fit_classifier, predict_probs

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metaerr_edge.io import loads_json, write_json
+from metaerr_edge._fileio import loads_json, write_json
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

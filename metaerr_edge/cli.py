@@ -23,7 +23,7 @@ from metaerr_edge.errors import MetaErrError
 # module has ``add_parser(subparsers)`` and ``run(args) -> int``. (``ssl`` lives in ``semisup``: a module
 # named ``ssl`` would shadow the standard library's when a file of this package is run as a script.)
 COMMANDS = {name: name for name in ("demo", "train", "evaluate", "export", "verify", "calibrate", "predict", "bench",
-                                    "tradeoff")} | {"ssl": "semisup", "inspect": "inspect"}
+                                    "tradeoff")} | {"ssl": "semisup", "inspect": "inspect_model"}
 
 # Which pip extra brings a missing top-level module (anything else: the training extras).
 _EXTRA_OF = {"onnxslim": "simplify", "tensorrt": "tensorrt", "cuda": "tensorrt", "pycuda": "pycuda"}

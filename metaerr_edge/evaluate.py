@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from metaerr_edge.errors import ConfigError
-from metaerr_edge.io import dumps_json
+from metaerr_edge._fileio import dumps_json
 from metaerr_edge.metrics import auroc, aurc, bootstrap_ci, failure_metrics, risk_coverage_curve
 from metaerr_edge.pipeline import Run, atomic_write_bytes, atomic_write_text
 from metaerr_edge.scores import ScoreContext, available_scores, create_score
@@ -113,11 +113,11 @@ def evaluate_run(run: Run, scores: list[str] | None = None, n_boot: int = 1000, 
 def write_report(report: EvalReport, out_dir: Path) -> dict[str, Path]:
     """metrics.json, metrics.md and risk_coverage.png into ``out_dir``, as one set.
 
-    The three are staged and moved in together (:func:`metaerr_edge.io.replace_files`, under the
+    The three are staged and moved in together (:func:`metaerr_edge._fileio.replace_files`, under the
     lock of ``out_dir``, which is the run's own lock when ``out_dir`` is the run folder): a failure
     such as a full disk leaves the previous set, never new metrics beside an old plot.
     """
-    from metaerr_edge.io import replace_files
+    from metaerr_edge._fileio import replace_files
 
     out_dir = Path(out_dir)
     paths = {"json": out_dir / "metrics.json", "md": out_dir / "metrics.md", "png": out_dir / "risk_coverage.png"}

@@ -36,7 +36,7 @@ from torch import nn
 from metaerr_edge.console import warn
 from metaerr_edge.data import DatasetArrays, SplitConfig, Splits, load_dataset, make_splits
 from metaerr_edge.errors import ConfigError, DataError
-from metaerr_edge.io import atomic_write_bytes, atomic_write_text, dumps_json
+from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text, dumps_json
 from metaerr_edge.fuse.contract import Contract, InputSpec, ThresholdSpec
 from metaerr_edge.fuse.fused import FusedModel
 from metaerr_edge.models.preprocess import Preprocess
@@ -159,7 +159,7 @@ class Run:
         Folders written before manifests existed have none and open unchecked, as they always did.
         A folder whose training was killed between the two renames of its swap is put back first.
         """
-        from metaerr_edge.io import recover_folder, verify_manifest
+        from metaerr_edge._fileio import recover_folder, verify_manifest
 
         if not isinstance(path, (str, os.PathLike)):
             raise ConfigError(f"a run is opened from its folder path, got {type(path).__name__} {path!r}")
@@ -333,7 +333,7 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
 
     The folder is written whole: its files go into a hidden folder beside ``out_dir``, with
     ``manifest.json`` last, which then replaces ``out_dir`` in one step
-    (:func:`metaerr_edge.io.replace_folder`). A failure or ``kill -9`` at any point leaves the
+    (:func:`metaerr_edge._fileio.replace_folder`). A failure or ``kill -9`` at any point leaves the
     previous run as it was, never a mix. The lock of ``out_dir`` is taken first: a second training
     into the same folder fails at once with a :class:`ConfigError`, before any work. Retraining
     drops what ``evaluate`` and ``tradeoff`` wrote from the old run (metrics.*, risk_coverage.png,
@@ -345,7 +345,7 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
     import secrets
 
     from metaerr_edge import __version__
-    from metaerr_edge.io import check_replaceable, path_lock, replace_folder, write_manifest
+    from metaerr_edge._fileio import check_replaceable, path_lock, replace_folder, write_manifest
 
     t0 = time.perf_counter()
     out = Path(out_dir)

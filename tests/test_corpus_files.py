@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 import torch
 
-import metaerr_edge.io as mio
+import metaerr_edge._fileio as mio
 from metaerr_edge.cli import main
 from metaerr_edge.errors import ConfigError, DataError
-from metaerr_edge.io import (
+from metaerr_edge._fileio import (
     MANIFEST,
     atomic_write_text,
     lock_file,
@@ -279,7 +279,7 @@ def _no_training(*args, **kwargs):
 KILL = """
 import os, sys
 from pathlib import Path
-import metaerr_edge.io as io
+import metaerr_edge._fileio as io
 
 target, point = Path(sys.argv[1]), sys.argv[2]
 rename, exchange = os.rename, io._exchange

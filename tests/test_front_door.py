@@ -241,7 +241,7 @@ def test_an_existing_file_as_output_folder_is_refused_first(command, digits_mode
 
 
 def test_json_outputs_are_strict_json_with_the_reason_for_each_null(digits_run, tmp_path):
-    from metaerr_edge.io import NULL_FIELD, dumps_json
+    from metaerr_edge._fileio import NULL_FIELD, dumps_json
 
     text = dumps_json({"a": float("nan"), "rows": [{"t": float("-inf")}]}, reasons={"t": "defer-all row"})
     doc = json.loads(text)

@@ -98,7 +98,7 @@ def inspect_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[s
     """``metaerr-edge inspect ARGS`` through the real ``cli.main`` (exit codes, error lines)."""
     from metaerr_edge import cli
 
-    assert cli.COMMANDS["inspect"] == "inspect"
+    assert cli.COMMANDS["inspect"] == "inspect_model"
 
     def call(*argv: object) -> CliResult:
         capsys.readouterr()
@@ -444,10 +444,10 @@ class Block(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Block())
-import metaerr_edge.runtime.modelinfo, metaerr_edge.commands.inspect
+import metaerr_edge.runtime.modelinfo, metaerr_edge.commands.inspect_model
 info = metaerr_edge.runtime.modelinfo.model_info(sys.argv[1])
 assert info.ok, info
-rc = [metaerr_edge.commands.inspect.run(argparse.Namespace(model=sys.argv[1], json=j)) for j in (False, True)]
+rc = [metaerr_edge.commands.inspect_model.run(argparse.Namespace(model=sys.argv[1], json=j)) for j in (False, True)]
 print(json.dumps({{"rc": rc, "loaded": sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)}}))
 """
 

@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 
 from metaerr_edge.bench.timer import Kind, LatencyStats, _check_kind
 from metaerr_edge.errors import ConfigError, DataError, require
-from metaerr_edge.io import atomic_target
+from metaerr_edge._fileio import atomic_target
 
 SCHEMA = "metaerr-edge/bench/1"
 

@@ -37,7 +37,7 @@ from metaerr_edge.bench import (
 from metaerr_edge.commands._options import at_most, device_name, int_list, seconds, seed, thread_count
 from metaerr_edge.console import progress_bar, warn
 from metaerr_edge.errors import ConfigError
-from metaerr_edge.io import atomic_write_text
+from metaerr_edge._fileio import atomic_write_text
 
 #: Largest parity gap between the torch model and the .onnx tolerated before refusing to compare them.
 PARITY_ATOL = 1e-4
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cuda_graphs and ("torch" not in backends or not str(args.device).startswith("cuda")):
         raise ConfigError("--cuda-graphs times the torch backend on a GPU: add torch to --backend and pass --device cuda")
 
-    from metaerr_edge.io import path_lock, replace_files
+    from metaerr_edge._fileio import path_lock, replace_files
     from metaerr_edge.runtime import read_contract
 
     contract = read_contract(model)

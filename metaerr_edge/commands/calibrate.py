@@ -11,7 +11,7 @@ import numpy as np
 from metaerr_edge.commands._options import fraction
 from metaerr_edge.console import warn
 from metaerr_edge.errors import ConfigError
-from metaerr_edge.io import dumps_json
+from metaerr_edge._fileio import dumps_json
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -66,12 +66,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.delta is not None and args.risk is None:
         raise ConfigError("--delta belongs to --risk (the SGR guarantee's failure probability); --coverage has none")
-    from metaerr_edge.io import writable_file
+    from metaerr_edge._fileio import writable_file
 
     if args.out:
         writable_file(args.out)  # a folder, a device or a run's own file: refused before any work
     from metaerr_edge.fuse.verify import check_origin
-    from metaerr_edge.io import path_lock
+    from metaerr_edge._fileio import path_lock
 
     run_ = load_run(args.run)
     # One writer from reading the model to writing the threshold: a second calibrate fails at once.

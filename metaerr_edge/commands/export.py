@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from metaerr_edge.commands._options import name, unit_interval
-from metaerr_edge.io import dumps_json
+from metaerr_edge._fileio import dumps_json
 
 
 def _opset(text: str) -> int:
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from metaerr_edge.fuse.export import DEFAULT_OPSET, check_opset, export_run
     from metaerr_edge.pipeline import load_run
 
-    from metaerr_edge.io import writable_file
+    from metaerr_edge._fileio import writable_file
 
     opset = args.opset or DEFAULT_OPSET
     check_opset(opset)

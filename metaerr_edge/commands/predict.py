@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from metaerr_edge.commands._options import batch_size
-from metaerr_edge.io import dumps_json
+from metaerr_edge._fileio import dumps_json
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

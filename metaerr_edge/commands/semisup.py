@@ -19,7 +19,7 @@ from metaerr_edge.commands._options import (
 from metaerr_edge.commands.train import ARCH_HELP
 from metaerr_edge.data import available_sources
 from metaerr_edge.errors import ConfigError
-from metaerr_edge.io import write_json
+from metaerr_edge._fileio import write_json
 
 
 # Shown in --help only; the selector registry (metaerr_edge.semisup) decides what is valid when the command runs.
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from metaerr_edge.models import FitConfig, available_bases
     from metaerr_edge.semisup import create_selector, run_pseudo_labelling, sample_labelled
 
-    from metaerr_edge.io import writable_file
+    from metaerr_edge._fileio import writable_file
 
     out = writable_file(args.out)  # refused now, not after hours of training
     ancestor = out.parent

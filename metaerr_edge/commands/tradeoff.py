@@ -15,7 +15,7 @@ import numpy as np
 
 from metaerr_edge.commands._options import name, nonneg_float, positive_float, unit_interval
 from metaerr_edge.errors import ConfigError, MissingDependency
-from metaerr_edge.io import atomic_write_text, dumps_json, write_json
+from metaerr_edge._fileio import atomic_write_text, dumps_json, write_json
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     import contextlib
 
     from metaerr_edge.decide import recommend, sweep_tradeoff
-    from metaerr_edge.io import path_lock, replace_files
+    from metaerr_edge._fileio import path_lock, replace_files
     from metaerr_edge.pipeline import load_run
 
     run_ = load_run(args.run)

@@ -8,7 +8,7 @@ from pathlib import Path
 from metaerr_edge.commands._options import EPOCHS, add_fit_options, fold_count, name_list
 from metaerr_edge.data import available_sources
 from metaerr_edge.errors import ConfigError
-from metaerr_edge.io import dumps_json
+from metaerr_edge._fileio import dumps_json
 
 # Shown in --help only; the registries (metaerr_edge.models, metaerr_edge.meta) decide what is valid
 # when the command runs (a test keeps these lines equal to the registries).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from metaerr_edge.commands._options import at_most, int_list, positive_float
-from metaerr_edge.io import write_json
+from metaerr_edge._fileio import write_json
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from metaerr_edge.fuse.verify import verify_run
-    from metaerr_edge.io import writable_file
+    from metaerr_edge._fileio import writable_file
     from metaerr_edge.pipeline import load_run
 
     if args.json_out:

@@ -25,7 +25,7 @@ import numpy as np
 from metaerr_edge.console import warn
 from metaerr_edge.data.arrays import _READ_ERRORS, DatasetArrays, ImageArrays, _names
 from metaerr_edge.errors import ConfigError, DataError, MetaErrError
-from metaerr_edge.io import atomic_write_bytes
+from metaerr_edge._fileio import atomic_write_bytes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")
 _CACHE_FORMAT = "metaerr-edge imagefolder cache v2"

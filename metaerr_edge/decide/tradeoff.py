@@ -19,7 +19,7 @@ import numpy as np
 
 from metaerr_edge.decide.thresholds import _FRACTION_EPS, _errors, _groups, _scores
 from metaerr_edge.errors import ConfigError, DataError, require
-from metaerr_edge.io import atomic_write_bytes
+from metaerr_edge._fileio import atomic_write_bytes
 
 P99 = 0.99
 DEFAULT_LEVELS = 50

@@ -84,7 +84,7 @@ def set_threshold(path: str | os.PathLike[str], threshold: ThresholdSpec,
                   out_path: str | os.PathLike[str] | None = None) -> Contract:
     """Rewrite the ``defer_threshold`` initializer and the contract's threshold, atomically.
 
-    The written file's lock (:func:`metaerr_edge.io.path_lock`) is held from the read to the
+    The written file's lock (:func:`metaerr_edge._fileio.path_lock`) is held from the read to the
     write: a second writer of the same file meanwhile gets a :class:`ConfigError` at once, so
     two ``calibrate`` runs cannot silently overwrite each other's threshold.
 
@@ -99,7 +99,7 @@ def set_threshold(path: str | os.PathLike[str], threshold: ThresholdSpec,
     Example:
         >>> set_threshold("model.onnx", ThresholdSpec(0.27, "coverage", target_coverage=0.9))
     """
-    from metaerr_edge.io import path_lock
+    from metaerr_edge._fileio import path_lock
 
     if not 0.0 <= threshold.value <= 1.0:
         raise ConfigError(f"threshold.value must lie in [0, 1] (failure scores do), got {threshold.value}")
@@ -144,7 +144,7 @@ def atomic_write(path: Path, build: Callable[[Path], onnx.ModelProto]) -> tuple[
     Returns:
         (sha256 hex digest, size in bytes) of the written file.
     """
-    from metaerr_edge.io import atomic_target
+    from metaerr_edge._fileio import atomic_target
 
     with atomic_target(path) as tmp:
         model = build(tmp)

@@ -151,7 +151,7 @@ class ModelInfo:
         return self.status == "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready data with the keys :data:`INFO_KEYS` (write it with :func:`metaerr_edge.io.dumps_json`).
+        """JSON-ready data with the keys :data:`INFO_KEYS` (write it with :func:`metaerr_edge._fileio.dumps_json`).
 
         Example:
             >>> dumps_json(model_info("model.onnx").to_dict())

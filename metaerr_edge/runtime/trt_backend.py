@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError
-from metaerr_edge.io import atomic_write_bytes, file_sha256
+from metaerr_edge._fileio import atomic_write_bytes, file_sha256
 from metaerr_edge.fuse.contract import OUTPUT_NAMES
 from metaerr_edge.runtime.cuda_memory import cuda_memory
 from metaerr_edge.runtime.modelinfo import load_model_file
@@ -157,7 +157,7 @@ def sidecar_matches(sidecar: Path, key: EngineKey, plan: Path) -> bool:
 
 
 def atomic_write(path: Path, data: Any) -> None:
-    """Write bytes-like ``data`` to ``path`` atomically (``metaerr_edge.io``: umask, stale temporaries)."""
+    """Write bytes-like ``data`` to ``path`` atomically (``metaerr_edge._fileio``: umask, stale temporaries)."""
     atomic_write_bytes(path, lambda tmp: Path(tmp).write_bytes(memoryview(data)))
 
 

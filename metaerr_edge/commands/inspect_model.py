@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from metaerr_edge.fuse.contract import CONTRACT_KEY  # pure Python, no torch or onnx
-from metaerr_edge.io import dumps_json
+from metaerr_edge._fileio import dumps_json
 
 if TYPE_CHECKING:  # the CLI imports every command module: numpy and the reader load in run()
     from metaerr_edge.fuse.contract import Contract, ThresholdSpec
