@@ -17,11 +17,11 @@ Outputs: ``benchmarks/results/failure_prediction_<dataset>.json`` (atomic), ``ri
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from metaerr_edge.evaluate import evaluate_run, plot_risk_coverage
-from metaerr_edge._fileio import dumps_json, loads_json
-from metaerr_edge.meta import HeadConfig, MetaFitConfig, MetaModel, fit_meta, meta_scores
+from metaerr_edge._fileio import atomic_write_text, dumps_json, loads_json
+from metaerr_edge.data import error_labels
+from metaerr_edge.meta import HeadConfig, MetaData, MetaFitConfig, MetaModel, meta_scores
 from metaerr_edge.metrics import aurc, auroc, bootstrap_ci, failure_metrics
 from metaerr_edge.models import create_base, fit_classifier, predict_probs
-from metaerr_edge.pipeline import MetaData, Run, RunConfig, atomic_write_text, fit_meta_mode, train_run
+from metaerr_edge.config import BaseConfig, DataConfig, MetaConfig, RunConfig
+from metaerr_edge.pipeline import Run, fit_config, fit_meta_mode, train_run
 
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -112,9 +114,10 @@ def run_config(args, dataset: str, seed: int, arch: str | None = None, max_pool:
     mp = args.max_pool if max_pool is None else max_pool
     mt = args.max_test if max_test is None else max_test
     return RunConfig(
-        dataset=dataset, root=args.root, arch=arch or args.arch, arch_kwargs=dict(args.arch_kwargs) if arch in (None, args.arch) else {},
-        meta_modes=("probs", "mentor"), labels="heldout", epochs=epochs or args.epochs, meta_epochs=args.meta_epochs,
-        mentor_arch=args.mentor_arch, meta_fraction=args.meta_fraction, calib_fraction=args.calib_fraction, max_pool=mp or None, max_test=mt or None,
+        DataConfig(dataset, args.root, meta_fraction=args.meta_fraction, calib_fraction=args.calib_fraction,
+                   max_pool=mp or None, max_test=mt or None),
+        BaseConfig(arch or args.arch, dict(args.arch_kwargs) if arch in (None, args.arch) else {}, epochs=epochs or args.epochs),
+        MetaConfig(modes=("probs", "mentor"), labels="heldout", epochs=args.meta_epochs, mentor_arch=args.mentor_arch),
         seed=seed, device=args.device,
     )  # fmt: skip
 
@@ -140,56 +143,47 @@ def row_metrics(s_test: np.ndarray, err_test: np.ndarray, s_cal: np.ndarray | No
 
 
 def metaerr_variants(run: Run, args, progress: bool) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict]]:
-    """Extra MetaErr heads on the same run (no test look): returns {label: {calib, test}} scores and costs."""
+    """Extra MetaErr heads on the same run (no test look): returns {label: {calib, test}} scores and costs.
+
+    Every head is fitted by the package's one recipe (``fit_meta`` through ``fit_meta_mode``, the
+    run's own settings), on the run's meta_train errors, with the run's trained mentor (or a narrow one)."""
     cfg = run.config
     pre = run.preprocess
     c, h, w = run.channels, run.height, run.width
     k = len(run.classes)
     meta_x, meta_y = run.split("meta_train")
-    base_tr_x, base_tr_y = run.split("base_train")
-    p_meta = predict_probs(run.base, meta_x, pre, device=cfg.device)
-    err_meta = (p_meta.argmax(1) != meta_y).astype(np.int64)
+    base_train = run.splits.arrays(run.data, "base_train")
+    data = MetaData(meta_x, predict_probs(run.base, meta_x, pre, device=cfg.device), meta_y)
     probs = {s: run.predictions[f"{s}_probs"] for s in ("calib", "test")}
     images = {s: run.split(s)[0] for s in ("calib", "test")}
     mentors = {"mentor": run.meta("mentor").mentor}
-    if args.narrow_width:
-        narrow = create_base(cfg.mentor_arch, c, k, (h, w), width=args.narrow_width) if cfg.mentor_arch == "small_cnn" else None
-        if narrow is not None:
-            mentors["mentor-narrow"] = fit_classifier(narrow, base_tr_x, base_tr_y, pre, cfg.fit_config(c, seed_offset=11), progress, "narrow mentor")
-    mp = {name: {s: predict_probs(m, x, pre, device=cfg.device) for s, x in [("meta", meta_x), *images.items()]}
-          for name, m in mentors.items()}  # fmt: skip
-    # (label, mentor name, hidden, balanced loss)
-    plan = [("mentor-narrow", "mentor-narrow", cfg.meta_hidden, True), ("mentor,h16", "mentor", 16, True),
-            ("mentor,h256", "mentor", 256, True), ("mentor,unweighted", "mentor", cfg.meta_hidden, False),
-            ("probs,unweighted", None, cfg.meta_hidden, False)]  # fmt: skip
+    if args.narrow_width and cfg.meta.mentor_arch == "small_cnn":
+        narrow = create_base(cfg.meta.mentor_arch, c, k, (h, w), width=args.narrow_width)
+        mentors["mentor-narrow"] = fit_classifier(narrow, base_train.images, base_train.labels, pre,
+                                                  fit_config(cfg, c, seed_offset=11), progress, "narrow mentor")
+    # (label, mentor name, head, balanced loss, meta epochs); attempt 8: the mentor-features heads
+    mentor_kw = dict(cfg.meta.mentor_kwargs)
+    plan = [("mentor-narrow", "mentor-narrow", HeadConfig("mentor", cfg.meta.hidden, mentor_kwargs={"width": args.narrow_width}), True, None),
+            ("mentor,h16", "mentor", HeadConfig("mentor", 16, mentor_kwargs=mentor_kw), True, None),
+            ("mentor,h256", "mentor", HeadConfig("mentor", 256, mentor_kwargs=mentor_kw), True, None),
+            ("mentor,unweighted", "mentor", HeadConfig("mentor", cfg.meta.hidden, mentor_kwargs=mentor_kw), False, None),
+            ("probs,unweighted", None, HeadConfig("probs", cfg.meta.hidden), False, None)]  # fmt: skip
+    if args.mentor_features:
+        plan += [(label, "mentor", HeadConfig("mentor-features", 128, mentor_kwargs=mentor_kw, target=target), True, 40)
+                 for label, target in (("mentor-features", "tcp"), ("mentor-features,error", "error"))]  # fmt: skip
     out: dict[str, dict[str, np.ndarray]] = {}
     costs: dict[str, dict] = {}
-    for label, mentor_name, hidden, balanced in plan:
-        if mentor_name is not None and mentor_name not in mp:
+    for label, mentor_name, head, balanced, epochs in plan:
+        if mentor_name is not None and mentor_name not in mentors:
             continue
-        mode = "mentor" if mentor_name else "probs"
-        kw = {"width": args.narrow_width} if mentor_name == "mentor-narrow" else dict(cfg.mentor_kwargs)
-        meta = MetaModel(HeadConfig(mode, hidden, mentor_arch=cfg.mentor_arch, mentor_kwargs=kw), c, k, (h, w))
+        meta = MetaModel(dataclasses.replace(head, mentor_arch=cfg.meta.mentor_arch), c, k, (h, w))
         if mentor_name:
             meta.mentor.load_state_dict(mentors[mentor_name].state_dict())
-        mcfg = MetaFitConfig(epochs=cfg.meta_epochs, seed=cfg.seed, device=cfg.device, balanced=balanced)
-        fit_meta(meta, meta_x, p_meta, err_meta, pre, mcfg, mp[mentor_name]["meta"] if mentor_name else None, progress, label)
-        with torch.no_grad():
-            out[f"metaerr[{label}]"] = {
-                s: meta(None, torch.from_numpy(probs[s]), torch.from_numpy(mp[mentor_name][s]) if mentor_name else None).numpy().astype(np.float64)
-                for s in ("calib", "test")
-            }  # fmt: skip
+        mcfg = MetaFitConfig(epochs=epochs or cfg.meta.epochs, seed=cfg.seed, device=cfg.device, balanced=balanced)
+        fit_meta_mode(meta, cfg, data, base_train, run.base, pre, mcfg, progress, mentor_trained=True)
+        out[f"metaerr[{label}]"] = {s: meta_scores(meta, images[s], probs[s], pre, device=cfg.device).astype(np.float64)
+                                    for s in ("calib", "test")}  # fmt: skip
         costs[f"metaerr[{label}]"] = meta_cost(meta, (c, h, w))
-    if args.mentor_features:  # attempt 8: the package's mentor-features mode on the run's own mentor
-        data = MetaData(meta_x, meta_y, p_meta, run.splits.arrays(run.data, "base_train"), run.base)
-        for label, target in (("mentor-features", "tcp"), ("mentor-features,error", "error")):
-            head = HeadConfig("mentor-features", 128, mentor_arch=cfg.mentor_arch, mentor_kwargs=dict(cfg.mentor_kwargs), target=target)
-            meta = MetaModel(head, c, k, (h, w))
-            meta.mentor.load_state_dict(mentors["mentor"].state_dict())
-            fit_meta_mode(meta, cfg, data, pre, MetaFitConfig(epochs=40, seed=cfg.seed, device=cfg.device), progress, mentor_trained=True)
-            out[f"metaerr[{label}]"] = {s: meta_scores(meta, images[s], probs[s], pre, device=cfg.device).astype(np.float64)
-                                        for s in ("calib", "test")}  # fmt: skip
-            costs[f"metaerr[{label}]"] = meta_cost(meta, (c, h, w))
     return out, costs
 
 
@@ -205,19 +199,19 @@ def meta_cost(meta: MetaModel, shape: tuple[int, ...]) -> dict:
 
 
 def one_seed(args, config: RunConfig, specs: list[str], with_variants: bool, progress: bool) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
-    folder = Path(args.runs_dir) / f"{config.dataset}_{config.arch}_p{config.max_pool}_e{config.epochs}_s{config.seed}"
+    folder = Path(args.runs_dir) / f"{config.data.dataset}_{config.base.arch}_p{config.data.max_pool}_e{config.base.epochs}_s{config.seed}"
     run, train_s = get_run(config, folder, progress)
     t0 = time.perf_counter()
     report = evaluate_run(run, specs, n_boot=args.n_boot, seed=config.seed, progress=progress)
     eval_s = time.perf_counter() - t0
-    err_cal = (run.predictions["calib_probs"].argmax(1) != run.predictions["calib_labels"]).astype(np.int64)
+    err_cal = error_labels(run.predictions["calib_probs"], run.predictions["calib_labels"])
     rows = dict(report.rows)
-    for mode in run.config.meta_modes:  # calib metrics of the trained MetaErr modes, for selection
+    for mode in run.config.meta.modes:  # calib metrics of the trained MetaErr modes, for selection
         s_cal = run.predictions[f"calib_score_{mode}"].astype(np.float64)
         rows[f"metaerr[{mode}]"].update(calib_auroc=float(auroc(s_cal, err_cal)), calib_aurc=float(aurc(s_cal, err_cal)))
     scores = dict(report.scores)
     costs = {"base": cost(run.base, (run.channels, run.height, run.width))}
-    for mode in run.config.meta_modes:
+    for mode in run.config.meta.modes:
         costs[f"metaerr[{mode}]"] = meta_cost(run.meta(mode), (run.channels, run.height, run.width))
     t1 = time.perf_counter()
     if with_variants:
@@ -264,7 +258,7 @@ def run_dataset(args, dataset: str, progress: bool) -> dict:
             shown = {k: v for k, v in scores.items() if k in PLOTTED}
             plot_risk_coverage(shown, err, RESULTS / f"risk_coverage_{dataset}.png",
                                f"{dataset} / {config.arch} (seed {seed}, acc {res['test_accuracy']:.3f})")  # fmt: skip
-        doc = {"dataset": dataset, "config": {**asdict(config), "seed": "per seed"}, "seeds": seeds,
+        doc = {"dataset": dataset, "config": {**config.to_dict(), "seed": "per seed"}, "seeds": seeds,
                "aggregate": aggregate(seeds), "wall_seconds": round(time.perf_counter() - t0, 1),
                "white_box": sorted(WHITE_BOX), "torch": torch.__version__, "threads": torch.get_num_threads(),
                "notes": "aurc/eaurc/augrc raw (tables x1000); failure score: higher = more likely wrong; "
@@ -301,11 +295,17 @@ def _fmt(agg: dict, key: str, scale: float = 1.0, digits: int = 4) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}" if not math.isnan(m) else "nan"
 
 
+def _config_keys(doc: dict) -> dict:
+    """The run config of a results file as one flat dict (files before nested configs were flat already)."""
+    cfg = doc["config"]
+    return {**cfg, **cfg.get("data", {}), **cfg.get("base", {})}
+
+
 def dataset_table(doc: dict) -> str:
     agg = doc["aggregate"]
     seeds = doc["seeds"]
     acc = agg["test_accuracy"]
-    cfg = doc["config"]
+    cfg = _config_keys(doc)
     sel = ", ".join(f"s{s['seed']}: {s['selected']}" for s in seeds)
     lines = [
         (f"### {doc['dataset']}: base {cfg['arch']}{' ' + json.dumps(cfg['arch_kwargs']) if cfg.get('arch_kwargs') else ''}, "
@@ -348,7 +348,7 @@ def frontier_table(docs: list[dict]) -> str:
         rel = (f"{c['params'] / base['params']:.3f}", f"{c['flops'] / base['flops']:.4f}") if c else ("0", "~0")
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {rel[0]} | {rel[1]} |")
     base = docs[0]["seeds"][0]["costs"]["base"]
-    lines += ["", (f"Base ({docs[0]['config']['arch']}, {docs[0]['dataset']} input): {base['params']:,} params, "
+    lines += ["", (f"Base ({_config_keys(docs[0])['arch']}, {docs[0]['dataset']} input): {base['params']:,} params, "
               f"{base['flops'] / 1e6:.1f} MFLOPs per image (torch FLOP counter; other datasets' inputs differ slightly).")]  # fmt: skip
     return "\n".join(lines) + "\n"
 

@@ -118,17 +118,24 @@ def export_plain(module: Any, examples: tuple, in_names: list[str], out_names: l
     return path
 
 
+def input_spec(channels: int, h: int, w: int) -> Any:
+    """The graphs' input: NCHW float32 in [0, 1], normalised like ``build_models``' Preprocess."""
+    from metaerr_edge.fuse.contract import InputSpec
+
+    return InputSpec(channels=channels, height=h, width=w, channel_order="GRAY" if channels == 1 else "RGB",
+                     mean=(0.5,) * channels, std=(0.25,) * channels)
+
+
 def export_all(name: str, models: dict[str, Any], channels: int, h: int, w: int, work: Path) -> dict[str, Path]:
     import torch
 
-    from metaerr_edge.fuse.contract import Contract, InputSpec, ThresholdSpec
+    from metaerr_edge.fuse.contract import Contract, ThresholdSpec
     from metaerr_edge.fuse.export import export_onnx
     from metaerr_edge.fuse.fused import FusedModel
 
     BaseOnly, MetaOnly, MetaProbsOnly = _wrappers()
     pre, base = models["pre"], models["base"]
-    spec = InputSpec(channels=channels, height=h, width=w, channel_order="GRAY" if channels == 1 else "RGB",
-                     mean=(0.5,) * channels, std=(0.25,) * channels)
+    spec = input_spec(channels, h, w)
     contract = Contract(input=spec, classes=tuple(str(i) for i in range(NUM_CLASSES)), threshold=ThresholdSpec(0.5),
                         base={"arch": name})
     x = torch.rand(2, channels, h, w)
@@ -211,14 +218,15 @@ def cpu_pairs(prefix: str) -> list[tuple[str, str]]:
 # --- profiling -----------------------------------------------------------------------------
 
 
-def profile_ops(paths: dict[str, Path], batch: int, iters: int, threads: int, work: Path) -> dict[str, Any]:
+def profile_ops(paths: dict[str, Path], spec: Any, batch: int, iters: int, threads: int, work: Path) -> dict[str, Any]:
     """Per-op-type median time per call (us) from ORT's profiler, base graph vs fused[probs] graph."""
+    from metaerr_edge.fuse.contract import random_inputs
+
     warm = 20
     out: dict[str, Any] = {"batch_size": batch, "iterations": iters}
+    x = random_inputs(spec, batch, 0)
     for key in ("base", "fused[probs]"):
         s = ort_session(paths[key], threads, str(work / f"prof_{key}_{batch}"))
-        shape = s.get_inputs()[0].shape
-        x = np.random.default_rng(0).random((batch, *shape[1:])).astype(np.float32)
         for _ in range(warm + iters):
             s.run(None, {"image": x})
         trace = s.end_profiling()
@@ -252,9 +260,8 @@ def profile_ops(paths: dict[str, Path], batch: int, iters: int, threads: int, wo
 
 def measure_arch(name: str, batches: list[int], cfg: Any, rounds: int, threads: int, work: Path,
                  quiet: bool) -> tuple[list[Any], dict[str, Any]]:
-    from metaerr_edge.bench import BenchResult
-    from metaerr_edge.commands.bench import _inputs, measure_interleaved
-    from metaerr_edge.fuse.contract import InputSpec
+    from metaerr_edge.bench import BenchResult, measure_interleaved
+    from metaerr_edge.fuse.contract import random_inputs
 
     arch, c, h, w = ARCHS[name]
     t0 = time.perf_counter()
@@ -262,10 +269,10 @@ def measure_arch(name: str, batches: list[int], cfg: Any, rounds: int, threads: 
     paths = export_all(name, models, c, h, w, work)
     log(quiet, f"[{name}] exported {len(paths)} graphs in {time.perf_counter() - t0:.1f} s")
     calls = cpu_variants(models, paths, threads)
-    spec = type("C", (), {"input": InputSpec(channels=c, height=h, width=w)})()
+    spec = input_spec(c, h, w)
     results = []
     for batch in batches:
-        x = _inputs(spec, batch, 0)
+        x = random_inputs(spec, batch, 0)
         bound = [(f"{name}/{k}", (lambda f=f, x=x: f(x))) for k, f in calls.items()]
         t0 = time.perf_counter()
         stats = measure_interleaved(bound, cfg, rounds, batch_size=batch)
@@ -277,7 +284,7 @@ def measure_arch(name: str, batches: list[int], cfg: Any, rounds: int, threads: 
                      "cuda_graphs": False, "spin_wait": "n/a (CPU)"}
             results.append(BenchResult(full, notes["runtime"], str(paths.get(variant.split("/")[0], "torch eager")),
                                        batch, stats[full], None, notes))
-    profile = {b: profile_ops(paths, b, 200 if b == 1 else 50, threads, work) for b in (1, batches[-1])}
+    profile = {b: profile_ops(paths, spec, b, 200 if b == 1 else 50, threads, work) for b in (1, batches[-1])}
     sizes = {k: p.stat().st_size for k, p in paths.items()}
     return results, {"profile": profile, "onnx_bytes": sizes}
 
@@ -352,11 +359,13 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
         BenchResult,
         TimingConfig,
         environment,
+        measure_interleaved,
         plot_latency,
         save_json,
     )
-    from metaerr_edge.commands.bench import measure_interleaved
+    from metaerr_edge.fuse.contract import random_inputs
     from metaerr_edge.fuse.fused import FusedModel
+    from metaerr_edge.runtime.cuda_graphs import capture_cuda_graph, device_call
 
     if not torch.cuda.is_available():
         raise SystemExit("the GPU variant needs torch.cuda.is_available(); it is False here")
@@ -372,11 +381,12 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
             nets[f"fused[{m}]"] = FusedModel(models["base"], models["metas"][m], models["pre"], 0.5)
         nets = {k: v.eval().to(dev) for k, v in nets.items()}
         for batch in args.batches:
-            x_host = torch.rand(batch, c, h, w)
+            x = random_inputs(input_spec(c, h, w), batch, 0)
+            x_host = torch.from_numpy(x)
             x_dev = x_host.to(dev)
             host_calls, dev_calls = [], []
             for key, net in nets.items():
-                graph, static_out = _capture(torch, net, x_dev)
+                graph, static_out = capture_cuda_graph(net, x_dev)
                 def eager_host(net=net, x_host=x_host):
                     with torch.inference_mode():
                         return [o.cpu() for o in net(x_host.to(dev, non_blocking=False))]
@@ -384,11 +394,9 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
                     x_dev.copy_(x_host)
                     graph.replay()
                     return [o.cpu() for o in static_out]
-                def eager_dev(net=net, x_dev=x_dev):
-                    with torch.inference_mode():
-                        return net(x_dev)
                 host_calls += [(f"{name}/{key}/torch-eager", eager_host), (f"{name}/{key}/torch-cudagraph", graph_host)]
-                dev_calls += [(f"{name}/{key}/torch-eager", eager_dev), (f"{name}/{key}/torch-cudagraph", graph.replay)]
+                dev_calls += [(f"{name}/{key}/torch-eager", device_call(net, x)),
+                              (f"{name}/{key}/torch-cudagraph", graph.replay)]
             host = measure_interleaved(host_calls, cfg, args.rounds, batch_size=batch)
             device = measure_interleaved(dev_calls, cfg, args.rounds, batch_size=batch, kind="device")
             for full, _ in host_calls:
@@ -409,20 +417,6 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
               pairs=pairs, include_samples=True)
     plot_latency(results, args.out / f"latency_{tag}.png", kind="device", log_scale=True)
     return {"tag": tag}
-
-
-def _capture(torch: Any, net: Any, x_dev: Any) -> tuple[Any, Any]:
-    with torch.inference_mode():
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                net(x_dev)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = net(x_dev)
-    return graph, out
 
 
 # --- markdown and README -------------------------------------------------------------------

@@ -60,14 +60,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from metaerr_edge.data import load_dataset
-from metaerr_edge.decide import threshold_for_coverage
-from metaerr_edge.fuse.contract import Contract, InputSpec
-from metaerr_edge.fuse.export import export_onnx
-from metaerr_edge.models.preprocess import Preprocess
-from metaerr_edge.meta import MetaErr, MetaFitConfig
-from metaerr_edge.metrics import failure_metrics
-from metaerr_edge.runtime import open_session
+from metaerr_edge import (
+    Contract,
+    InputSpec,
+    MetaErr,
+    MetaFitConfig,
+    Preprocess,
+    error_labels,
+    export_onnx,
+    failure_metrics,
+    load_dataset,
+    open_session,
+    threshold_for_coverage,
+)
 
 
 class TinyLeNet(nn.Module):
@@ -142,7 +147,7 @@ def main() -> None:
     model.load_state_dict(torch.load(ckpt, weights_only=True))  # "pretrained": loaded from a file, frozen
     before = weights_sha256(model)
     test_probs = predict_probs(model, xs[test])
-    test_error = (test_probs.argmax(1) != ys[test]).astype(np.int64)
+    test_error = error_labels(test_probs, ys[test])
     print(f"user model TinyLeNet ({sum(p.numel() for p in model.parameters())} parameters), trained on "
           f"{len(user_train)} digits, loaded from {ckpt}: test accuracy {1 - test_error.mean():.4f} (n={len(test)})")
     print(f"weights sha256 before MetaErr: {before}")
@@ -168,7 +173,7 @@ def main() -> None:
 
     # 4. Threshold at 90% coverage on the calibration split, fuse, export with a contract, run.
     calib_scores = metaerr.score(xs[calib])
-    calib_error = (predict_probs(model, xs[calib]).argmax(1) != ys[calib]).astype(np.int64)
+    calib_error = error_labels(predict_probs(model, xs[calib]), ys[calib])
     choice = threshold_for_coverage(calib_scores, calib_error, coverage=0.9)
     contract = Contract(
         input=InputSpec(name="image", layout="NCHW", dtype="float32", channels=1, height=8, width=8,

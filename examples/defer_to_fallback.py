@@ -91,17 +91,23 @@ from pathlib import Path
 
 import numpy as np
 
-from metaerr_edge.bench.timer import TimingConfig, measure
-from metaerr_edge.decide import (
+from metaerr_edge import (
+    BaseConfig,
+    ConfigError,
+    DataConfig,
+    MetaConfig,
+    RunConfig,
+    TimingConfig,
+    export_run,
+    measure,
+    open_session,
     recommend,
+    set_threshold,
     sweep_tradeoff,
     threshold_for_coverage,
     threshold_for_risk,
+    train_run,
 )
-from metaerr_edge.errors import ConfigError
-from metaerr_edge.fuse.export import export_run, set_threshold
-from metaerr_edge.pipeline import RunConfig, train_run
-from metaerr_edge.runtime import open_session
 
 
 def policy_row(name: str, threshold: str, deferral: float, accuracy: float, mean_ms: float, p99_ms: float) -> str:
@@ -126,18 +132,21 @@ def main() -> None:
     t0 = time.perf_counter()
 
     # 1. Two runs, same dataset, same seed => the same splits (checked below).
-    common = {"dataset": args.dataset, "root": args.root, "labels": "heldout", "seed": 0,
-              "epochs": 1 if args.fast else args.epochs, "meta_epochs": 3 if args.fast else 30}
-    if args.fast:
-        common.update(max_pool=2000, max_test=500)
-    device_run = train_run(RunConfig(arch_kwargs={"width": args.device_width}, **common), args.out / "device", progress=False)
-    fallback_run = train_run(RunConfig(arch_kwargs={"width": args.fallback_width}, **common), args.out / "fallback", progress=False)
+    data = DataConfig(args.dataset, args.root, max_pool=2000 if args.fast else None, max_test=500 if args.fast else None)
+    meta = MetaConfig(labels="heldout", epochs=3 if args.fast else 30)
+    epochs = 1 if args.fast else args.epochs
+
+    def config(width: int) -> RunConfig:
+        return RunConfig(data, BaseConfig(arch_kwargs={"width": width}, epochs=epochs), meta, seed=0)
+
+    device_run = train_run(config(args.device_width), args.out / "device", progress=False)
+    fallback_run = train_run(config(args.fallback_width), args.out / "fallback", progress=False)
     for split in ("calib", "test"):
         if not np.array_equal(getattr(device_run.splits, split), getattr(fallback_run.splits, split)):
             raise SystemExit(f"the two runs have different {split} splits; train them with the same seed and data")
     print(f"on-device small_cnn width {args.device_width}: test accuracy {device_run.summary['test_accuracy']:.4f}; "
           f"fallback small_cnn width {args.fallback_width}: {fallback_run.summary['test_accuracy']:.4f} "
-          f"({args.dataset}, {common['epochs']} epochs, training {time.perf_counter() - t0:.0f} s)")
+          f"({args.dataset}, {epochs} epochs, training {time.perf_counter() - t0:.0f} s)")
 
     # 2. Export both fused graphs; calibrate the on-device threshold (SGR) and write it into the file.
     dynamo = not args.fast

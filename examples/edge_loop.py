@@ -59,8 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metaerr_edge.errors import BackendUnavailable
-from metaerr_edge.runtime import find_images, load_images, open_session
+from metaerr_edge import BackendUnavailable, find_images, load_images, open_session
 
 FORBIDDEN = ("torch", "torchvision", "onnx")  # the training stack; a device needs none of it
 LABEL_IN_NAME = re.compile(r"label-(\d+)")

@@ -74,10 +74,18 @@ from pathlib import Path
 
 import numpy as np
 
-from metaerr_edge.evaluate import evaluate_run, write_report
-from metaerr_edge.fuse.export import export_run
-from metaerr_edge.fuse.verify import verify_run
-from metaerr_edge.pipeline import Run, RunConfig, train_run
+from metaerr_edge import (
+    BaseConfig,
+    DataConfig,
+    MetaConfig,
+    Run,
+    RunConfig,
+    evaluate_run,
+    export_run,
+    train_run,
+    verify_run,
+    write_report,
+)
 
 FAST_SCORES = ["msp", "entropy", "doctor-gini"]  # cheap baselines; the full run evaluates every registered one
 
@@ -108,14 +116,14 @@ def main() -> None:
 
     out = Path(args.out or f"runs/{args.dataset}")
     if args.fast:
-        config = RunConfig(dataset=args.dataset, root=args.root, epochs=1, meta_epochs=2, labels="heldout",
-                           meta_modes=(args.meta_mode,), max_pool=2000, max_test=500)
+        config = RunConfig(DataConfig(args.dataset, args.root, max_pool=2000, max_test=500), BaseConfig(epochs=1),
+                           MetaConfig(modes=(args.meta_mode,), labels="heldout", epochs=2))
     else:
-        config = RunConfig(dataset=args.dataset, root=args.root, epochs=args.epochs, meta_modes=(args.meta_mode,))
+        config = RunConfig(DataConfig(args.dataset, args.root), BaseConfig(epochs=args.epochs), MetaConfig(modes=(args.meta_mode,)))
     t0 = time.perf_counter()
 
     run = train_run(config, out, progress=not args.fast)
-    print(f"trained {config.arch} + MetaErr[{args.meta_mode}] on {config.dataset} ({config.labels} error labels): "
+    print(f"trained {config.base.arch} + MetaErr[{args.meta_mode}] on {config.data.dataset} ({config.meta.labels} error labels): "
           f"test accuracy {run.summary['test_accuracy']:.4f}, {run.summary['meta_train_errors']} errors among "
           f"{run.summary['meta_train_n']} meta-train labels, {run.summary['train_seconds']:.1f} s")
 

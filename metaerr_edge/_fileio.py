@@ -18,6 +18,8 @@ Torch-free (standard library and numpy only), so the runtime-only install can us
   previous set, never a mix of old and new members.
 - :func:`write_manifest` / :func:`verify_manifest`: ``manifest.json`` (file -> sha256), written last;
   a folder whose files do not match it is refused.
+- :func:`cache_dir`: the one cache root (``$METAERR_EDGE_CACHE``, else ``$XDG_CACHE_HOME/metaerr-edge``,
+  else ``~/.cache/metaerr-edge``), for decoded images and TensorRT engines.
 - Temporaries are named ``.<target name>.<12 hex>.tmp`` and ``flock``-ed by their writer while it
   lives; the next write of the same target removes the ones no live process holds (what a
   ``kill -9`` left). Every file and folder is created with the permissions the umask gives.
@@ -809,3 +811,26 @@ def verify_manifest(folder: str | os.PathLike[str], *, owned: Callable[[str], bo
         raise DataError(f"{folder} does not match its {MANIFEST} (written last, once the folder was complete): "
                         f"{'; '.join(problems)}. Its files come from different writes or were changed since; {fix}")
     return doc
+
+
+CACHE_ENV = "METAERR_EDGE_CACHE"
+CACHE_NAME = "metaerr-edge"  # the distribution's name: one spelling for every cache
+
+
+def cache_dir(*parts: str) -> Path:
+    """The package's cache folder, or ``parts`` inside it; the path only, nothing is created.
+
+    The root is ``$METAERR_EDGE_CACHE`` when set, else ``$XDG_CACHE_HOME/metaerr-edge`` (an
+    absolute ``XDG_CACHE_HOME`` only, as the XDG spec says), else ``~/.cache/metaerr-edge``.
+    Everything in it only saves time: deleting it is always safe.
+
+    Example:
+        >>> cache_dir("tensorrt")
+        PosixPath('/home/me/.cache/metaerr-edge/tensorrt')
+    """
+    root = os.environ.get(CACHE_ENV)
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+        root = str(base / CACHE_NAME)
+    return Path(root).joinpath(*parts)

@@ -28,7 +28,7 @@ def parse_score_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
 
 def default_scores(run: Run) -> list[str]:
     """MetaErr in every trained mode, then every registered baseline."""
-    return [f"metaerr[{m}]" for m in run.config.meta_modes] + [s for s in available_scores() if s != "metaerr"]
+    return [f"metaerr[{m}]" for m in run.config.meta.modes] + [s for s in available_scores() if s != "metaerr"]
 
 
 @dataclass
@@ -90,7 +90,7 @@ def evaluate_run(run: Run, scores: list[str] | None = None, n_boot: int = 1000, 
 
     ctx = ScoreContext(run, seed=seed)
     is_error = ctx.is_error("test")
-    report = EvalReport(str(run.path), run.config.dataset, run.config.arch, int(len(is_error)),
+    report = EvalReport(str(run.path), run.config.data.dataset, run.config.base.arch, int(len(is_error)),
                         float(is_error.mean()), float(1 - is_error.mean()), is_error=is_error)  # fmt: skip
     for spec in progress_bar(scores or default_scores(run), enabled=progress, desc="scores"):
         label, name, params = parse_score_spec(spec)

@@ -20,11 +20,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -34,24 +33,26 @@ import torch
 from torch import nn
 
 from metaerr_edge.console import warn
-from metaerr_edge.data import DatasetArrays, SplitConfig, Splits, load_dataset, make_splits
+from metaerr_edge.config import RunConfig
+from metaerr_edge.data import DatasetArrays, ImageArrays, SplitConfig, Splits, load_dataset, make_splits
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text, dumps_json
 from metaerr_edge.fuse.contract import Contract, InputSpec, ThresholdSpec
 from metaerr_edge.fuse.fused import FusedModel
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.meta import (
-    META_MODES,
     HeadConfig,
+    MentorData,
+    MetaData,
     MetaFitConfig,
+    MetaFitResult,
     MetaModel,
     crossfit_probs,
-    error_labels,
     fit_meta,
-    mentor_outputs,
     meta_scores,
 )
 from metaerr_edge.models import FitConfig, create_base, fit_classifier, predict_probs
+from metaerr_edge.runtime.torch_backend import register_run_opener
 
 
 #: The files train_run writes (the manifest lists them), and what it owns besides: the manifest and
@@ -60,92 +61,30 @@ RUN_FILES = re.compile(r"config\.json|splits\.npz|base\.pt|predictions\.npz|meta
 RUN_EXTRAS = re.compile(r"manifest\.json|metrics\.json|metrics\.md|risk_coverage\.png|tradeoff")
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything ``metaerr-edge train`` needs; every field has a default that works on digits."""
+# What the run's settings mean for each stage's own config (the one translation of RunConfig).
 
-    dataset: str = "digits"
-    root: str | None = None
-    download: bool = False
-    arch: str = "small_cnn"
-    arch_kwargs: dict = field(default_factory=dict)
-    meta_modes: tuple[str, ...] = ("probs",)
-    labels: str = "crossfit"  # "crossfit" (k-fold out-of-fold) or "heldout"
-    folds: int = 5
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 2e-3
-    augment: str = "auto"
-    meta_epochs: int = 30
-    meta_hidden: int = 64
-    meta_image_width: int = 16
-    mentor_arch: str = "small_cnn"
-    mentor_kwargs: dict = field(default_factory=dict)
-    meta_target: str = "auto"  # "error" (BCE on error labels), "tcp" (regress the base's true-class prob), "auto"
-    meta_fraction: float = 0.25
-    calib_fraction: float = 0.1
-    test_fraction: float = 0.2
-    max_pool: int | None = None
-    max_test: int | None = None
-    seed: int = 0
-    device: str = "cpu"
 
-    def __post_init__(self) -> None:
-        if self.labels not in ("crossfit", "heldout"):
-            raise ConfigError(f"labels must be 'crossfit' or 'heldout', got {self.labels!r}")
-        if self.meta_target not in ("auto", "error", "tcp"):
-            raise ConfigError(f"meta_target must be 'auto', 'error' or 'tcp', got {self.meta_target!r}")
-        bad = [m for m in self.meta_modes if m not in META_MODES]
-        if bad or not self.meta_modes:
-            raise ConfigError(f"meta_modes {list(self.meta_modes)}: each must be one of {list(META_MODES)}")
-        if len(set(self.meta_modes)) != len(self.meta_modes):
-            raise ConfigError(f"meta_modes {list(self.meta_modes)} name a mode more than once")
-        from metaerr_edge.models import available_bases
-        from metaerr_edge.models.training import resolve_device
+def split_config(config: RunConfig) -> SplitConfig:
+    d = config.data
+    return SplitConfig(d.meta_fraction, d.calib_fraction, d.test_fraction, d.max_pool, d.max_test, config.seed)
 
-        for name in (self.arch, self.mentor_arch):
-            if name not in available_bases():
-                raise ConfigError(f"unknown base architecture {name!r}; expected one of {available_bases()}")
-        positive = {"epochs": self.epochs, "meta_epochs": self.meta_epochs, "batch_size": self.batch_size,
-                    "meta_hidden": self.meta_hidden, "meta_image_width": self.meta_image_width}
-        for key in ("max_pool", "max_test"):
-            if getattr(self, key) is not None:
-                positive[key] = getattr(self, key)
-        bad = {k: v for k, v in positive.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
-        if bad:
-            raise ConfigError(f"these RunConfig fields must be integers >= 1: {bad}")
-        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
-            raise ConfigError(f"folds must be an integer >= 2 (cross-fitting needs two folds), got {self.folds!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= 2**31 - 1:
-            raise ConfigError(f"seed must be an integer from 0 to 2**31 - 1, got {self.seed!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a finite number > 0, got {self.lr!r}")
-        resolve_device(self.device)  # no GPU for --device cuda: one clear error before any data is loaded
 
-    @property
-    def split_config(self) -> SplitConfig:
-        return SplitConfig(self.meta_fraction, self.calib_fraction, self.test_fraction, self.max_pool, self.max_test, self.seed)
+def fit_config(config: RunConfig, channels: int, seed_offset: int = 0) -> FitConfig:
+    """How a base (and a mentor, ``seed_offset=7``) is trained on images with ``channels`` channels."""
+    b = config.base
+    augment = b.augment if b.augment != "auto" else ("shift_flip" if channels == 3 else "shift")
+    return FitConfig(b.epochs, b.batch_size, b.lr, augment=augment, seed=config.seed + seed_offset, device=config.device)
 
-    def fit_config(self, channels: int, seed_offset: int = 0) -> FitConfig:
-        augment = self.augment if self.augment != "auto" else ("shift_flip" if channels == 3 else "shift")
-        return FitConfig(self.epochs, self.batch_size, self.lr, augment=augment, seed=self.seed + seed_offset, device=self.device)
 
-    def head_config(self, mode: str) -> HeadConfig:
-        """``meta_target="auto"``: "tcp" for mentor-features (its best recipe in benchmarks/README.md), else "error"."""
-        target = self.meta_target if self.meta_target != "auto" else ("tcp" if mode == "mentor-features" else "error")
-        return HeadConfig(mode, self.meta_hidden, self.meta_image_width, mentor_arch=self.mentor_arch,
-                          mentor_kwargs=dict(self.mentor_kwargs), target=target)  # fmt: skip
+def head_config(config: RunConfig, mode: str) -> HeadConfig:
+    m = config.meta
+    return HeadConfig(mode, m.hidden, m.image_width, mentor_arch=m.mentor_arch, mentor_kwargs=dict(m.mentor_kwargs),
+                      target=m.target_of(mode))  # fmt: skip
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"unknown RunConfig field(s) {unknown}; known: {sorted(known)}")
-        raw = dict(raw)
-        if "meta_modes" in raw:
-            raw["meta_modes"] = tuple(raw["meta_modes"])
-        return cls(**raw)
+
+def meta_fit_config(config: RunConfig, index: int = 0) -> MetaFitConfig:
+    """How the ``index``-th meta mode's head is trained."""
+    return MetaFitConfig(epochs=config.meta.epochs, seed=config.seed + index, device=config.device)
 
 
 class Run:
@@ -219,7 +158,7 @@ class Run:
 
     @cached_property
     def data(self) -> DatasetArrays:
-        return load_dataset(self.config.dataset, self.config.root, self.config.download)
+        return load_dataset(self.config.data.dataset, self.config.data.root, self.config.data.download)
 
     @cached_property
     def splits(self) -> Splits:
@@ -248,9 +187,9 @@ class Run:
 
     def mode(self, mode: str | None = None) -> str:
         """``mode`` checked against the trained ones; None is the deployed (first) mode."""
-        mode = mode or self.config.meta_modes[0]
-        if mode not in self.config.meta_modes:
-            raise ConfigError(f"this run trained meta modes {list(self.config.meta_modes)}, not {mode!r}")
+        mode = mode or self.config.meta.modes[0]
+        if mode not in self.config.meta.modes:
+            raise ConfigError(f"this run trained meta modes {list(self.config.meta.modes)}, not {mode!r}")
         return mode
 
     def fused(self, threshold: float | None = None, layout: str = "NCHW", mode: str | None = None) -> FusedModel:
@@ -294,15 +233,15 @@ class Run:
             for key, tensor in sorted(module.state_dict().items()):
                 weights.update(f"{name}:{key}:{tuple(tensor.shape)}:{tensor.dtype}:".encode())
                 weights.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return {"dataset": self.config.dataset, "meta_mode": mode, "splits_sha256": splits.hexdigest(),
+        return {"dataset": self.config.data.dataset, "meta_mode": mode, "splits_sha256": splits.hexdigest(),
                 "weights_sha256": weights.hexdigest()}
 
     def contract(self, layout: str = "NCHW", threshold: ThresholdSpec | None = None, mode: str | None = None) -> Contract:
         mode = self.mode(mode)
         return Contract(
             input=self.input_spec(layout), classes=self.classes, threshold=threshold or self.default_threshold(mode),
-            base={"arch": self.config.arch, "dataset": self.config.dataset, "accuracy": self.summary.get("test_accuracy")},
-            meta={"mode": mode, "labels": self.config.labels, "folds": self.config.folds, "run": self.identity(mode)},
+            base={"arch": self.config.base.arch, "dataset": self.config.data.dataset, "accuracy": self.summary.get("test_accuracy")},
+            meta={"mode": mode, "labels": self.config.meta.labels, "folds": self.config.meta.folds, "run": self.identity(mode)},
             metrics=self.test_metrics(mode),
         )  # fmt: skip
 
@@ -310,6 +249,11 @@ class Run:
 def load_run(path: str | os.PathLike) -> Run:
     """Open a run folder written by :func:`train_run`."""
     return Run(path)
+
+
+# The torch backend opens run folders through this (open_session("runs/x", backend="torch")): the
+# runtime is downstream of training and never imports it.
+register_run_opener(load_run)
 
 
 def check_architecture_fits(arch: str, channels: int, num_classes: int, size: tuple[int, int], kwargs: dict,
@@ -340,7 +284,7 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
     tradeoff/); a folder holding anything else (an exported model, notes) is refused, not deleted.
 
     Example:
-        >>> run = train_run(RunConfig(dataset="digits", epochs=5), "runs/digits")
+        >>> run = train_run(RunConfig(base=BaseConfig(epochs=5)), "runs/digits")  # metaerr_edge.config
     """
     import secrets
 
@@ -354,25 +298,25 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
 
     with path_lock(out):
         check_replaceable(out, owned, "metaerr-edge train")
-        data = load_dataset(config.dataset, config.root, config.download)
-        splits = make_splits(data, config.split_config)
+        data = load_dataset(config.data.dataset, config.data.root, config.data.download)
+        splits = make_splits(data, split_config(config))
         mean, std = data.channel_stats()
         pre = Preprocess(mean, std)
         k, (h, w), c = len(data.classes), data.image_size, data.channels
-        fit = config.fit_config(c)
+        fit = fit_config(config, c)
 
         def new_base() -> nn.Module:
-            return create_base(config.arch, c, k, (h, w), seed=config.seed, **config.arch_kwargs)
+            return create_base(config.base.arch, c, k, (h, w), seed=config.seed, **config.base.arch_kwargs)
 
-        check_architecture_fits(config.arch, c, k, (h, w), config.arch_kwargs)
-        if any(m in ("mentor", "mentor-features") for m in config.meta_modes):
-            check_architecture_fits(config.mentor_arch, c, k, (h, w), config.mentor_kwargs, role="mentor")
+        check_architecture_fits(config.base.arch, c, k, (h, w), config.base.arch_kwargs)
+        if any(m in ("mentor", "mentor-features") for m in config.meta.modes):
+            check_architecture_fits(config.meta.mentor_arch, c, k, (h, w), config.meta.mentor_kwargs, role="mentor")
         pool = splits.arrays(data, "pool")
         calib, test = splits.arrays(data, "calib"), splits.arrays(data, "test")
         # 1. Error labels on data the base did not train on.
-        if config.labels == "crossfit":
+        if config.meta.labels == "crossfit":
             meta_x, meta_y = pool.images, pool.labels
-            meta_probs, _ = crossfit_probs(new_base, meta_x, meta_y, pre, fit, config.folds, progress, "base fold")
+            meta_probs, _ = crossfit_probs(new_base, meta_x, meta_y, pre, fit, config.meta.folds, progress, "base fold")
             base = fit_classifier(new_base(), pool.images, pool.labels, pre, fit, progress, "base (all)")
             mentor_train = pool
         else:
@@ -381,7 +325,8 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
             meta_x, meta_y = meta_tr.images, meta_tr.labels
             meta_probs = predict_probs(base, meta_x, pre, device=config.device)
             mentor_train = base_tr
-        is_error = error_labels(meta_probs, meta_y)
+        meta_data = MetaData(meta_x, meta_probs, meta_y)
+        is_error = meta_data.is_error
         preds: dict[str, np.ndarray] = {
             "calib_probs": predict_probs(base, calib.images, pre, device=config.device),
             "calib_labels": calib.labels,
@@ -391,11 +336,10 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
         }
         # 2. One meta-model per input mode.
         meta_results, meta_ckpts = {}, {}
-        for i, mode in enumerate(config.meta_modes):
+        for i, mode in enumerate(config.meta.modes):
             torch.manual_seed(config.seed + 100 + i)  # the head's initial weights depend on the seed only
-            meta = MetaModel(config.head_config(mode), c, k, (h, w))
-            result = fit_meta_mode(meta, config, MetaData(meta_x, meta_y, meta_probs, mentor_train, base), pre,
-                                   MetaFitConfig(epochs=config.meta_epochs, seed=config.seed + i, device=config.device), progress)  # fmt: skip
+            meta = MetaModel(head_config(config, mode), c, k, (h, w))
+            result = fit_meta_mode(meta, config, meta_data, mentor_train, base, pre, meta_fit_config(config, i), progress)
             meta_results[mode] = asdict(result)
             for split, arr in (("calib", calib), ("test", test)):
                 preds[f"{split}_score_{mode}"] = meta_scores(meta, arr.images, preds[f"{split}_probs"], pre, device=config.device)
@@ -410,12 +354,12 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
             "train_seconds": round(time.perf_counter() - t0, 2),
             "torch": torch.__version__,
         }
-        cfg = {"config": asdict(config), "summary": summary, "classes": list(data.classes), "mean": list(mean),
+        cfg = {"config": config.to_dict(), "summary": summary, "classes": list(data.classes), "mean": list(mean),
                "std": list(std), "input_shape": [c, h, w]}  # fmt: skip
         with replace_folder(out, owned=owned, writer="metaerr-edge train") as tmp:
             for mode, ckpt in meta_ckpts.items():
                 _save_torch(tmp / f"meta_{mode}.pt", ckpt)
-            _save_torch(tmp / "base.pt", {"arch": config.arch, "arch_kwargs": dict(config.arch_kwargs),
+            _save_torch(tmp / "base.pt", {"arch": config.base.arch, "arch_kwargs": dict(config.base.arch_kwargs),
                                           "state_dict": base.state_dict()})
             atomic_write_bytes(tmp / "splits.npz", lambda t: _savez(t, splits.to_npz_dict()))
             atomic_write_bytes(tmp / "predictions.npz", lambda t: _savez(t, preds))
@@ -425,58 +369,26 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
         return Run(out)
 
 
-@dataclass(frozen=True)
-class MetaData:
-    """What a meta-model learns from: rows the base did not train on (images, labels, the base's probs
-    there: held-out or out-of-fold), the base's training rows (for a mentor) and the deployed base."""
+def fit_meta_mode(meta: MetaModel, config: RunConfig, data: MetaData, base_train: ImageArrays, base: nn.Module,
+                  pre: Preprocess, fit: MetaFitConfig, progress: bool = True, mentor_trained: bool = False) -> MetaFitResult:
+    """Fit one meta-model the way ``train_run`` does: the run's settings turned into plain data for
+    :func:`metaerr_edge.meta.fit_meta` (the one recipe).
 
-    images: np.ndarray
-    labels: np.ndarray
-    probs: np.ndarray
-    base_train: Any  # ImageArrays
-    base: nn.Module
-
-
-def fit_meta_mode(meta: MetaModel, config: RunConfig, data: MetaData, pre: Preprocess, fit: MetaFitConfig,
-                  progress: bool = True, mentor_trained: bool = False):
-    """Fit one meta-model (and its mentor, unless ``mentor_trained``) the way ``train_run`` does.
-
-    - mentor modes: the mentor trains like a base on ``data.base_train``; cross-fit runs give the
-      ``mentor`` mode out-of-fold mentor probabilities (k mentors, like the base). ``mentor-features``
-      reads features, which differ between networks, so its head sees the final mentor's outputs.
-    - ``target="tcp"``: the head regresses the base's true-class probability; with held-out labels it
-      also learns from the base's own training rows (ConfidNet's recipe), never validated on them.
+    - mentor modes: the mentor trains like a base (the run's schedule, another seed) on
+      ``base_train``, the base's own training rows; cross-fit runs give the ``mentor`` head out-of-fold
+      mentor probabilities (k mentors, like the base's labels). ``mentor_trained``: ``meta.mentor``
+      already holds it.
+    - ``target="tcp"`` with held-out labels: the head also learns from the base's own training rows
+      (ConfidNet's recipe), never validated on them.
     """
-    c, k = data.images.shape[1], meta.num_classes
-    is_error = error_labels(data.probs, data.labels)
-    mentor_out = None
-    if meta.mentor is not None:
-        mfit = config.fit_config(c, seed_offset=7)
-        if not mentor_trained:
-            if config.labels == "crossfit" and meta.config.mode == "mentor":
-                new_mentor = lambda: create_base(config.mentor_arch, c, k, data.images.shape[2:], **config.mentor_kwargs)  # noqa: E731
-                mentor_out, _ = crossfit_probs(new_mentor, data.images, data.labels, pre, mfit, config.folds, progress, "mentor fold")
-            fit_classifier(meta.mentor, data.base_train.images, data.base_train.labels, pre, mfit, progress, "mentor")
-        meta.mentor.requires_grad_(False)
-        if meta.feature_dim:
-            from metaerr_edge.models.training import to_float
-
-            meta.set_feature_stats(pre(to_float(data.base_train.images)))
-        if mentor_out is None:
-            mentor_out = mentor_outputs(meta, data.images, pre, device=config.device)
-    x, p, err, extra = data.images, data.probs, is_error, {}
-    if meta.config.target == "tcp":
-        extra["tcp"] = data.probs[np.arange(len(data.labels)), data.labels]
-        if config.labels == "heldout":
-            bt = data.base_train
-            bt_probs = predict_probs(data.base, bt.images, pre, device=config.device)
-            x, p = np.concatenate([x, bt.images]), np.concatenate([p, bt_probs])
-            err = np.concatenate([err, error_labels(bt_probs, bt.labels)])
-            extra["tcp"] = np.concatenate([extra["tcp"], bt_probs[np.arange(len(bt.labels)), bt.labels]])
-            extra["train_only"] = np.arange(len(err)) >= len(data.images)
-            if mentor_out is not None:
-                mentor_out = np.concatenate([mentor_out, mentor_outputs(meta, bt.images, pre, device=config.device)])
-    return fit_meta(meta, x, p, err, pre, fit, mentor_out, progress, f"meta [{meta.config.mode}]", **extra)
+    mentor = MentorData(base_train.images, base_train.labels, fit_config(config, data.images.shape[1], seed_offset=7),
+                        oof_folds=config.meta.folds if config.meta.labels == "crossfit" else 0, trained=mentor_trained)
+    fit_only = None
+    if meta.config.target == "tcp" and config.meta.labels == "heldout":
+        fit_only = MetaData(base_train.images, predict_probs(base, base_train.images, pre, device=config.device),
+                            base_train.labels)
+    return fit_meta(meta, data, pre, fit, mentor=mentor, fit_only=fit_only, progress=progress,
+                    desc=f"meta [{meta.config.mode}]")
 
 
 def _save_torch(path: Path, obj: dict) -> None:

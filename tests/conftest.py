@@ -25,9 +25,10 @@ def shared_datasets() -> Path:
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory):
     """A small but real run on the bundled digits: cross-fit labels, two meta modes (about 5-10 s)."""
-    from metaerr_edge.pipeline import RunConfig, train_run
+    from metaerr_edge.config import BaseConfig, MetaConfig, RunConfig
+    from metaerr_edge.pipeline import train_run
 
-    config = RunConfig(dataset="digits", epochs=4, meta_epochs=10, folds=3, meta_modes=("probs", "image+probs"))
+    config = RunConfig(base=BaseConfig(epochs=4), meta=MetaConfig(modes=("probs", "image+probs"), epochs=10, folds=3))
     return train_run(config, tmp_path_factory.mktemp("digits_run"), progress=False)
 
 

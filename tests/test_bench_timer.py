@@ -19,9 +19,11 @@ from metaerr_edge.bench import (
     load_json,
     measure,
     measure_device,
+    measure_interleaved,
     plot_latency,
     ratio_table,
     ratios_markdown,
+    round_config,
     save_json,
     to_markdown,
 )
@@ -170,6 +172,52 @@ def test_measure_progress_callback_and_bar():
 def test_measure_rejects_non_callable():
     with pytest.raises(ConfigError):
         measure(42, FAST)  # type: ignore[arg-type]
+
+
+# --- measure_interleaved() -----------------------------------------------------------------
+
+
+def test_round_config_splits_duration_and_counts_and_rewarms_briefly():
+    cfg = TimingConfig(warmup_s=0.2, min_duration_s=3.0, min_iterations=10, max_iterations=101)
+    first, later = round_config(cfg, 4, 0), round_config(cfg, 4, 3)
+    assert (first.warmup_s, first.min_duration_s, first.min_iterations, first.max_iterations) == (0.2, 0.75, 3, 26)
+    assert (later.warmup_s, later.min_duration_s, later.min_iterations, later.max_iterations) == (0.05, 0.75, 3, 26)
+    assert round_config(TimingConfig(0.01, 1.0, 10), 3, 2) == TimingConfig(0.01, 1.0 / 3, 4, None)
+    assert round_config(TimingConfig(0.0, 0.0, 10, 10), 4, 0).max_iterations == 3  # never below min_iterations
+
+
+def test_measure_interleaved_pools_rounds_and_rotates_who_goes_first():
+    cfg = TimingConfig(warmup_s=0.0, min_duration_s=0.0, min_iterations=5)
+    order: list[str] = []
+    steps: list[str] = []
+    calls = [(n, (lambda n=n: order.append(n))) for n in ("a", "b", "c")]
+    stats = measure_interleaved(calls, cfg, 3, batch_size=2, on_step=steps.append)
+    assert list(stats) == ["a", "b", "c"]
+    assert [s.iterations for s in stats.values()] == [6, 6, 6]  # ceil(5 / 3) = 2 per round, 3 rounds
+    assert all(s.batch_size == 2 and s.kind == "host" and len(s.samples_ms) == 6 for s in stats.values())
+    assert steps == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # one slice per call and round, rotated
+    runs = [name for i, name in enumerate(order) if i == 0 or order[i - 1] != name]
+    assert runs == steps  # each slice runs one call only
+    assert stats["a"].total_s >= float(np.sum(stats["a"].samples_ms)) / 1000.0 > 0  # the rounds' wall time, summed
+    assert np.all(stats["a"].samples_ms >= 0)
+    assert measure_interleaved([], cfg, 2, batch_size=1) == {}
+
+
+@pytest.mark.parametrize("rounds", [0, -1, 1.5, True, "2"])
+def test_measure_interleaved_rejects_bad_rounds(rounds):
+    with pytest.raises(ConfigError, match="rounds must be an integer >= 1"):
+        measure_interleaved([("a", lambda: None)], FAST, rounds, batch_size=1)
+
+
+def test_measure_interleaved_checks_kind():
+    with pytest.raises(ConfigError):
+        measure_interleaved([("a", lambda: None)], FAST, 1, batch_size=1, kind="wall")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(_cuda_available(), reason="CUDA is available here")
+def test_measure_interleaved_device_kind_needs_cuda():
+    with pytest.raises(BackendUnavailable):
+        measure_interleaved([("a", lambda: None)], FAST, 1, batch_size=1, kind="device")
 
 
 # --- device timing -------------------------------------------------------------------------

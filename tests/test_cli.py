@@ -11,7 +11,7 @@ def test_train_then_evaluate_writes_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["train", "--epochs", "2", "--meta-epochs", "3", "--folds", "2", "--meta-modes", "probs", "--quiet", "-o", str(out)])
     assert rc == 0
-    assert json.loads((out / "config.json").read_text())["config"]["folds"] == 2
+    assert json.loads((out / "config.json").read_text())["config"]["meta"]["folds"] == 2
     rc = main(["evaluate", str(out), "--scores", "metaerr[probs],msp,entropy", "--n-boot", "50", "--quiet"])
     assert rc == 0
     table = capsys.readouterr().out
@@ -28,7 +28,7 @@ def test_bad_input_gets_a_clear_error_and_exit_code_2(tmp_path, capsys):
     assert main(["train", "--dataset", "mnist", "--root", str(tmp_path), "-o", str(tmp_path / "y"), "--quiet"]) == 2
     assert "MNIST/raw" in capsys.readouterr().err
     assert main(["train", "--meta-modes", "weights", "-o", str(tmp_path / "z"), "--quiet"]) == 2
-    assert "meta_modes" in capsys.readouterr().err
+    assert "meta modes ['weights']: each must be one of" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nope")]) == 2
     assert "not a run folder" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -25,9 +25,7 @@ from PIL import Image
 from metaerr_edge.cli import main
 from metaerr_edge.errors import ContractError
 from metaerr_edge.fuse.contract import CONTRACT_KEY, THRESHOLD_INITIALIZER
-from metaerr_edge.fuse.modelfile import read_contract as read_file_contract
-from metaerr_edge.runtime import open_session
-from metaerr_edge.runtime import read_contract as read_runtime_contract
+from metaerr_edge.runtime import open_session, read_contract
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the fast legacy exporter, on purpose
 
@@ -135,9 +133,10 @@ def exported(digits_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def other_run(tmp_path_factory):
     """Another digits run (seed 1): same classes and input, other splits and weights."""
-    from metaerr_edge.pipeline import RunConfig, train_run
+    from metaerr_edge.config import BaseConfig, MetaConfig, RunConfig
+    from metaerr_edge.pipeline import train_run
 
-    config = RunConfig(dataset="digits", epochs=2, meta_epochs=3, folds=2, seed=1)
+    config = RunConfig(base=BaseConfig(epochs=2), meta=MetaConfig(epochs=3, folds=2), seed=1)
     return train_run(config, tmp_path_factory.mktemp("other_run"), progress=False)
 
 
@@ -168,14 +167,23 @@ def _cli(*argv: str) -> Callable[..., tuple[int, str]]:
 CONSUMERS = {
     "open_session(onnxruntime)": _api(lambda p: open_session(p, backend="onnxruntime")),
     "open_session(auto)": _api(lambda p: open_session(p)),  # a contract problem stops auto: no fallback
-    "runtime.read_contract": _api(read_runtime_contract),
-    "fuse.modelfile.read_contract": _api(read_file_contract),
+    "read_contract": _api(read_contract),  # the one reader (below)
     "predict": _cli("predict", "MODEL", "FRAMES", "--backend", "onnxruntime"),
     "bench": _cli("bench", "MODEL", "--quiet", "--duration-s", "0.01", "--warmup-s", "0", "-o", "OUT"),
     "calibrate": _cli("calibrate", "MODEL", "--run", "RUN", "--coverage", "0.9", "-o", "OUT"),
     "verify": _cli("verify", "MODEL", "--run", "RUN", "-n", "8", "--batch-sizes", "8"),
     "inspect": _cli("inspect", "MODEL"),
 }
+
+
+def test_there_is_one_contract_reader_with_one_public_name():
+    import metaerr_edge
+    from metaerr_edge.fuse import export, modelfile
+    from metaerr_edge.runtime import modelinfo
+
+    assert metaerr_edge.read_contract is read_contract is modelinfo.read_contract
+    assert read_contract.__module__ == "metaerr_edge.runtime.modelinfo"
+    assert not hasattr(export, "read_contract") and not hasattr(modelfile, "read_contract")  # no second name
 
 
 @pytest.mark.parametrize("consumer", list(CONSUMERS))
@@ -240,11 +248,11 @@ def test_allow_other_run_says_what_it_gives_up(exported, other_run, tmp_path, ca
         assert main(["calibrate", str(model), "--run", str(other_run.path), "--coverage", "0.9", "--allow-other-run",
                      "-o", str(out)]) == 0
     assert "carries no guarantee for this model" in caplog.text
-    assert read_file_contract(out).threshold.calibration_n == len(other_run.split("calib")[1])
+    assert read_contract(out).threshold.calibration_n == len(other_run.split("calib")[1])
 
 
 def test_the_contract_records_the_run_it_was_exported_from(exported, digits_run):
     model, _, _ = exported
-    contract = read_file_contract(model)
+    contract = read_contract(model)
     assert contract.meta["run"] == digits_run.identity("probs")
     assert set(contract.meta["run"]) == {"dataset", "meta_mode", "splits_sha256", "weights_sha256"}

@@ -39,7 +39,7 @@ from metaerr_edge.pipeline import Run, RunConfig, load_run, train_run
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the fast legacy exporter, on purpose
 
-TINY = dict(meta_modes=("probs",), folds=2, epochs=1, meta_epochs=1, max_pool=200, max_test=100)
+TINY = {"data": {"max_pool": 200, "max_test": 100}, "base": {"epochs": 1}, "meta": {"modes": ["probs"], "folds": 2, "epochs": 1}}
 TRAIN_ARGV = ["train", "--epochs", "1", "--meta-epochs", "1", "--folds", "2", "--meta-modes", "probs",
               "--max-pool", "200", "--max-test", "100", "--quiet"]
 BENCH_FAST = ["--backend", "onnxruntime", "--batch-sizes", "1", "--threads", "1", "--warmup-s", "0",
@@ -48,7 +48,7 @@ ENOSPC = (errno.ENOSPC, "No space left on device")
 
 
 def tiny(seed: int = 0) -> RunConfig:
-    return RunConfig(**TINY, seed=seed)
+    return RunConfig.from_dict({**TINY, "seed": seed})
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -333,7 +333,7 @@ def test_kill_9_of_a_real_training_mid_write(old_run: Path) -> None:
               "def replace(src, dst):\n    if Path(dst).name == 'predictions.npz':\n        os._exit(137)\n"
               "    return real(src, dst)\nos.replace = replace\n"
               "from metaerr_edge.pipeline import RunConfig, train_run\n"
-              f"train_run(RunConfig(**{TINY!r}, seed=1), sys.argv[1], progress=False)\n")
+              f"train_run(RunConfig.from_dict({{**{TINY!r}, 'seed': 1}}), sys.argv[1], progress=False)\n")
     before = snapshot(old_run)
     proc = subprocess.run([sys.executable, "-c", script, str(old_run)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 137, proc.stderr

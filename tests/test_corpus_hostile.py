@@ -70,7 +70,7 @@ def test_an_output_onto_a_run_file_is_refused(victim, digits_run, tmp_path, caps
 
 
 def test_calibrating_through_a_symlink_writes_its_target(digits_run, model, tmp_path, capsys):
-    from metaerr_edge.fuse.modelfile import read_contract
+    from metaerr_edge.runtime import read_contract
 
     target = tmp_path / "m.onnx"
     shutil.copy(model, target)
@@ -135,9 +135,10 @@ def test_a_run_folder_without_its_manifest_warns(digits_run, tmp_path, caplog):
 
 
 def test_an_identical_retraining_is_the_same_run(tmp_path):
-    from metaerr_edge.pipeline import RunConfig, train_run
+    from metaerr_edge.config import BaseConfig, DataConfig, MetaConfig, RunConfig
+    from metaerr_edge.pipeline import train_run
 
-    config = RunConfig(epochs=1, meta_epochs=2, folds=2, max_pool=300)
+    config = RunConfig(DataConfig(max_pool=300), BaseConfig(epochs=1), MetaConfig(epochs=2, folds=2))
     a, b = train_run(config, tmp_path / "a", progress=False), train_run(config, tmp_path / "b", progress=False)
     assert a.identity() == b.identity()  # the weights' tensors, not torch.save's zip bytes
 

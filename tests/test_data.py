@@ -78,3 +78,35 @@ def test_shared_mnist_and_cifar_layouts(shared_datasets):
     ds = load_dataset("mnist", shared_datasets)
     assert ds.train.images.shape == (60000, 1, 28, 28) and ds.test.images.shape == (10000, 1, 28, 28)
     assert np.bincount(ds.test.labels).sum() == 10000
+
+
+def test_cache_dir_honours_metaerr_edge_cache_then_xdg_then_home(tmp_path, monkeypatch):
+    from metaerr_edge._fileio import cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("METAERR_EDGE_CACHE", str(tmp_path / "mine"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "mine" and cache_dir("tensorrt") == tmp_path / "mine" / "tensorrt"
+    monkeypatch.setenv("METAERR_EDGE_CACHE", "")  # empty counts as unset
+    assert cache_dir("tensorrt") == tmp_path / "xdg" / "metaerr-edge" / "tensorrt"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # the XDG spec: a relative path is ignored
+    assert cache_dir() == tmp_path / "home" / ".cache" / "metaerr-edge"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.delenv("METAERR_EDGE_CACHE")
+    assert cache_dir("a", "b") == tmp_path / "home" / ".cache" / "metaerr-edge" / "a" / "b"
+    assert not (tmp_path / "home").exists()  # a path only: nothing is created
+
+
+def test_imagefolder_cache_lives_in_the_one_cache_dir(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.delenv("METAERR_EDGE_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    rng = np.random.default_rng(1)
+    for cls in ("cat", "dog"):
+        (tmp_path / "folder" / cls).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(tmp_path / "folder" / cls / "0.png")
+    ds = load_dataset(f"imagefolder:{tmp_path / 'folder'}")
+    (cached,) = (tmp_path / "xdg" / "metaerr-edge").glob("imagefolder-3-*.npz")
+    with np.load(cached) as z:
+        np.testing.assert_array_equal(z["images"], ds.train.images)

@@ -28,8 +28,10 @@ from metaerr_edge.fuse.contract import THRESHOLD_INITIALIZER, Contract, InputSpe
 from metaerr_edge.fuse.export import default_opset, export_onnx
 from metaerr_edge.fuse.fused import FusedModel
 from metaerr_edge.models.preprocess import Preprocess
-from metaerr_edge.fuse.modelfile import read_contract, set_threshold
-from metaerr_edge.fuse.verify import generate_inputs, verify_parity
+from metaerr_edge.fuse.modelfile import set_threshold
+from metaerr_edge.runtime import read_contract
+from metaerr_edge.fuse.contract import random_inputs
+from metaerr_edge.fuse.verify import verify_parity
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the fast legacy exporter, on purpose
 REPO = Path(__file__).resolve().parents[1]
@@ -139,7 +141,7 @@ def test_threshold_stays_private_when_the_model_holds_an_equal_constant(tmp_path
     consumers = [n for n in graph.node if THRESHOLD_INITIALIZER in n.input]
     assert [n.op_type for n in consumers] == ["Greater"] and consumers[0].output[0] == "defer"
     assert [t.name for t in graph.initializer].count(THRESHOLD_INITIALIZER) == 1
-    images = generate_inputs(contract, 32, seed=1)
+    images = random_inputs(contract.input, 32, seed=1)
     assert verify_parity(path, fused, images, batch_sizes=(32,)).passed
     # Moving the threshold moves the decision only: probabilities and scores stay bit-identical.
     before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": images})
@@ -274,17 +276,19 @@ def test_a_calibration_that_defers_everything_warns(digits_model, digits_run, tm
 
 
 def test_a_meta_model_whose_best_epoch_is_its_last_warns(caplog):
-    from metaerr_edge.meta import HeadConfig, MetaFitConfig, MetaModel, fit_meta
+    from metaerr_edge.meta import HeadConfig, MetaData, MetaFitConfig, MetaModel, fit_meta
 
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(3), 400).astype(np.float32)
-    is_error = (probs.max(1) < 0.6).astype(np.int64)  # perfectly learnable: AUROC keeps rising
+    wrong = probs.max(1) < 0.6  # perfectly learnable: AUROC keeps rising
+    labels = np.where(wrong, (probs.argmax(1) + 1) % 3, probs.argmax(1))
     torch.manual_seed(0)
     meta = MetaModel(HeadConfig("probs"), 1, 3, (8, 8))
-    images = np.zeros((400, 1, 8, 8), np.uint8)
+    data = MetaData(np.zeros((400, 1, 8, 8), np.uint8), probs, labels)
+    assert np.array_equal(data.is_error, wrong)
     with caplog.at_level(logging.WARNING, logger="metaerr_edge.meta"):
-        result = fit_meta(meta, images, probs, is_error, Preprocess([0.5], [0.5]),
-                          MetaFitConfig(epochs=2, lr=1e-5), progress=False, desc="meta [probs]")
+        result = fit_meta(meta, data, Preprocess([0.5], [0.5]), MetaFitConfig(epochs=2, lr=1e-5), progress=False,
+                          desc="meta [probs]")
     if result.best_epoch == 1:
         assert "came in the last of 2 epochs" in caplog.text and "--meta-epochs" in caplog.text
     else:
@@ -371,8 +375,8 @@ def test_a_flag_means_one_thing_across_commands():
 
 def test_help_lists_every_registered_name():
     from metaerr_edge.commands.semisup import SELECTOR_HELP
-    from metaerr_edge.commands.train import ARCH_HELP, MODE_HELP
-    from metaerr_edge.meta import META_MODES
+    from metaerr_edge.config import ARCH_HELP
+    from metaerr_edge.meta import META_MODES, HeadConfig
     from metaerr_edge.models import available_bases
     from metaerr_edge.semisup import available_selectors
 
@@ -380,5 +384,43 @@ def test_help_lists_every_registered_name():
         return {part.split(" (")[0].strip() for part in text.split(",")}
 
     assert names(ARCH_HELP) == set(available_bases())
-    assert names(MODE_HELP) == set(META_MODES)
     assert names(SELECTOR_HELP) == set(available_selectors())
+    for mode in META_MODES:  # the mode list the CLI shows is the one HeadConfig accepts
+        assert HeadConfig(mode).mode == mode
+    helps = {a.dest: a.help for a in _subparser("train")._actions}
+    assert f"comma list of {', '.join(META_MODES)};" in helps["meta_modes"]
+    assert ARCH_HELP in helps["arch"] and ARCH_HELP in helps["mentor_arch"]
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+def test_train_options_are_the_config_fields_with_their_defaults():
+    """Every command-line field of RunConfig is a train option whose default is the field's, shown in --help."""
+    from metaerr_edge.config import RunConfig, _cli_fields, _default, _flag
+
+    actions = {a.option_strings[0]: a for a in _subparser("train")._actions if a.option_strings}
+    fields = _cli_fields(RunConfig)
+    assert len(fields) >= 15
+    for path, f in fields:
+        action = actions[_flag(f)]
+        assert action.default == _default(f), path
+        assert action.help.startswith(f.metadata["help"].split(" (")[0][:30]) or path == "data.dataset", path
+        if action.default not in (None, False):
+            assert "(default: " in action.help, path
+    args = build_parser().parse_args(["train"])
+    from metaerr_edge.config import config_from_args
+
+    assert config_from_args(args) == RunConfig()  # no option given: the config's own defaults
+    args = build_parser().parse_args(["train", "--epochs", "3", "--meta-epochs", "4", "--meta-modes", "probs,mentor",
+                                      "--error-labels", "heldout", "--max-pool", "200", "--seed", "5"])
+    cfg = config_from_args(args)
+    assert (cfg.base.epochs, cfg.meta.epochs, cfg.meta.modes, cfg.meta.labels, cfg.data.max_pool, cfg.seed) == \
+        (3, 4, ("probs", "mentor"), "heldout", 200, 5)
+    demo = build_parser().parse_args(["demo"])
+    assert config_from_args(demo).meta.modes == META_MODES_ALL
+
+
+META_MODES_ALL = ("probs", "image", "image+probs", "mentor", "mentor-features")

@@ -28,19 +28,20 @@ from metaerr_edge.fuse.contract import (
     Contract,
     InputSpec,
     ThresholdSpec,
+    random_inputs,
 )
 from metaerr_edge.fuse.export import (
     ExportReport,
     export_onnx,
     export_run,
     load_checked,
-    read_contract,
     set_threshold,
 )
 from metaerr_edge.fuse.fused import FusedModel
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.fuse.triton_repo import write_triton_repository
-from metaerr_edge.fuse.verify import generate_inputs, verify_parity, verify_run
+from metaerr_edge.fuse.verify import verify_parity, verify_run
+from metaerr_edge.runtime import read_contract
 
 pytestmark = [  # the legacy exporter (dynamo=False) is exercised on purpose
     pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export"),
@@ -100,7 +101,7 @@ def make_model(base: str, channels: int, size: int, layout: str, seed: int = 0) 
     contract = Contract(input=spec, classes=tuple(f"class_{i}" for i in range(K)), base={"arch": base})
     # Threshold at the median score of a calibration batch, so both decisions occur.
     with torch.no_grad():
-        scores = fused(torch.from_numpy(generate_inputs(contract, 64, seed=123)))[2].numpy()
+        scores = fused(torch.from_numpy(random_inputs(contract.input, 64, seed=123)))[2].numpy()
     value = float(np.float32(np.median(scores)))
     fused.defer_threshold.fill_(value)
     return fused, contract.with_threshold(ThresholdSpec(value=value, method="coverage", target_coverage=0.5))
@@ -160,7 +161,7 @@ def test_graph_passes_checker_and_has_the_contract_interface(exported: Exported)
 
 
 def test_dynamic_batch_parity_with_torch(exported: Exported) -> None:
-    images = generate_inputs(exported.contract, 70, seed=1)
+    images = random_inputs(exported.contract.input, 70, seed=1)
     report = verify_parity(exported.report.path, exported.fused, images, atol=1e-5, batch_sizes=(1, 7, 64))
     assert report.passed, report.to_markdown()
     assert [b.batch_size for b in report.per_batch] == [1, 7, 64] and report.n == 70
@@ -194,7 +195,7 @@ def test_contract_round_trips_with_versions(exported: Exported) -> None:
 
 
 def test_set_threshold_changes_decisions_and_contract(cnn: Exported, tmp_path: Path) -> None:
-    images = generate_inputs(cnn.contract, 32, seed=2)
+    images = random_inputs(cnn.contract.input, 32, seed=2)
     out = tmp_path / "rethresholded.onnx"
     spec = ThresholdSpec(value=0.0, method="risk", target_risk=0.05, delta=0.1, calibration_n=500)
     contract = set_threshold(cnn.report.path, spec, out_path=out)
@@ -222,7 +223,7 @@ def test_simplify_keeps_the_threshold_initializer(tmp_path: Path) -> None:
     report = export_onnx(fused, contract, tmp_path / "slim.onnx", dynamo=False, simplify=True)
     assert report.simplified and "onnxslim" in read_contract(report.path).versions
     assert THRESHOLD_INITIALIZER in {t.name for t in load_checked(report.path).graph.initializer}
-    assert verify_parity(report.path, fused, generate_inputs(contract, 16, seed=3), batch_sizes=(16,)).passed
+    assert verify_parity(report.path, fused, random_inputs(contract.input, 16, seed=3), batch_sizes=(16,)).passed
 
 
 @pytest.mark.parametrize("shape", ["shared-initializer", "constant-node"])
@@ -402,14 +403,24 @@ def test_export_run_and_verify_run(tmp_path: Path, layout: str) -> None:
 def test_parity_detects_a_different_model(cnn: Exported) -> None:
     other, _ = make_model("cnn", 1, 28, "NCHW", seed=1)
     other.defer_threshold.fill_(cnn.contract.threshold.value)
-    report = verify_parity(cnn.report.path, other, generate_inputs(cnn.contract, 20, seed=5), batch_sizes=(20,))
+    report = verify_parity(cnn.report.path, other, random_inputs(cnn.contract.input, 20, seed=5), batch_sizes=(20,))
     assert not report.passed and report.max_abs_score_diff > 1e-3 and "FAILED" in report.to_markdown()
 
 
-def test_generate_inputs_follow_the_contract(cnn: Exported) -> None:
-    gray = generate_inputs(cnn.contract, 5, seed=0)
-    assert gray.shape == (5, 1, 28, 28) and gray.dtype == np.float32 and 0 <= gray.min() and gray.max() <= 1
-    np.testing.assert_array_equal(gray, generate_inputs(cnn.contract, 5, seed=0))
-    nhwc = replace(cnn.contract, input=replace(cnn.contract.input, layout="NHWC", dtype="uint8", value_range=(0.0, 255.0)))
-    frames = generate_inputs(nhwc, 3, seed=0)
-    assert frames.shape == (3, 28, 28, 1) and frames.dtype == np.uint8
+def test_random_inputs_follow_the_spec() -> None:
+    gray = InputSpec(channels=1, height=28, width=28)
+    x = random_inputs(gray, 500, seed=0)
+    assert x.shape == (500, 1, 28, 28) and x.dtype == np.float32 and x.flags.c_contiguous
+    assert 0.0 <= x.min() < 0.01 and 0.99 < x.max() < 1.0  # uniform over [0, 1): both ends nearly reached
+    assert abs(float(x.mean()) - 0.5) < 0.01
+    np.testing.assert_array_equal(random_inputs(gray, 5, seed=0), random_inputs(gray, 5, seed=0))  # seeded
+    assert not np.array_equal(random_inputs(gray, 5, seed=0), random_inputs(gray, 5, seed=1))
+    rgb = InputSpec(layout="NHWC", dtype="uint8", channels=3, height=6, width=4, value_range=(0.0, 255.0),
+                    channel_order="RGB", mean=(0.5,) * 3, std=(0.25,) * 3)
+    frames = random_inputs(rgb, 300, seed=2)
+    assert frames.shape == (300, 6, 4, 3) and frames.dtype == np.uint8
+    assert frames.min() == 0 and frames.max() == 255  # every byte value is possible, 255 included
+    assert len(np.unique(frames)) == 256
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ConfigError, match="n must be an integer >= 1"):
+            random_inputs(gray, bad)  # type: ignore[arg-type]

@@ -27,8 +27,8 @@ from metaerr_edge.fuse.contract import CONTRACT_KEY, THRESHOLD_INITIALIZER, Cont
 from metaerr_edge.fuse.export import export_onnx
 from metaerr_edge.fuse.fused import FusedModel
 from metaerr_edge.models.preprocess import Preprocess
-from metaerr_edge.fuse.modelfile import read_contract, set_threshold
-from metaerr_edge.runtime.modelinfo import INFO_KEYS, ModelInfo, model_info
+from metaerr_edge.fuse.modelfile import set_threshold
+from metaerr_edge.runtime.modelinfo import INFO_KEYS, ModelInfo, model_info, read_contract
 
 pytestmark = [  # the legacy exporter (dynamo=False) is used on purpose: ten times faster
     pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export"),

@@ -12,7 +12,7 @@ from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.meta import META_MODES, HeadConfig, MetaErr, MetaModel, crossfit_probs, error_labels, fold_ids
 from metaerr_edge.metrics import auroc
-from metaerr_edge.models import FitConfig
+from metaerr_edge.models import FitConfig, available_bases
 
 
 def test_error_labels_and_folds():
@@ -56,6 +56,59 @@ def test_crossfit_labels_come_from_models_that_did_not_see_the_sample(monkeypatc
     # Training-set correctness would be 100%; out-of-fold every sample is unseen, hence wrong.
     assert error_labels(oof, labels).tolist() == [1] * 30
     assert sorted(np.bincount(folds)) == [10, 10, 10]
+
+
+def test_crossfit_extra_rows_train_every_fold_and_are_never_scored(monkeypatch):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (12, 1, 4, 4), dtype=np.uint8)
+    extra = rng.integers(0, 256, (5, 1, 4, 4), dtype=np.uint8)
+    trained_on: list[int] = []
+
+    def fake_fit(model, x, y, pre, config, progress=True, desc="", sample_weight=None):
+        trained_on.append(len(x))
+        seen = {row.tobytes() for row in x}
+        assert all(row.tobytes() in seen for row in extra)  # every fold model saw every extra row
+        return model
+
+    monkeypatch.setattr(labels_mod, "fit_classifier", fake_fit)
+    oof, folds = crossfit_probs(_Memorizer, images, np.zeros(12, np.int64), Preprocess([0.0], [1.0]), FitConfig(epochs=1),
+                                k=3, progress=False, extra=(extra, np.ones(5, np.int64)))
+    assert oof.shape == (12, 2) and trained_on == [8 + 5] * 3
+
+
+def test_error_labels_take_probabilities_or_predicted_labels():
+    from metaerr_edge.data import error_labels as data_error_labels
+
+    assert data_error_labels is error_labels  # one definition, re-exported by meta
+    np.testing.assert_array_equal(error_labels(np.array([2, 0, 1]), np.array([2, 1, 1])), [0, 1, 0])
+    with pytest.raises(DataError, match="3 predictions but 2 labels"):
+        error_labels(np.array([0, 1, 2]), np.array([0, 1]))
+    with pytest.raises(DataError, match=r"got shapes \(2, 2, 2\)"):
+        error_labels(np.zeros((2, 2, 2)), np.zeros(2, np.int64))
+
+
+def test_meta_data_is_checked_and_derives_error_labels_and_tcp():
+    from metaerr_edge.meta import MetaData
+
+    probs = np.array([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4]], np.float32)
+    data = MetaData(np.zeros((3, 1, 2, 2), np.uint8), probs, np.array([0, 0, 1]))
+    np.testing.assert_array_equal(data.is_error, [0, 1, 1])
+    np.testing.assert_allclose(data.tcp, [0.7, 0.2, 0.4])
+    with pytest.raises(ConfigError, match="uint8 N x C x H x W"):
+        MetaData(np.zeros((3, 2, 2), np.uint8), probs, np.array([0, 0, 1]))
+    with pytest.raises(DataError, match="3 images, probabilities of shape \\(2, 2\\) and 3 labels"):
+        MetaData(np.zeros((3, 1, 2, 2), np.uint8), probs[:2], np.array([0, 0, 1]))
+
+
+def test_mentor_modes_need_mentor_data():
+    from metaerr_edge.meta import MetaData, fit_meta
+
+    rng = np.random.default_rng(0)
+    meta = MetaModel(HeadConfig("mentor", mentor_kwargs={"width": 4}), 1, 3, (8, 8))
+    data = MetaData(rng.integers(0, 256, (40, 1, 8, 8), dtype=np.uint8), rng.dirichlet(np.ones(3), 40).astype(np.float32),
+                    rng.integers(0, 3, 40))
+    with pytest.raises(ConfigError, match="needs mentor=MentorData"):
+        fit_meta(meta, data, Preprocess([0.5], [0.5]), progress=False)
 
 
 @pytest.mark.parametrize("mode", META_MODES)
@@ -103,9 +156,10 @@ def test_metaerr_wraps_a_users_own_module_without_touching_it(digits_run):
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path):
-    from metaerr_edge.pipeline import RunConfig, train_run
+    from metaerr_edge.config import BaseConfig, MetaConfig, RunConfig
+    from metaerr_edge.pipeline import train_run
 
-    cfg = RunConfig(meta_modes=("probs",), folds=2, epochs=1, meta_epochs=2)
+    cfg = RunConfig(base=BaseConfig(epochs=1), meta=MetaConfig(modes=("probs",), folds=2, epochs=2))
     a, b = train_run(cfg, tmp_path / "a", progress=False), train_run(cfg, tmp_path / "b", progress=False)
     np.testing.assert_array_equal(a.predictions["test_probs"], b.predictions["test_probs"])
     np.testing.assert_array_equal(a.predictions["test_score_probs"], b.predictions["test_score_probs"])
@@ -124,9 +178,10 @@ def test_mentor_features_mode_trains_exports_and_keeps_parity(tmp_path):
     """The benchmark's strongest recipe is a real mode: trained by train_run, fused, exported, verified."""
     from metaerr_edge.fuse.export import export_run
     from metaerr_edge.fuse.verify import verify_run
-    from metaerr_edge.pipeline import RunConfig, train_run
+    from metaerr_edge.config import BaseConfig, MetaConfig, RunConfig
+    from metaerr_edge.pipeline import train_run
 
-    run = train_run(RunConfig(meta_modes=("mentor-features",), labels="heldout", epochs=2, meta_epochs=3), tmp_path / "run", progress=False)
+    run = train_run(RunConfig(base=BaseConfig(epochs=2), meta=MetaConfig(modes=("mentor-features",), labels="heldout", epochs=3)), tmp_path / "run", progress=False)
     meta = run.meta()
     assert meta.config.target == "tcp" and meta.feature_dim == 4 * 32  # small_cnn mentor, width 32
     assert float(meta.feature_std.min()) > 0 and float(meta.feature_mean.abs().sum()) > 0  # stats were fitted
@@ -136,9 +191,30 @@ def test_mentor_features_mode_trains_exports_and_keeps_parity(tmp_path):
     assert report.passed and report.max_abs_score_diff <= 1e-5
 
 
-def test_mentor_features_needs_a_mentor_with_feature_seams():
-    with pytest.raises(ConfigError, match="forward_features"):
-        MetaModel(HeadConfig("mentor-features", mentor_arch="resnet18"), in_channels=1, num_classes=10, image_size=(8, 8))
+@pytest.mark.parametrize("arch", available_bases())
+def test_mentor_features_takes_any_registered_base_as_mentor(arch):
+    torch.manual_seed(0)
+    meta = MetaModel(HeadConfig("mentor-features", mentor_arch=arch), 3, 10, (32, 32)).eval()
+    x = torch.randn(4, 3, 32, 32)
+    meta.set_feature_stats(x)
+    out = meta(x, torch.softmax(torch.randn(4, 10), 1))
+    assert out.shape == (4,) and bool(((out > 0) & (out < 1)).all())
+    assert meta.feature_dim == meta.mentor.num_features
+    with torch.no_grad():
+        read, f = meta.mentor_outputs(x), meta.mentor.forward_features(x)
+        torch.testing.assert_close(read[:, : meta.feature_dim], (f - f.mean(0)) / (f.std(0) + 1e-6))
+        torch.testing.assert_close(read[:, meta.feature_dim :], torch.softmax(meta.mentor(x), 1))
+
+
+def test_mentor_features_refuses_a_mentor_without_seams_in_one_line(monkeypatch):
+    import metaerr_edge.models.registry as registry
+
+    monkeypatch.setattr(registry, "create_base", lambda *args, **kwargs: nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
+    with pytest.raises(ConfigError, match=r"^mode 'mentor-features' \(mentor_arch='small_cnn'\) reads hidden features, "
+                                          r"but Sequential has no forward_features\(x\) method"):
+        MetaModel(HeadConfig("mentor-features"), 1, 10, (8, 8))
+    meta = MetaModel(HeadConfig("mentor"), 1, 10, (8, 8)).eval()  # the probabilities-only mode needs no seams
+    assert meta(torch.randn(3, 1, 8, 8), torch.softmax(torch.randn(3, 10), 1)).shape == (3,)
 
 
 @pytest.mark.parametrize("mode", META_MODES)

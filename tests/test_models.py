@@ -1,10 +1,12 @@
-"""Base-model registry and the training loop."""
+"""Base-model registry, the seams every base has (models/seams.py), and the training loop."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import torchvision
+from torch import nn
 
 from metaerr_edge.data import load_dataset, make_splits
 from metaerr_edge.errors import ConfigError, DataError
@@ -14,11 +16,25 @@ from metaerr_edge.models import FitConfig, available_bases, create_base, fit_cla
 
 @pytest.mark.parametrize("name", available_bases())
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
-def test_every_base_maps_images_to_logits(name, shape):
-    net = create_base(name, in_channels=shape[0], num_classes=7, image_size=shape[1:]).eval()
+def test_every_base_maps_images_to_logits_through_the_seams(name, shape):
+    """Logits N x K; forward_features -> N x num_features, a linear classifier last, head_drop holding every dropout."""
+    from metaerr_edge.scores.mc_dropout import dropout_layers
+
+    net = create_base(name, in_channels=shape[0], num_classes=7, image_size=shape[1:], seed=0).eval()
+    x = torch.randn(3, *shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        out = net(torch.randn(2, *shape))
-    assert out.shape == (2, 7)
+        feats, logits = net.forward_features(x), net(x)
+        assert logits.shape == (3, 7)
+        assert isinstance(net.num_features, int) and feats.shape == (3, net.num_features)
+        assert isinstance(net.classifier, nn.Linear)
+        assert (net.classifier.in_features, net.classifier.out_features) == (net.num_features, 7)
+        torch.testing.assert_close(logits, net.classifier(feats), atol=1e-6, rtol=0)
+        assert isinstance(net.head_drop, nn.Module) and set(dropout_layers(net)) <= set(net.head_drop.modules())
+        net.train()  # the full contract, dropout and batch statistics on: the same masks for the same seed
+        torch.manual_seed(2)
+        train_logits = net(x)
+        torch.manual_seed(2)
+        torch.testing.assert_close(train_logits, net.classifier(net.head_drop(net.forward_features(x))), atol=1e-6, rtol=0)
 
 
 def test_registry_lists_the_required_architectures():
@@ -44,3 +60,63 @@ def test_training_on_an_empty_split_is_a_clear_error():
         fit_classifier(create_base("small_cnn", 1, 10, (8, 8)), np.zeros((0, 1, 8, 8), np.uint8), np.zeros(0), Preprocess([0.0], [1.0]))
     with pytest.raises(ConfigError, match="augment"):
         FitConfig(augment="mixup")
+
+
+def _plain_torchvision(name: str, channels: int, num_classes: int) -> nn.Module:
+    """The registry's torchvision models as built before the seams (the layout older run folders hold)."""
+    if name == "resnet18":
+        net = torchvision.models.resnet18(num_classes=num_classes)
+        net.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+        return net
+    net = torchvision.models.mobilenet_v3_small(num_classes=num_classes)
+    net.features[0][0] = nn.Conv2d(channels, 16, kernel_size=3, stride=1, padding=1, bias=False)
+    return net
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_torchvision_bases_load_the_plain_layout_and_give_its_logits(name):
+    torch.manual_seed(0)
+    plain = _plain_torchvision(name, 3, 5)
+    with torch.no_grad():  # lively weights: at torchvision's init MobileNetV3's logits barely depend on the image
+        for m in plain.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = None  # running statistics = those of the one batch below
+            elif isinstance(m, nn.Linear):
+                m.weight.normal_(0.0, 0.3)
+        plain.train()(torch.randn(16, 3, 32, 32))
+    plain.eval()
+    net = create_base(name, 3, 5, (32, 32))
+    net.load_state_dict(plain.state_dict())  # strict: every key renamed onto the seams
+    net.eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = plain(x)
+        assert float(expected.std(0).min()) > 1e-3  # logits that depend on the image
+        torch.testing.assert_close(net(x), expected, atol=1e-6, rtol=0)
+        again = create_base(name, 3, 5, (32, 32))
+        again.load_state_dict(net.state_dict())  # and the new layout loads as it is
+        torch.testing.assert_close(again.eval()(x), expected, atol=1e-6, rtol=0)
+    assert {k.split(".")[0] for k in net.state_dict()} == {"body", "classifier"}
+
+
+def test_a_model_without_feature_seams_is_one_config_error_naming_them():
+    from metaerr_edge.models.seams import feature_seams
+
+    with pytest.raises(ConfigError, match=r"^trustscore reads hidden features, but Sequential has no forward_features\(x\) "
+                                          r"method .* and no nn.Linear .classifier"):
+        feature_seams(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), "trustscore")
+
+    class HalfSeamed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.classifier = nn.Sequential(nn.Linear(4, 2))
+
+        def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)
+
+    with pytest.raises(ConfigError, match=r"HalfSeamed has no nn.Linear .classifier \(D -> K logits\); add") as info:
+        feature_seams(HalfSeamed(), "confidnet")
+    assert "forward_features(x) method" not in str(info.value)
+    small = create_base("small_cnn", 1, 3, (8, 8))
+    assert feature_seams(small, "x") == (small.forward_features, small.classifier)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import subprocess
@@ -19,7 +20,7 @@ from PIL import Image
 from torch import nn
 
 from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError, InputError
-from metaerr_edge.fuse.contract import Contract, InputSpec, ThresholdSpec
+from metaerr_edge.fuse.contract import Contract, InputSpec, ThresholdSpec, random_inputs
 from metaerr_edge.fuse.fused import FusedModel
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.runtime import (
@@ -78,13 +79,6 @@ class Model:
     pool: np.ndarray  # valid inputs
 
 
-def _pool(spec: InputSpec, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    if spec.layout == "NHWC":
-        return rng.integers(0, 256, (n, spec.height, spec.width, spec.channels), dtype=np.uint8)
-    return rng.random((n, spec.channels, spec.height, spec.width), dtype=np.float32)
-
-
 def _export(fused: FusedModel, contract: Contract, path: Path) -> None:
     try:
         from metaerr_edge.fuse.export import export_onnx
@@ -100,7 +94,7 @@ def _export(fused: FusedModel, contract: Contract, path: Path) -> None:
     from metaerr_edge.fuse.contract import CONTRACT_KEY, OUTPUT_NAMES
 
     names = [contract.input.name, *OUTPUT_NAMES]
-    torch.onnx.export(fused, (torch.from_numpy(_pool(contract.input, 2, 0)),), str(path), dynamo=False,
+    torch.onnx.export(fused, (torch.from_numpy(random_inputs(contract.input, 2, 0)),), str(path), dynamo=False,
                       opset_version=18, external_data=False, input_names=names[:1], output_names=names[1:],
                       dynamic_axes={n: {0: "batch"} for n in names})
     model = onnx.load(str(path))
@@ -112,7 +106,7 @@ def _build(tmp: Path, name: str, spec: InputSpec, classes: int, seed: int) -> Mo
     torch.manual_seed(seed)
     fused = FusedModel(TinyBase(spec.channels, classes), TinyMeta(spec.channels, classes),
                        Preprocess(spec.mean, spec.std, spec.layout)).eval()
-    pool = _pool(spec, 64, seed)
+    pool = random_inputs(spec, 64, seed)
     with torch.no_grad():
         scores = np.sort(fused(torch.from_numpy(pool))[2].numpy())
     mid = len(scores) // 2  # threshold halfway between two scores: no decision sits on the edge
@@ -280,6 +274,38 @@ def test_files_without_a_valid_contract_are_contract_errors(gray: Model, tmp_pat
             open_session(tmp_path, backend=backend)
 
 
+def test_read_contract_refuses_what_open_session_refuses(gray: Model, tmp_path: Path) -> None:
+    from metaerr_edge.runtime import read_contract
+
+    read = read_contract(gray.path)
+    assert read == read_contract(str(gray.path)) == open_session(gray.path, backend="onnxruntime").contract
+    assert (read.input, read.classes, read.threshold) == (gray.contract.input, gray.contract.classes,
+                                                          gray.contract.threshold)
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    for name, message in [("junk.onnx", "not a readable ONNX file"), ("empty.onnx", "the file is empty"),
+                          ("missing.onnx", "missing.onnx: no such file")]:
+        with pytest.raises(ContractError, match=message):
+            read_contract(tmp_path / name)
+    with pytest.raises(ContractError, match="is a folder, expected an .onnx model file"):
+        read_contract(tmp_path)
+
+
+def test_an_ort_session_whose_interface_disagrees_with_the_contract_is_refused(gray: Model) -> None:
+    from metaerr_edge.fuse.contract import OUTPUT_NAMES
+    from metaerr_edge.runtime.ort_backend import check_session_interface
+
+    def session(inputs: list[str], outputs: list[str]) -> types.SimpleNamespace:
+        return types.SimpleNamespace(get_inputs=lambda: [types.SimpleNamespace(name=n) for n in inputs],
+                                     get_outputs=lambda: [types.SimpleNamespace(name=n) for n in outputs])
+
+    assert check_session_interface(session(["image"], [*OUTPUT_NAMES, "extra"]), gray.contract, "m.onnx") is None
+    with pytest.raises(ContractError, match=r"m.onnx: the graph's inputs \['pixels'\] .* do not match its contract"):
+        check_session_interface(session(["pixels"], list(OUTPUT_NAMES)), gray.contract, "m.onnx")
+    with pytest.raises(ContractError, match=r"outputs \['label', 'probs'\] do not match"):
+        check_session_interface(session(["image"], ["label", "probs"]), gray.contract, "m.onnx")
+
+
 # --------------------------------------------------------------------------- torch backend
 def test_torch_backend_checks_contract_and_threshold(gray: Model) -> None:
     s = open_session(gray.fused, contract=gray.contract)  # auto picks torch for a module
@@ -300,8 +326,9 @@ def test_torch_cuda_without_gpu_is_unavailable(gray: Model) -> None:
         open_session(gray.fused, backend="torch", contract=gray.contract, device="cuda")
 
 
-def test_torch_backend_opens_a_run_folder_through_load_run(gray: Model, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_torch_backend_opens_a_run_folder_through_the_registered_opener(gray: Model, tmp_path: Path) -> None:
+    from metaerr_edge.runtime.torch_backend import register_run_opener
+
     calls = []
 
     class FakeRun:
@@ -312,13 +339,70 @@ def test_torch_backend_opens_a_run_folder_through_load_run(gray: Model, tmp_path
             calls.append(threshold)
             return gray.fused
 
-    fake = types.ModuleType("metaerr_edge.pipeline")
-    fake.load_run = lambda path: FakeRun()  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "metaerr_edge.pipeline", fake)
-    (tmp_path / "config.json").write_text("{}")  # what makes a folder a run folder (load_run is faked here)
-    s = open_session(tmp_path)  # a run folder: auto means torch
-    assert s.backend == "torch" and calls == [gray.contract.threshold.value]
-    np.testing.assert_array_equal(s.predict(gray.pool).label, open_session(gray.path).predict(gray.pool).label)
+    (tmp_path / "config.json").write_text("{}")  # what makes a folder a run folder (the run itself is faked)
+    previous = register_run_opener(None)
+    try:
+        with pytest.raises(BackendUnavailable, match="needs the training package's run opener.*import metaerr_edge.pipeline"):
+            open_session(tmp_path, backend="torch")
+        assert register_run_opener(lambda path: calls.append(Path(path)) or FakeRun()) is None
+        s = open_session(tmp_path)  # a run folder: auto means torch
+        assert s.backend == "torch" and calls == [tmp_path, gray.contract.threshold.value]
+        np.testing.assert_array_equal(s.predict(gray.pool).label, open_session(gray.path).predict(gray.pool).label)
+        moved = open_session(tmp_path, backend="torch", threshold=0.0)
+        assert calls[-1] == 0.0 and moved.contract.threshold.value == 0.0 and moved.predict(gray.pool).defer.all()
+        with pytest.raises(ConfigError, match="carries its own contract"):
+            open_session(tmp_path, backend="torch", contract=gray.contract)
+    finally:
+        register_run_opener(previous)
+
+
+def test_the_runtime_never_imports_the_training_pipeline() -> None:
+    """runtime/ is downstream of training: a run folder reaches it through register_run_opener only."""
+    import ast
+
+    files = sorted((REPO / "metaerr_edge" / "runtime").glob("*.py"))
+    assert {"session.py", "torch_backend.py", "cuda_graphs.py"} <= {p.name for p in files}
+    for path in files:
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                    "import_module", "__import__"):  # importlib by name counts too
+                imported |= {a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)}
+        found = sorted(m for m in imported if m == "metaerr_edge.pipeline" or m.startswith("metaerr_edge.pipeline."))
+        assert not found, f"{path.name} imports {found}"
+
+
+def test_cuda_graph_helpers_import_without_torch_and_run_eagerly_on_cpu(gray: Model) -> None:
+    code = ("import sys; import metaerr_edge.runtime, metaerr_edge.runtime.cuda_graphs; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr[-800:]
+    from metaerr_edge.runtime.cuda_graphs import device_call
+
+    call = device_call(gray.fused, gray.pool[:5])  # eager: the forward on the module's device (CPU here)
+    label, probs, score, defer = call()
+    with torch.inference_mode():
+        ref = gray.fused(torch.from_numpy(gray.pool[:5]))
+    np.testing.assert_array_equal(label.numpy(), ref[0].numpy())
+    np.testing.assert_allclose(score.numpy(), ref[2].numpy(), atol=0, rtol=0)
+
+
+@needs_cuda
+def test_cuda_graph_replay_matches_the_eager_forward(gray: Model) -> None:
+    from metaerr_edge.runtime.cuda_graphs import capture_cuda_graph
+
+    model = copy.deepcopy(gray.fused).cuda()
+    static_in = torch.from_numpy(gray.pool[:8]).cuda()
+    graph, static_out = capture_cuda_graph(model, static_in)
+    static_in.copy_(torch.from_numpy(gray.pool[8:16]))
+    graph.replay()
+    with torch.inference_mode():
+        ref = model(static_in)
+    np.testing.assert_allclose(static_out[2].cpu().numpy(), ref[2].cpu().numpy(), atol=1e-6, rtol=0)
 
 
 # --------------------------------------------------------------------------- input validation

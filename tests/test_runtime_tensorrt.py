@@ -336,6 +336,14 @@ def test_build_engine_caches_by_key(fake: Any) -> None:
     assert tb.build_engine(fake.onnx, cache_dir=fake.cache, max_batch=16) != plan and trt.log["builds"] == 3
 
 
+def test_the_default_engine_cache_is_the_package_cache_dir(fake: Any, monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    monkeypatch.setenv("METAERR_EDGE_CACHE", str(tmp_path / "shared-cache"))
+    plan = tb.build_engine(fake.onnx, max_batch=16)
+    assert plan.parent == tmp_path / "shared-cache" / "tensorrt" and plan.read_bytes() == b"PLAN-10.3.0"
+    assert sorted(p.suffix for p in plan.parent.iterdir()) == [".cache", ".json", ".plan"]
+
+
 def test_the_engine_is_built_from_the_bytes_its_key_hashes(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file rewritten between the check and the build must not get an engine of other bytes under the
     old key: the file is read once, and those bytes are hashed, checked and parsed."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.metrics import auroc
 from metaerr_edge.scores import (
     ScoreContext,
+    available_scores,
     create_score,
     doctor_gini_score,
     doctor_ratio_score,
@@ -111,13 +114,117 @@ def test_mc_dropout_stats_and_no_dropout_error() -> None:
         mc_dropout_probs(no_drop, np.zeros((2, 1, 4, 4), np.uint8), Preprocess([0.5], [0.5]))
 
 
-@pytest.mark.parametrize(
-    "name,params", [("temperature", {}), ("mc-dropout", {"passes": 8}), ("trustscore", {}), ("confidnet", {"epochs": 8})]
-)
-def test_baselines_on_digits_run_beat_random(digits_run, name: str, params: dict) -> None:
+FAST_PARAMS = {"mc-dropout": {"passes": 8}, "confidnet": {"epochs": 8}}  # every other score runs with its defaults
+
+
+@pytest.mark.parametrize("name", available_scores())
+def test_every_registered_score_on_digits_run_beats_random(digits_run, name: str) -> None:
+    assert set(FAST_PARAMS) <= set(available_scores())
     ctx = ScoreContext(digits_run, seed=0)
-    scorer = create_score(name, **params).fit(ctx)
+    scorer = create_score(name, **FAST_PARAMS.get(name, {})).fit(ctx)
     s = scorer.score(ctx, "test")
     err = ctx.is_error("test")
     assert s.shape == err.shape and np.isfinite(s).all()
     assert auroc(s, err) > 0.6  # higher score = more likely wrong
+
+
+def _lively(net: nn.Module) -> nn.Module:
+    """At torchvision's init MobileNetV3's logits barely depend on the image (features ~1e-9): give every
+    base BatchNorm statistics of one random batch and wider linear layers, so features and dropout matter."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = None  # running statistics = those of the one batch below
+            elif isinstance(m, nn.Linear):
+                m.weight.normal_(0.0, 0.3)
+        net.train()(torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
+    return net.eval()
+
+
+class _TinyRun:
+    """What :class:`ScoreContext` reads from a Run: a registry base (untrained), random 3x8x8 splits and
+    the default config (cross-fit labels: the base's training split is ``pool``). Built once per base."""
+
+    def __init__(self, arch: str) -> None:
+        from metaerr_edge.models import create_base, predict_probs
+        from metaerr_edge.pipeline import RunConfig
+
+        self.base = _lively(create_base(arch, 3, 4, (8, 8), seed=0))
+        self.preprocess = Preprocess([0.5] * 3, [0.25] * 3)
+        self.classes, self.config = ("a", "b", "c", "d"), RunConfig()
+        rng = np.random.default_rng(0)
+        self.splits = {name: (rng.integers(0, 256, (n, 3, 8, 8), dtype=np.uint8), np.arange(n) % 4)
+                       for name, n in (("pool", 32), ("calib", 12), ("test", 12))}  # fmt: skip
+        self.predictions = {}
+        for name in ("calib", "test"):
+            images, labels = self.splits[name]
+            self.predictions |= {f"{name}_labels": labels, f"{name}_probs": predict_probs(self.base, images, self.preprocess)}
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.splits[name]
+
+    @classmethod
+    @functools.cache
+    def of(cls, arch: str) -> "_TinyRun":
+        return cls(arch)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
+def test_feature_scores_read_the_seams_of_torchvision_bases(arch: str) -> None:
+    from metaerr_edge.models.training import to_float
+    from metaerr_edge.scores._features import context_features
+
+    run = _TinyRun.of(arch)
+    ctx = ScoreContext(run)
+    feats, probs = context_features(ctx, "test")
+    with torch.no_grad():
+        expected = run.base.forward_features(run.preprocess(to_float(run.splits["test"][0]))).numpy()
+    assert feats.shape == (12, run.base.num_features) and float(feats.std(0).max()) > 1e-3
+    np.testing.assert_allclose(feats, expected, atol=1e-6)
+    np.testing.assert_allclose(probs, run.predictions["test_probs"], atol=1e-6)  # the deployed model's own
+    for name, params in (("trustscore", {"k": 3}), ("confidnet", {"epochs": 2, "hidden": 16, "layers": 1})):
+        s = create_score(name, **params).fit(ctx).score(ctx, "test")
+        assert s.shape == (12,) and np.isfinite(s).all() and s.std() > 0, name
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
+def test_mc_dropout_on_torchvision_bases_repeats_only_the_head(arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import metaerr_edge.scores.mc_dropout as mc_dropout
+
+    run = _TinyRun.of(arch)
+    ctx = ScoreContext(run)
+    scorer = create_score("mc-dropout", passes=4)
+    if arch == "resnet18":  # torchvision's ResNet has no dropout
+        with pytest.raises(ConfigError, match="mc-dropout needs a base model with dropout layers; TorchvisionBase has none"):
+            scorer.fit(ctx)
+        return
+    images = run.splits["test"][0]
+    fast = mc_dropout_probs(run.base, images, run.preprocess, passes=4, seed=3)
+    monkeypatch.setattr(mc_dropout, "_trunk_and_head", lambda model: None)  # every pass through the whole model
+    np.testing.assert_allclose(fast, mc_dropout_probs(run.base, images, run.preprocess, passes=4, seed=3), atol=1e-6)
+    assert fast.std(axis=0).max() > 1e-3  # the passes differ: the dropout is on
+    s = scorer.fit(ctx).score(ctx, "test")
+    assert s.shape == (12,) and np.isfinite(s).all()
+
+
+def test_feature_scores_name_the_missing_seam_of_a_users_model() -> None:
+    from metaerr_edge.scores._features import penultimate_features
+
+    images, pre = np.zeros((2, 1, 4, 4), np.uint8), Preprocess([0.5], [0.5])
+    with pytest.raises(ConfigError, match=r"^white-box scores \(trustscore, confidnet\) reads hidden features, but _DropNet "
+                                          r"has no forward_features\(x\) method .* and no nn.Linear .classifier"):
+        penultimate_features(_DropNet(0.1), images, pre)
+
+    class Unpooled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.classifier = nn.Linear(16, 3)
+
+        def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+            return x  # N x 1 x 4 x 4, not flattened
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classifier(x.flatten(1))
+
+    with pytest.raises(ConfigError, match=r"Unpooled.forward_features returned shape \(2, 1, 4, 4\); the seam contract is N x 16"):
+        penultimate_features(Unpooled(), images, pre)

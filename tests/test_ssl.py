@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -118,12 +119,12 @@ def test_metaerr_meta_model_trains_on_out_of_fold_labelled_errors(ssl_setup, mon
 
     def spy_crossfit(factory, images, labels, preprocess, fit, k=5, **kw):
         out = real_crossfit(factory, images, labels, preprocess, fit, k=k, **kw)
-        seen["crossfit"] = (images, labels, k, out[0])
+        seen["crossfit"], seen["extra"] = (images, labels, k, out[0]), kw.get("extra")
         return out
 
-    def spy_fit_meta(meta, images, probs, is_error, preprocess, config, **kw):
-        seen["fit_meta"] = (images, probs, is_error)
-        return real_fit_meta(meta, images, probs, is_error, preprocess, config, **kw)
+    def spy_fit_meta(meta, data, preprocess, config, **kw):
+        seen["fit_meta"] = (data.images, data.probs, data.is_error)
+        return real_fit_meta(meta, data, preprocess, config, **kw)
 
     monkeypatch.setattr(selectors_mod, "crossfit_probs", spy_crossfit)
     monkeypatch.setattr(selectors_mod, "fit_meta", spy_fit_meta)
@@ -136,6 +137,25 @@ def test_metaerr_meta_model_trains_on_out_of_fold_labelled_errors(ssl_setup, mon
     assert np.array_equal(m_probs, oof)  # out-of-fold, not the base's in-sample probabilities
     assert np.array_equal(m_err, (oof.argmax(1) != ctx.labelled_labels).astype(np.int64))
     assert ctx.info["meta_train"] == len(ctx.labelled_labels)
+    assert seen["extra"] is None  # without oof_pseudo the fold models see the labelled set only
+
+
+def test_metaerr_oof_pseudo_trains_the_fold_models_on_the_pseudo_labels_too(ssl_setup, monkeypatch):
+    *_, make_ctx = ssl_setup
+    seen = {}
+    real_crossfit = selectors_mod.crossfit_probs
+
+    def spy_crossfit(factory, images, labels, preprocess, fit, k=5, extra=None, **kw):
+        seen["extra"] = extra
+        return real_crossfit(factory, images, labels, preprocess, fit, k=k, extra=extra, **kw)
+
+    monkeypatch.setattr(selectors_mod, "crossfit_probs", spy_crossfit)
+    base = make_ctx(budget=5)
+    pseudo_x, pseudo_y = base.pool_images[:7], base.probs[:7].argmax(1)
+    ctx = dataclasses.replace(base, pseudo_images=pseudo_x, pseudo_labels=pseudo_y)
+    oof = selectors_mod.labelled_oof_probs(ctx, 2, with_pseudo=True)
+    assert oof.shape == (len(ctx.labelled_labels), ctx.num_classes)
+    assert seen["extra"][0] is pseudo_x and seen["extra"][1] is pseudo_y
 
 
 def test_one_round_on_digits_returns_per_round_records(digits):

@@ -9,6 +9,17 @@ Measure any zero-argument callable, summarise, compare side by side and save::
     print(to_markdown([result]))
     save_json("bench.json", [result], environment(), pairs=[("fused/...", "base/...")])
 
+Several calls side by side (round-robin slices, so drift hits all alike)::
+
+    stats = measure_interleaved([("ort", lambda: ort.predict(x)), ("torch", lambda: pt.predict(x))], cfg, 5,
+                                batch_size=8)
+
+The fused .onnx on several runtime backends (what ``metaerr-edge bench`` does)::
+
+    with open_variants("fused.onnx", contract, ("onnxruntime", "torch"), (1, 8), fused=run_model) as variants:
+        results = measure_variants(variants, (1, 8), contract, cfg, rounds=5)
+    print(bench_markdown("fused.onnx", results, environment(), [("fused/torch", "fused/onnxruntime")]))
+
 Only numpy is needed to import this package; torch, tqdm and matplotlib load when used.
 """
 
@@ -26,6 +37,8 @@ from metaerr_edge.bench.report import (
     to_markdown,
 )
 from metaerr_edge.bench.env import environment
+from metaerr_edge.bench.interleave import measure_interleaved, round_config
+from metaerr_edge.bench.summary import OVERSUBSCRIBED_RATIO, bench_markdown, plot_bench, warn_if_oversubscribed
 from metaerr_edge.bench.timer import (
     PERCENTILES,
     LatencyStats,
@@ -33,21 +46,43 @@ from metaerr_edge.bench.timer import (
     measure,
     measure_device,
 )
+from metaerr_edge.bench.variants import (
+    HOST_NOTE,
+    PARITY_ATOL,
+    Variant,
+    check_parity,
+    measure_variants,
+    open_variants,
+    thread_counts,
+)
 
 __all__ = [
+    "HOST_NOTE",
+    "OVERSUBSCRIBED_RATIO",
+    "PARITY_ATOL",
     "PERCENTILES",
     "SCHEMA",
     "BenchReport",
     "BenchResult",
     "LatencyStats",
     "TimingConfig",
+    "Variant",
+    "bench_markdown",
+    "check_parity",
     "environment",
     "load_json",
     "measure",
     "measure_device",
+    "measure_interleaved",
+    "measure_variants",
+    "open_variants",
+    "plot_bench",
     "plot_latency",
     "ratio_table",
     "ratios_markdown",
+    "round_config",
     "save_json",
+    "thread_counts",
     "to_markdown",
+    "warn_if_oversubscribed",
 ]

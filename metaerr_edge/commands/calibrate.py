@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from metaerr_edge.commands._options import fraction
+from metaerr_edge.options import fraction
+from metaerr_edge.data.labels import error_labels
 from metaerr_edge.console import warn
 from metaerr_edge.errors import ConfigError
 from metaerr_edge._fileio import dumps_json
@@ -41,7 +42,7 @@ def calibration_scores(model: str, run) -> tuple[np.ndarray, np.ndarray]:
     with open_session(model, backend="onnxruntime") as session:
         x = images.astype(np.float32) / 255.0 if session.contract.input.layout == "NCHW" else images.transpose(0, 2, 3, 1)
         pred = session.predict(np.ascontiguousarray(x))
-    return pred.failure_score, (pred.label != labels).astype(np.int64)
+    return pred.failure_score, error_labels(pred.label, labels)
 
 
 def warn_if_degenerate(choice, scores: np.ndarray) -> str | None:
@@ -61,7 +62,8 @@ def warn_if_degenerate(choice, scores: np.ndarray) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from metaerr_edge.decide import threshold_for_coverage, threshold_for_risk
-    from metaerr_edge.fuse.modelfile import read_contract, set_threshold
+    from metaerr_edge.fuse.modelfile import set_threshold
+    from metaerr_edge.runtime import read_contract
     from metaerr_edge.pipeline import load_run
 
     if args.delta is not None and args.risk is None:

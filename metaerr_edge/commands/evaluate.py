@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from metaerr_edge.commands._options import at_most, name_list
+from metaerr_edge.options import at_most, name_list
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from metaerr_edge.commands._options import name, unit_interval
+from metaerr_edge.options import name, unit_interval
 from metaerr_edge._fileio import dumps_json
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from metaerr_edge.commands._options import batch_size
+from metaerr_edge.options import batch_size
 from metaerr_edge._fileio import dumps_json
 
 

@@ -6,18 +6,9 @@ import argparse
 import math
 import os
 
-from metaerr_edge.commands._options import (
-    EPOCHS,
-    add_fit_options,
-    at_most,
-    fold_count,
-    fraction,
-    name,
-    positive_int,
-    round_count,
-)
-from metaerr_edge.commands.train import ARCH_HELP
+from metaerr_edge.config import add_config_options
 from metaerr_edge.data import available_sources
+from metaerr_edge.options import at_most, fold_count, fraction, name, positive_int, round_count
 from metaerr_edge.errors import ConfigError
 from metaerr_edge._fileio import write_json
 
@@ -28,8 +19,6 @@ SELECTOR_HELP = "confidence, topk, mc-dropout, metaerr, metaerr-topk"
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("ssl", help="pseudo-labelling semi-supervised learning with a MetaErr (or baseline) selector")
-    p.add_argument("--dataset", default="digits", help=f"one of {available_sources()} (default: %(default)s)")
-    p.add_argument("--root", default=None, help="data root for torchvision/ImageFolder datasets (e.g. ../shared/datasets)")
     p.add_argument("--labelled", type=positive_int, default=100,
                    help="how many training images keep their label (class-balanced; default: %(default)s)")
     p.add_argument("--selector", default="metaerr", help=f"{SELECTOR_HELP} (default: %(default)s)")
@@ -43,11 +32,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="metaerr keeps pool images whose failure score is below this (default: 0.5)")
     p.add_argument("--meta-mode", type=name, default="probs", help="metaerr head input: probs, image, image+probs (default: %(default)s)")
     p.add_argument("--folds", type=fold_count, default=3, help="cross-fitting folds for the metaerr error labels (default: %(default)s)")
-    p.add_argument("--arch", default="small_cnn", help=f"base architecture: {ARCH_HELP} (default: %(default)s)")
     p.add_argument("--width", type=at_most(1024), default=None, help="small_cnn width (default: the architecture's)")
-    p.add_argument("--epochs", type=EPOCHS, default=10, help="base epochs per round (default: %(default)s)")
     p.add_argument("--min-steps", type=at_most(10_000_000), default=100, help="at least this many optimiser steps per training")
-    add_fit_options(p, pool_help="cap the unlabelled pool at this many images")
+    # What a pseudo-labelling run shares with `train`: the same fields, defaults and help.
+    add_config_options(p, only=("data.dataset", "data.root", "data.max_pool", "data.max_test", "base.arch", "base.epochs",
+                                "base.batch_size", "base.lr", "seed", "device"),
+                       helps={"data.dataset": f"one of {available_sources()}", "base.epochs": "base epochs per round",
+                              "data.max_pool": "cap the unlabelled pool at this many images"})  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress bars (they are drawn on a terminal only)")
     p.add_argument("-o", "--out", default="runs/ssl.json", help="JSON file to write (default: %(default)s)")
     return p
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from metaerr_edge.commands._options import name, nonneg_float, positive_float, unit_interval
+from metaerr_edge.options import name, nonneg_float, positive_float, unit_interval
+from metaerr_edge.data.labels import error_labels
 from metaerr_edge.errors import ConfigError, MissingDependency
 from metaerr_edge._fileio import atomic_write_text, dumps_json, write_json
 
@@ -76,13 +77,13 @@ def run(args: argparse.Namespace) -> int:
         mode = run_.mode(args.meta_mode)
         preds = run_.predictions
         scores, labels = preds[f"calib_score_{mode}"], preds["calib_labels"]
-        is_error = (preds["calib_probs"].argmax(1) != labels).astype(np.int64)
+        is_error = error_labels(preds["calib_probs"], labels)
         device, device_name = (bench_latency(args.bench, args.bench_name) if args.bench else (np.array([args.device_latency_ms]), "given"))
         fallback = bench_latency(args.fallback_bench, None)[0] if args.fallback_bench else np.array([args.fallback_latency_ms])
         fb_kwargs: dict = {}
         if args.fallback_run:
             other = load_run(args.fallback_run)
-            if not np.array_equal(other.splits.calib, run_.splits.calib) or other.config.dataset != run_.config.dataset:
+            if not np.array_equal(other.splits.calib, run_.splits.calib) or other.config.data.dataset != run_.config.data.dataset:
                 raise ConfigError(f"{args.fallback_run} was not trained on the same dataset and splits as {args.run} "
                                   "(same --dataset, --seed and split fractions); pass --fallback-accuracy instead")  # fmt: skip
             fb_kwargs["fallback_correct"] = (other.predictions["calib_probs"].argmax(1) == labels).astype(np.int64)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from metaerr_edge.commands._options import at_most, int_list, positive_float
+from metaerr_edge.options import at_most, int_list, positive_float
 from metaerr_edge._fileio import write_json
 
 

@@ -6,9 +6,11 @@
     imagefolder.py  PATH/<class>/* trees and their content-keyed cache
     npz.py          npz archives
     splits.py       seeded base-train / meta-train / calibration / test splits
+    labels.py       error_labels: where the base is wrong (the meta-model's targets, every metric's truth)
 """
 
 from metaerr_edge.data.arrays import DatasetArrays, ImageArrays, validate_dataset
+from metaerr_edge.data.labels import error_labels
 from metaerr_edge.data.sources import available_sources, load_dataset, register_source
 from metaerr_edge.data.splits import SPLIT_NAMES, SplitConfig, Splits, make_splits
 
@@ -19,6 +21,7 @@ __all__ = [
     "SplitConfig",
     "Splits",
     "available_sources",
+    "error_labels",
     "load_dataset",
     "make_splits",
     "register_source",

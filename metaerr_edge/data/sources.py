@@ -29,26 +29,24 @@ from metaerr_edge.data.idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, _idx_sou
 from metaerr_edge.data.imagefolder import IMAGE_EXTENSIONS, _load_imagefolder_dataset, read_imagefolder
 from metaerr_edge.data.npz import _load_npz
 from metaerr_edge.errors import ConfigError, DataError
+from metaerr_edge.registry import Registry
 
 __all__ = ["FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS", "MNIST_CLASSES", "DatasetArrays", "ImageArrays",
            "available_sources", "load_dataset", "read_idx", "read_imagefolder", "register_source",
            "validate_dataset"]
 
-_SOURCES: dict[str, Callable[[Path | None, bool], DatasetArrays]] = {}
-
-
-def register_source(name: str):
-    """Decorator: add a dataset loader ``fn(root, download) -> DatasetArrays`` to the registry."""
-
-    def wrap(fn):
-        _SOURCES[name] = fn
-        return fn
-
-    return wrap
+SourceLoader = Callable[[Path | None, bool], DatasetArrays]
+#: The dataset sources, each ``fn(root, download) -> DatasetArrays``. A path-style source is
+#: registered as ``"<prefix>:PATH"``: ``load_dataset("<prefix>:some/dir")`` calls it with
+#: ``root=Path("some/dir")``. Metadata ``where`` names its data in messages (``"npz file"``) and
+#: ``fields`` are :func:`validate_dataset`'s ``image_fields`` / ``label_fields`` for it.
+SOURCES: Registry[SourceLoader] = Registry("dataset", positional=2)
+register_source = SOURCES.register
 
 
 def available_sources() -> list[str]:
-    return sorted(_SOURCES) + ["imagefolder:PATH", "npz:PATH"]
+    """The dataset names: the named sources sorted, then the path-style ones (``npz:PATH``)."""
+    return sorted(SOURCES.available(), key=lambda n: (n.endswith(":PATH"), n))
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, download: bool = False) -> DatasetArrays:
@@ -62,22 +60,17 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
     if not isinstance(name, str):
         raise ConfigError(f"dataset must be a name such as 'digits', 'npz:PATH' or 'imagefolder:PATH', got "
                           f"{type(name).__name__} {name!r}; expected one of {available_sources()}")
-    if name.startswith("imagefolder:"):
-        path = Path(name.split(":", 1)[1])
-        return validate_dataset(_load_imagefolder_dataset(path), f"imagefolder {path}")
-    if name.startswith("npz:"):
-        path = Path(name.split(":", 1)[1])
-        return validate_dataset(
-            _load_npz(path), f"npz file {path}", image_fields=("x_train", "x_test"), label_fields=("y_train", "y_test")
-        )
-    if name not in _SOURCES:
-        raise ConfigError(
-            f"unknown dataset {name!r}; expected one of {available_sources()}"
-        )
-    ds = _SOURCES[name](Path(root) if root is not None else None, download)
+    prefix, sep, path = name.partition(":")
+    if sep and f"{prefix}:PATH" in SOURCES:  # a path-style source: the path in the name is its root
+        entry, root = SOURCES.entry(f"{prefix}:PATH"), path
+    else:
+        entry = SOURCES.entry(name)
+    ds = SOURCES.create(entry.name, Path(root) if root is not None else None, download)
     if not isinstance(ds, DatasetArrays):
         raise DataError(f"the loader of dataset {name!r} returned {type(ds).__name__}; expected DatasetArrays")
-    return validate_dataset(ds, f"dataset {name!r}" + (f" under {root}" if root is not None else ""))
+    where = entry.meta.get("where")
+    label = f"{where} {Path(root)}" if where else f"dataset {name!r}" + (f" under {root}" if root is not None else "")
+    return validate_dataset(ds, label, **entry.meta.get("fields", {}))
 
 
 @register_source("digits")
@@ -121,3 +114,14 @@ def _cifar10(root: Path | None, download: bool) -> DatasetArrays:
         f"no CIFAR-10 under {root}: expected {jpeg}/train/<class>/*.jpg and {jpeg}/test/<class>/*.jpg "
         f"(ImageFolder) or {root}/cifar-10-batches-py (torchvision). Fix --root or pass --download."
     )
+
+
+@register_source("imagefolder:PATH", where="imagefolder")
+def _imagefolder(root: Path | None, download: bool) -> DatasetArrays:
+    return _load_imagefolder_dataset(Path(root or "."))
+
+
+@register_source("npz:PATH", where="npz file",
+                 fields={"image_fields": ("x_train", "x_test"), "label_fields": ("y_train", "y_test")})
+def _npz(root: Path | None, download: bool) -> DatasetArrays:
+    return _load_npz(Path(root or "."))

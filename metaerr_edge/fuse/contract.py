@@ -2,7 +2,8 @@
 
 It travels inside the ONNX file as JSON under the ``metadata_props`` key
 :data:`CONTRACT_KEY`. This module is pure Python (no torch, no onnx) so a runtime-only
-install can read it, e.g. from ``onnxruntime.InferenceSession(...).get_modelmeta()``.
+install can read it, e.g. from ``onnxruntime.InferenceSession(...).get_modelmeta()``;
+:func:`random_inputs` (numpy, imported when called) makes a batch that fits an :class:`InputSpec`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import json
 import math
 import numbers
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from metaerr_edge.errors import ContractError
+from metaerr_edge.errors import ConfigError, ContractError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CONTRACT_KEY = "metaerr_edge.contract"
 CONTRACT_FORMAT = "metaerr-edge/1"
@@ -87,6 +91,32 @@ class InputSpec:
         if self.layout == "NCHW":
             return ("batch", self.channels, self.height, self.width)
         return ("batch", self.height, self.width, self.channels)
+
+
+def random_inputs(spec: InputSpec, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` seeded random inputs that fit ``spec``: its layout, dtype and ``value_range``.
+
+    uint8 input is uniform over the integers of ``value_range`` (0-255), float32 input uniform in
+    ``[low, high)``; the same ``seed`` gives the same array. The one generator of test, parity
+    and benchmark inputs (returns a numpy array; numpy is imported here, not with the module).
+
+    Raises:
+        ConfigError: ``n`` is not an integer >= 1.
+
+    Example:
+        >>> random_inputs(InputSpec(channels=1, height=28, width=28), 4, seed=0).shape
+        (4, 1, 28, 28)
+    """
+    import numpy as np
+
+    if not _is_int(n) or n < 1:
+        raise ConfigError(f"n must be an integer >= 1, got {n!r}")
+    shape = (int(n), *(int(d) for d in spec.shape[1:]))
+    rng = np.random.default_rng(seed)
+    low, high = spec.value_range
+    if spec.dtype == "uint8":
+        return rng.integers(int(low), int(high) + 1, size=shape, dtype=np.uint8)
+    return (rng.random(shape, dtype=np.float32) * (high - low) + low).astype(np.float32)
 
 
 @dataclass(frozen=True)

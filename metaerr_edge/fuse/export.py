@@ -11,7 +11,7 @@ only then replaces the target: the final path never holds a partial file.
 
 Example:
     >>> report = export_onnx(fused, contract, "model.onnx")
-    >>> read_contract("model.onnx").threshold.value
+    >>> metaerr_edge.read_contract("model.onnx").threshold.value
     0.5
 """
 
@@ -38,21 +38,14 @@ from metaerr_edge.fuse.contract import (
     THRESHOLD_INITIALIZER,
     Contract,
     ThresholdSpec,
+    random_inputs,
     validate_contract,
 )
 from metaerr_edge.fuse.fused import FusedModel
+from metaerr_edge.fuse.modelfile import BATCH_DIM, atomic_write, load_checked, set_contract, set_threshold
 from metaerr_edge.runtime.modelinfo import info_from_bytes
-from metaerr_edge.fuse.modelfile import (
-    BATCH_DIM,
-    atomic_write,
-    load_checked,
-    read_contract,
-    set_contract,
-    set_threshold,
-)
 
-__all__ = ["ExportReport", "example_input", "export_onnx", "export_run", "load_checked",
-           "read_contract", "set_threshold"]
+__all__ = ["ExportReport", "example_input", "export_onnx", "export_run", "load_checked", "set_threshold"]
 
 DEFAULT_OPSET = 18
 DYNAMO_MIN_OPSET = 18  # the oldest opset the dynamo exporter writes itself
@@ -103,13 +96,7 @@ class RunLike(Protocol):
 
 def example_input(contract: Contract, batch: int = 2, seed: int = 0) -> torch.Tensor:
     """A random input of the contract's layout and dtype (batch >= 2: torch.export specialises 1)."""
-    gen = torch.Generator().manual_seed(seed)
-    spec = contract.input
-    shape = (batch, *spec.shape[1:])
-    if spec.dtype == "uint8":
-        return torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)
-    low, high = spec.value_range
-    return torch.rand(shape, generator=gen) * (high - low) + low
+    return torch.from_numpy(random_inputs(contract.input, batch, seed))
 
 
 def export_onnx(fused: FusedModel, contract: Contract, path: str | os.PathLike[str], *,

@@ -1,7 +1,8 @@
 """The fused model FILE: load it safely, read its contract, rewrite its threshold, write atomically.
 
 Torch-free (needs only ``onnx`` and numpy), so a deployment box can inspect a model without the
-training stack. :mod:`metaerr_edge.fuse.export` re-exports the public functions.
+training stack. :mod:`metaerr_edge.fuse.export` re-exports the public functions. Reading a contract
+is the runtime's job (:func:`metaerr_edge.runtime.read_contract`, onnx-free), the one reader.
 
 Every write goes to a temporary file beside the target, is checked (``onnx.checker`` full check,
 strict shape inference, the graph interface against the contract) and only then replaces the
@@ -10,7 +11,7 @@ interrupts in between.
 
 Example:
     >>> set_threshold("model.onnx", ThresholdSpec(0.27, "coverage", target_coverage=0.9))
-    >>> read_contract("model.onnx").threshold.value
+    >>> metaerr_edge.read_contract("model.onnx").threshold.value
     0.27
 """
 
@@ -26,7 +27,7 @@ import onnx
 from onnx import numpy_helper
 
 from metaerr_edge.errors import ConfigError, ContractError
-from metaerr_edge.runtime.modelinfo import checked_contract, info_from_bytes, model_info, read_model_bytes
+from metaerr_edge.runtime.modelinfo import checked_contract, info_from_bytes, read_model_bytes
 from metaerr_edge.fuse.contract import (
     CONTRACT_KEY,
     THRESHOLD_INITIALIZER,
@@ -34,6 +35,8 @@ from metaerr_edge.fuse.contract import (
     ThresholdSpec,
     validate_contract,
 )
+
+__all__ = ["BATCH_DIM", "MAKE_ONE", "atomic_write", "load_checked", "set_contract", "set_threshold"]
 
 BATCH_DIM = "batch"
 MAKE_ONE = ("Make one with `metaerr-edge export RUN -o model.onnx` or "
@@ -63,21 +66,6 @@ def _checked_model(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, Contr
                             f"{str(exc).strip()[:300]}). The file may be truncated or damaged; re-export it. "
                             f"{MAKE_ONE}") from exc
     return model, contract
-
-
-def read_contract(path: str | os.PathLike[str]) -> Contract:
-    """The contract embedded in a fused model file, checked against its graph.
-
-    The check is the one every way of opening a model goes through
-    (:func:`metaerr_edge.runtime.modelinfo.checked_contract`): a contract of the wrong type, or one
-    that disagrees with the graph (input name, layout, dtype or size; class count; threshold
-    initializer) is a :class:`ContractError` naming the field.
-
-    Example:
-        >>> read_contract("model.onnx").classes[:2]
-        ('T-shirt/top', 'Trouser')
-    """
-    return checked_contract(model_info(path))
 
 
 def set_threshold(path: str | os.PathLike[str], threshold: ThresholdSpec,

@@ -24,10 +24,10 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text, replace_folder
 from metaerr_edge.errors import ConfigError, ContractError
 from metaerr_edge.fuse.contract import OUTPUT_NAMES, Contract
 
@@ -79,7 +79,8 @@ def write_triton_repository(model_path: str | os.PathLike[str], repo_dir: str | 
             raise ConfigError("a TensorRT .plan carries no contract: pass contract=read_contract(onnx)")
         io = _io_from_contract(contract)
     else:
-        from metaerr_edge.fuse.modelfile import load_checked, read_contract
+        from metaerr_edge.fuse.modelfile import load_checked
+        from metaerr_edge.runtime.modelinfo import read_contract
 
         contract = contract or read_contract(model_path)
         io = _io_from_onnx(load_checked(model_path), contract)
@@ -87,21 +88,14 @@ def write_triton_repository(model_path: str | os.PathLike[str], repo_dir: str | 
     config = render_config(model_name, "tensorrt_plan" if plan else "onnxruntime_onnx", io,
                            max_batch_size, preferred_batch_sizes, instance_count, kind,
                            max_queue_delay_microseconds)
-    repo.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{model_name}.", dir=repo))
-    try:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(staging, 0o777 & ~mask)  # mkdtemp makes 0700; the server may run as another user
-        (staging / "1").mkdir()
-        shutil.copyfile(model_path, staging / "1" / ("model.plan" if plan else "model.onnx"))
-        (staging / "config.pbtxt").write_text(config)
-        (staging / "labels.txt").write_text("".join(f"{c}\n" for c in contract.classes))
-        (staging / "contract.json").write_text(json.dumps(json.loads(contract.to_json()), indent=2) + "\n")
-        _swap_in(staging, repo / model_name)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    # The folder is written whole (metaerr_edge._fileio.replace_folder): umask permissions, under its
+    # lock, and swapped in only once complete; on any failure the previous one stays.
+    with replace_folder(repo / model_name, writer="write_triton_repository") as staging:
+        model_file = staging / "1" / ("model.plan" if plan else "model.onnx")
+        atomic_write_bytes(model_file, lambda tmp: shutil.copyfile(model_path, tmp))
+        atomic_write_text(staging / "config.pbtxt", config)
+        atomic_write_text(staging / "labels.txt", "".join(f"{c}\n" for c in contract.classes))
+        atomic_write_text(staging / "contract.json", json.dumps(json.loads(contract.to_json()), indent=2) + "\n")
     return repo / model_name
 
 
@@ -204,19 +198,3 @@ def _io_from_onnx(model: object, contract: Contract) -> list[tuple[str, str, str
     if tuple(names) != tuple(contract.outputs):
         raise ContractError(f"graph outputs {names} differ from the contract's {list(contract.outputs)}")
     return rows
-
-
-def _swap_in(staging: Path, target: Path) -> None:
-    """Replace ``target`` by ``staging`` (same folder); the old one is removed only afterwards."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.replace(target, old / target.name)
-    try:
-        os.replace(staging, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old / target.name, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -7,7 +7,7 @@ decision. A sample whose score lies within ``atol`` of the threshold may legitim
 counted as a boundary case and reported, not failed.
 
 Example:
-    >>> report = verify_parity("model.onnx", fused, generate_inputs(contract, 256, seed=0))
+    >>> report = verify_parity("model.onnx", fused, random_inputs(contract.input, 256, seed=0))
     >>> report.passed, report.max_abs_score_diff
     (True, 1.2e-07)
 """
@@ -24,7 +24,7 @@ import torch
 
 from metaerr_edge.console import warn
 from metaerr_edge.errors import ConfigError, InputError, require
-from metaerr_edge.fuse.contract import Contract
+from metaerr_edge.fuse.contract import Contract, random_inputs
 from metaerr_edge.fuse.fused import FusedModel
 
 
@@ -98,24 +98,6 @@ class ParityReport:
         return "\n".join(lines) + "\n"
 
 
-def generate_inputs(contract: Contract, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` random inputs of the contract's shape and dtype (uint8 0-255 or float in value_range).
-
-    Example:
-        >>> generate_inputs(contract, 4, seed=0).shape
-        (4, 1, 28, 28)
-    """
-    if n < 1:
-        raise ConfigError(f"n must be >= 1, got {n}")
-    rng = np.random.default_rng(seed)
-    spec = contract.input
-    shape = (n, *(int(d) for d in spec.shape[1:]))
-    if spec.dtype == "uint8":
-        return rng.integers(0, 256, size=shape, dtype=np.uint8)
-    low, high = spec.value_range
-    return (rng.random(shape, dtype=np.float32) * (high - low) + low).astype(np.float32)
-
-
 def verify_parity(onnx_path: str | os.PathLike[str], fused: FusedModel, images: np.ndarray, *,
                   atol: float = 1e-5, batch_sizes: Sequence[int] = (1, 7, 64),
                   providers: Sequence[str] = ("CPUExecutionProvider",),
@@ -125,7 +107,7 @@ def verify_parity(onnx_path: str | os.PathLike[str], fused: FusedModel, images: 
     Args:
         onnx_path: the exported fused model.
         fused: the PyTorch reference, with the same threshold as the file.
-        images: inputs in the file's layout and dtype, e.g. from :func:`generate_inputs`.
+        images: inputs in the file's layout and dtype, e.g. from :func:`~metaerr_edge.fuse.contract.random_inputs`.
         atol: tolerance on the failure score, and the half-width of the boundary band.
         batch_sizes: chunk sizes to run (the last chunk of each may be smaller).
         providers: ONNX Runtime execution providers, in order of preference. The ones actually
@@ -147,7 +129,7 @@ def verify_parity(onnx_path: str | os.PathLike[str], fused: FusedModel, images: 
     want_dtype = np.uint8 if inp.type == "tensor(uint8)" else np.float32
     if images.ndim != 4 or images.dtype != want_dtype or list(images.shape[1:]) != list(inp.shape[1:]):
         raise InputError(f"images are {images.dtype}{list(images.shape)}, the model takes "
-                         f"{inp.type}{inp.shape} named {inp.name!r}; use generate_inputs(contract, n)")
+                         f"{inp.type}{inp.shape} named {inp.name!r}; use random_inputs(contract.input, n)")
     threshold = float(fused.defer_threshold)
     was_training = fused.training
     fused.eval()
@@ -245,7 +227,7 @@ def verify_run(onnx_path: str | os.PathLike[str], run: Any, n: int = 512, atol: 
     Example:
         >>> print(verify_run("model.onnx", run).to_markdown())
     """
-    from metaerr_edge.fuse.modelfile import read_contract
+    from metaerr_edge.runtime.modelinfo import read_contract
 
     contract = read_contract(onnx_path)
     layout = contract.input.layout

@@ -1,6 +1,6 @@
-"""MetaErr: error labels from unseen data, black-box meta-model heads, and their training."""
+"""MetaErr: error labels from unseen data, black-box meta-model heads, and the one recipe that fits them (fit_meta)."""
 
-from metaerr_edge.meta.fit import MetaFitConfig, MetaFitResult, fit_meta, mentor_outputs, meta_scores
+from metaerr_edge.meta.fit import MentorData, MetaData, MetaFitConfig, MetaFitResult, fit_meta, mentor_outputs, meta_scores
 from metaerr_edge.meta.heads import META_MODES, HeadConfig, MetaModel
 from metaerr_edge.meta.labels import crossfit_probs, error_labels, fold_ids
 from metaerr_edge.meta.metaerr import MetaErr
@@ -8,6 +8,8 @@ from metaerr_edge.meta.metaerr import MetaErr
 __all__ = [
     "META_MODES",
     "HeadConfig",
+    "MentorData",
+    "MetaData",
     "MetaErr",
     "MetaFitConfig",
     "MetaFitResult",

@@ -1,9 +1,18 @@
-"""Training a meta-model on error labels: class-weighted loss, checkpoint chosen on meta-validation AUROC."""
+"""The MetaErr recipe: fit a meta-model from plain data. The one place a meta-model is trained.
+
+:func:`fit_meta` takes the rows the base did not train on (:class:`MetaData`: images, the base's
+probabilities there, true labels; the error labels come from :func:`metaerr_edge.data.error_labels`),
+for the mentor modes what the mentor learns from (:class:`MentorData`), and the training settings
+(:class:`MetaFitConfig`). The run pipeline, :class:`~metaerr_edge.meta.MetaErr` for a user's model,
+the pseudo-labelling selectors and the benchmarks all call it. The loop: class-weighted BCE on the
+error labels (or MSE to the true-class probability), checkpoint chosen on meta-validation AUROC.
+"""
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,10 +20,12 @@ import torch
 from torch import nn
 
 from metaerr_edge.console import progress_bar, warn
+from metaerr_edge.data.labels import error_labels
 from metaerr_edge.errors import ConfigError, DataError
-from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.meta.heads import MetaModel
-from metaerr_edge.models.training import resolve_device, run_batched, to_float
+from metaerr_edge.meta.labels import crossfit_probs
+from metaerr_edge.models.preprocess import Preprocess
+from metaerr_edge.models.training import FitConfig, fit_classifier, resolve_device, run_batched, to_float
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,55 @@ class MetaFitConfig:
 
 
 @dataclass(frozen=True)
+class MetaData:
+    """Rows a meta-model learns from: uint8 images N x C x H x W, the base's probabilities on them
+    (N x K; rows the base did not train on: held-out or out-of-fold) and the true labels (N,)."""
+
+    images: np.ndarray
+    probs: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+            raise ConfigError(f"meta-model images must be uint8 N x C x H x W, got {self.images.dtype} {self.images.shape}")
+        if self.probs.ndim != 2 or not len(self.images) == len(self.probs) == len(self.labels):
+            raise DataError(f"meta-model data: {len(self.images)} images, probabilities of shape {self.probs.shape} and "
+                            f"{len(self.labels)} labels; expected one N x K probability row and one label per image")
+
+    @property
+    def is_error(self) -> np.ndarray:
+        return error_labels(self.probs, self.labels)
+
+    @property
+    def tcp(self) -> np.ndarray:
+        """The base's probability of the true label (the target of ``target="tcp"`` heads)."""
+        return self.probs[np.arange(len(self.labels)), self.labels].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class MentorData:
+    """What the mentor of a ``mentor``/``mentor-features`` meta-model learns from.
+
+    Args:
+        images, labels: the mentor's training rows (the base's own training rows may be used).
+        fit: the mentor's training schedule.
+        oof_folds: ``>= 2`` when the meta rows are the mentor's training rows (cross-fitting): the
+            ``mentor`` head then trains on out-of-fold mentor probabilities from this many mentors,
+            as the base's labels are out-of-fold. ``mentor-features`` reads features, which differ
+            between networks, so its head always sees the final mentor's outputs.
+        factory: builds a fresh mentor for each fold (default: the head's ``mentor_arch``).
+        trained: ``meta.mentor`` already holds a trained mentor; only its outputs are computed.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    fit: FitConfig = FitConfig()
+    oof_folds: int = 0
+    factory: Callable[[], nn.Module] | None = None
+    trained: bool = False
+
+
+@dataclass(frozen=True)
 class MetaFitResult:
     best_epoch: int
     val_auroc: float
@@ -58,52 +118,95 @@ def stratified_holdout(is_error: np.ndarray, fraction: float, seed: int) -> np.n
 
 def fit_meta(
     meta: MetaModel,
-    images: np.ndarray,
-    probs: np.ndarray,
-    is_error: np.ndarray,
+    data: MetaData,
     preprocess: Preprocess,
     config: MetaFitConfig = MetaFitConfig(),
-    mentor_out: np.ndarray | None = None,
+    *,
+    mentor: MentorData | None = None,
+    fit_only: MetaData | None = None,
     progress: bool = True,
     desc: str = "meta",
-    *,
-    tcp: np.ndarray | None = None,
-    train_only: np.ndarray | None = None,
 ) -> MetaFitResult:
-    """Fit ``meta`` to predict ``is_error`` from (image, probs); keep the best meta-validation AUROC.
+    """Fit ``meta`` to predict where the base fails on ``data``; keep the best meta-validation AUROC.
 
-    ``target="error"`` heads: class-weighted BCE (errors up-weighted by ``n_correct / n_error``
-    unless ``config.balanced`` is False). ``target="tcp"`` heads: MSE to ``tcp``, the base's
-    true-class probability per row. ``mentor_out``: the frozen mentor's precomputed
-    :meth:`MetaModel.mentor_outputs`. ``train_only``: rows used for fitting but never for
-    validation (e.g. the base's own training rows of a TCP head); validation is a stratified
-    ``config.val_fraction`` of the other rows and always scores ``is_error``.
+    The mentor modes first train ``meta.mentor`` on ``mentor`` (unless ``mentor.trained``), then
+    precompute its outputs once (it is frozen). ``fit_only``: rows used for fitting but never for
+    validation (a ``target="tcp"`` head with held-out labels also learns from the base's own
+    training rows, ConfidNet's recipe). Validation is a stratified ``config.val_fraction`` of
+    ``data`` and always scores the error labels. ``target="error"`` heads: class-weighted BCE
+    (errors up-weighted by ``n_correct / n_error`` unless ``config.balanced`` is False);
+    ``target="tcp"`` heads: MSE to the base's true-class probability.
+
+    Example:
+        >>> meta = MetaModel(HeadConfig("probs"), in_channels=1, num_classes=10, image_size=(8, 8))
+        >>> fit_meta(meta, MetaData(images, oof_probs, labels), Preprocess([0.5], [0.5])).val_auroc
+        0.91
     """
-    from sklearn.metrics import roc_auc_score
-
+    is_error = data.is_error
     n_err = int(is_error.sum())
     if n_err < 2 or n_err > len(is_error) - 2:
         raise DataError(
             f"the meta-model needs both failures and successes to learn from; got {n_err} errors in "
             f"{len(is_error)} samples. Use more meta-train data (cross-fitting gives the most) or a weaker base."
         )
+    device = config.device
+    mentor_out = _mentor_outputs(meta, data, preprocess, mentor, device, progress) if meta.mentor is not None else None
+    rows, train_only = data, np.zeros(len(data.labels), bool)
+    if fit_only is not None:
+        rows = MetaData(np.concatenate([data.images, fit_only.images]), np.concatenate([data.probs, fit_only.probs]),
+                        np.concatenate([data.labels, fit_only.labels]))
+        train_only = np.arange(len(rows.labels)) >= len(data.labels)
+        if mentor_out is not None:
+            mentor_out = np.concatenate([mentor_out, mentor_outputs(meta, fit_only.images, preprocess, device=device)])
+    return _train_head(meta, rows, preprocess, config, mentor_out, train_only, progress, desc)
+
+
+def _mentor_outputs(meta: MetaModel, data: MetaData, pre: Preprocess, mentor: MentorData | None, device: str,
+                    progress: bool) -> np.ndarray:
+    """Train the mentor (unless already trained) and return what the head reads from it on ``data``."""
+    if mentor is None:
+        raise ConfigError(f"meta mode {meta.config.mode!r} needs mentor=MentorData(images, labels): what its mentor "
+                          "network learns from (e.g. the base's training rows)")
+    oof = None
+    if not mentor.trained:
+        if mentor.oof_folds >= 2 and meta.config.mode == "mentor":
+            c, h, w = data.images.shape[1:]
+            factory = mentor.factory or (lambda: _new_mentor(meta, c, (h, w)))
+            oof, _ = crossfit_probs(factory, data.images, data.labels, pre, mentor.fit, mentor.oof_folds, progress,
+                                    "mentor fold")
+        fit_classifier(meta.mentor, mentor.images, mentor.labels, pre, mentor.fit, progress, "mentor")
+    meta.mentor.requires_grad_(False)
+    if meta.feature_dim:
+        meta.set_feature_stats(pre(to_float(mentor.images)))
+    return oof if oof is not None else mentor_outputs(meta, data.images, pre, device=device)
+
+
+def _new_mentor(meta: MetaModel, channels: int, size: tuple[int, int]) -> nn.Module:
+    from metaerr_edge.models.registry import create_base
+
+    return create_base(meta.config.mentor_arch, channels, meta.num_classes, size, **meta.config.mentor_kwargs)
+
+
+def _train_head(meta: MetaModel, data: MetaData, preprocess: Preprocess, config: MetaFitConfig,
+                mentor_out: np.ndarray | None, train_only: np.ndarray, progress: bool, desc: str) -> MetaFitResult:
+    """The training loop of :func:`fit_meta` (``train_only`` rows are never validated on)."""
+    from sklearn.metrics import roc_auc_score
+
+    images, probs, is_error = data.images, data.probs, data.is_error
+    n_err = int(is_error.sum())
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    train_only = np.zeros(len(is_error), bool) if train_only is None else np.asarray(train_only, bool)
     eligible = np.flatnonzero(~train_only)
     val = np.zeros(len(is_error), bool)
     val[eligible[stratified_holdout(is_error[eligible], config.val_fraction, config.seed)]] = True
-    uses_x = meta.config.uses_image or (meta.mentor is not None and mentor_out is None)
-    x_all = to_float(images) if uses_x else None
+    x_all = to_float(images) if meta.config.uses_image else None  # a mentor's outputs come precomputed
     p_all = torch.from_numpy(probs.astype(np.float32))
     m_all = None if mentor_out is None else torch.from_numpy(mentor_out.astype(np.float32))
     y_all = torch.from_numpy(is_error.astype(np.float32))
     tr_idx, va_idx = torch.from_numpy(np.flatnonzero(~val)), torch.from_numpy(np.flatnonzero(val))
     if meta.config.target == "tcp":
-        if tcp is None or len(tcp) != len(is_error):
-            raise ConfigError("a target='tcp' head needs tcp= (the base's true-class probability per row)")
-        t_all = torch.from_numpy(np.asarray(tcp, np.float32))
+        t_all = torch.from_numpy(data.tcp)
         mse = nn.MSELoss()
 
         def loss_fn(raw: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

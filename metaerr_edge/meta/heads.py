@@ -1,6 +1,6 @@
 """MetaErr meta-model heads. Black-box only: they see the image and the base's probabilities.
 
-Input modes (the registry ``META_MODES`` is the one list):
+Input modes (``metaerr_edge.config.META_MODES`` is the one list):
 
 - ``probs``: sorted probabilities (and their logs) -> MLP. Class-identity free; costs ~nothing.
 - ``image``: a small CNN on the image -> MLP (the "mentor-less" image-only design).
@@ -9,8 +9,8 @@ Input modes (the registry ``META_MODES`` is the one list):
   second posterior; its probabilities re-ordered by the base's ranking, plus the base's sorted
   probabilities, feed the MLP. As expensive as the mentor network.
 - ``mentor-features``: as ``mentor``, plus the mentor's penultimate features (standardised). The
-  strongest mode in benchmarks/README.md (with ``target="tcp"``); the mentor needs the
-  ``forward_features`` / ``classifier`` seams (``small_cnn`` has them).
+  strongest mode in benchmarks/README.md (with ``target="tcp"``); the mentor is read through its
+  ``forward_features`` / ``classifier`` seams (:mod:`metaerr_edge.models.seams`): any registered base.
 
 Targets: ``"error"`` (default) fits ``P(base wrong)`` with a class-weighted BCE on the error labels;
 ``"tcp"`` regresses the base's true-class probability (ConfidNet's target, read off the base's
@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from metaerr_edge.config import META_MODES
 from metaerr_edge.errors import ConfigError
 
-META_MODES = ("probs", "image", "image+probs", "mentor", "mentor-features")
 TARGETS = ("error", "tcp")
 _LOG_FLOOR = 1e-7
 _LOG_SCALE = 1.0 / 8.0
@@ -130,12 +130,10 @@ class MetaModel(nn.Module):
             self.mentor = create_base(config.mentor_arch, in_channels, num_classes, image_size, **config.mentor_kwargs)
             n_in += 2 * num_classes
         if config.mode == "mentor-features":
-            if not (hasattr(self.mentor, "forward_features") and isinstance(getattr(self.mentor, "classifier", None), nn.Linear)):
-                raise ConfigError(
-                    f"mode 'mentor-features' needs a mentor with forward_features() and a linear .classifier "
-                    f"(e.g. small_cnn); {config.mentor_arch!r} has not. Use mode 'mentor' or mentor_arch='small_cnn'."
-                )
-            self.feature_dim = self.mentor.classifier.in_features
+            from metaerr_edge.models.seams import feature_seams
+
+            _, classifier = feature_seams(self.mentor, f"mode 'mentor-features' (mentor_arch={config.mentor_arch!r})")
+            self.feature_dim = classifier.in_features
             self.register_buffer("feature_mean", torch.zeros(self.feature_dim))
             self.register_buffer("feature_std", torch.ones(self.feature_dim))
             n_in += self.feature_dim

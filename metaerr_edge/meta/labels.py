@@ -1,7 +1,7 @@
 """Error labels from data the base model did not train on: held-out, or k-fold cross-fitting.
 
-``is_error = (argmax(probs) != y)``, 1 = failure. On its own training set a base model makes almost
-no errors, so labels from there would teach the meta-model nothing.
+``is_error = (argmax(probs) != y)``, 1 = failure (:func:`metaerr_edge.data.error_labels`). On its own
+training set a base model makes almost no errors, so labels from there would teach the meta-model nothing.
 """
 
 from __future__ import annotations
@@ -12,16 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from metaerr_edge.data.labels import error_labels
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.models.training import FitConfig, fit_classifier, predict_probs
 
-
-def error_labels(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """``1`` where the argmax of ``probs`` differs from ``labels`` (int64)."""
-    if len(probs) != len(labels):
-        raise DataError(f"{len(probs)} probability rows but {len(labels)} labels")
-    return (probs.argmax(axis=1) != labels).astype(np.int64)
+__all__ = ["crossfit_probs", "error_labels", "fold_ids"]
 
 
 def fold_ids(n: int, k: int, seed: int) -> np.ndarray:
@@ -42,11 +38,13 @@ def crossfit_probs(
     k: int = 5,
     progress: bool = True,
     desc: str = "fold",
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold probabilities: k models, each scoring the fold it did not see.
 
     Returns ``(oof_probs, fold_id)``; row ``i`` of ``oof_probs`` comes from the model trained
-    without fold ``fold_id[i]``.
+    without fold ``fold_id[i]``. ``extra`` (images, labels) joins every fold model's training data
+    and is never scored (e.g. the pseudo-labels the deployed base also trained on).
 
     Example:
         >>> oof, folds = crossfit_probs(lambda: create_base("small_cnn", 1, 10, (8, 8)), x, y, pre, FitConfig(), k=5)
@@ -55,9 +53,12 @@ def crossfit_probs(
     oof: np.ndarray | None = None
     for f in range(k):
         train, held = folds != f, folds == f
+        x, y = images[train], labels[train]
+        if extra is not None and len(extra[1]):
+            x, y = np.concatenate([x, extra[0]]), np.concatenate([y, extra[1]])
         torch.manual_seed(fit.seed + 1000 * (f + 1))  # each fold model's initial weights: seed-determined
         model = fit_classifier(
-            factory(), images[train], labels[train], preprocess,
+            factory(), x, y, preprocess,
             FitConfig(**{**fit.__dict__, "seed": fit.seed + 1000 * (f + 1)}), progress, f"{desc} {f + 1}/{k}",
         )  # fmt: skip
         p = predict_probs(model, images[held], preprocess, device=fit.device)

@@ -17,10 +17,9 @@ from torch import nn
 from metaerr_edge.errors import ConfigError
 from metaerr_edge.fuse.fused import FusedModel
 from metaerr_edge.models.preprocess import Preprocess
-from metaerr_edge.meta.fit import MetaFitConfig, MetaFitResult, fit_meta, mentor_outputs, meta_scores
+from metaerr_edge.meta.fit import MentorData, MetaData, MetaFitConfig, MetaFitResult, fit_meta, meta_scores
 from metaerr_edge.meta.heads import HeadConfig, MetaModel
-from metaerr_edge.meta.labels import error_labels
-from metaerr_edge.models.training import FitConfig, fit_classifier, predict_probs, to_float
+from metaerr_edge.models.training import FitConfig, predict_probs
 
 
 class MetaErr:
@@ -68,20 +67,14 @@ class MetaErr:
         pre = self.preprocess or Preprocess([0.0] * images.shape[1], [1.0] * images.shape[1])
         self.preprocess = pre
         self.base = base.eval()
-        probs = predict_probs(base, images, pre, device=self.fit_config.device)
-        is_error = error_labels(probs, labels)
-        meta = MetaModel(self.head, images.shape[1], probs.shape[1], images.shape[2:])
-        mentor_out = None
+        data = MetaData(images, predict_probs(base, images, pre, device=self.fit_config.device), np.asarray(labels))
+        meta = MetaModel(self.head, images.shape[1], data.probs.shape[1], images.shape[2:])
+        mentor = None
         if meta.mentor is not None:
             if mentor_train is None:
                 raise ConfigError(f"mode={self.head.mode!r} needs mentor_train=(images, labels) to train the mentor network")
-            fit_classifier(meta.mentor, *mentor_train, pre, mentor_fit or FitConfig(seed=self.fit_config.seed), self.progress, "mentor")
-            meta.mentor.requires_grad_(False)
-            if meta.feature_dim:
-                meta.set_feature_stats(pre(to_float(mentor_train[0])))
-            mentor_out = mentor_outputs(meta, images, pre, device=self.fit_config.device)
-        tcp = probs[np.arange(len(labels)), labels] if self.head.target == "tcp" else None
-        self.result = fit_meta(meta, images, probs, is_error, pre, self.fit_config, mentor_out, self.progress, tcp=tcp)
+            mentor = MentorData(*mentor_train, fit=mentor_fit or FitConfig(seed=self.fit_config.seed))
+        self.result = fit_meta(meta, data, pre, self.fit_config, mentor=mentor, progress=self.progress)
         self.meta = meta
         return self.result
 

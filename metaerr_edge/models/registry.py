@@ -2,35 +2,29 @@
 
 Every factory has the signature ``fn(in_channels, num_classes, image_size, **kwargs) -> nn.Module``
 and returns a module mapping a *normalised* image batch (N x C x H x W, float32) to logits.
-A user's own classifier needs no registration: any module with that contract works everywhere.
+A user's own classifier needs no registration: any module with that contract works everywhere
+(white-box scores also need the ``forward_features`` / ``classifier`` seams of
+:mod:`metaerr_edge.models.seams`, which every registered model has).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
-from metaerr_edge.errors import ConfigError
+from metaerr_edge.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
-_MODELS: dict[str, ModelFactory] = {}
-
-
-def register_base(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator adding a base-model factory under ``name``."""
-
-    def wrap(fn: ModelFactory) -> ModelFactory:
-        if name in _MODELS:
-            raise ConfigError(f"base model {name!r} is registered twice")
-        _MODELS[name] = fn
-        return fn
-
-    return wrap
+#: The base architectures; every factory is called as ``fn(in_channels, num_classes, image_size, **options)``.
+BASES: Registry[ModelFactory] = Registry("base architecture", positional=3)
+register_base = BASES.register
 
 
 def available_bases() -> list[str]:
-    return sorted(_MODELS)
+    """The registered base architectures, sorted."""
+    return sorted(BASES.available())
 
 
 def create_base(
@@ -38,20 +32,22 @@ def create_base(
 ) -> nn.Module:
     """Build a registered base model; with ``seed``, its initial weights depend on the seed alone.
 
+    Unknown names and options raise a :class:`~metaerr_edge.errors.ConfigError` listing the choices.
+
     Example:
         >>> net = create_base("small_cnn", in_channels=1, num_classes=10, image_size=(28, 28), seed=0)
     """
-    if name not in _MODELS:
-        raise ConfigError(f"unknown base architecture {name!r}; expected one of {available_bases()}")
+    BASES.entry(name)  # an unknown name fails before the seed is touched
     if seed is not None:
-        import torch
-
         torch.manual_seed(seed)
-    return _MODELS[name](in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
+    return BASES.create(name, in_channels, num_classes, image_size, **kwargs)
 
 
 class SmallCNN(nn.Module):
-    """Three conv blocks (width w, 2w, 4w), global average pool, linear head. Works from 8x8 up."""
+    """Three conv blocks (width w, 2w, 4w), global average pool, dropout, linear head. Works from 8x8 up.
+
+    Seams (:mod:`metaerr_edge.models.seams`): ``forward_features``, ``head_drop``, ``classifier``, ``num_features``.
+    """
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 32, dropout: float = 0.2) -> None:
         super().__init__()
@@ -71,14 +67,15 @@ class SmallCNN(nn.Module):
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
-        self.dropout = nn.Dropout(dropout)
+        self.head_drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(4 * width, num_classes)
+        self.num_features = 4 * width
 
-    def forward_features(self, x):
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
-    def forward(self, x):
-        return self.classifier(self.dropout(self.features(x)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.head_drop(self.features(x)))
 
 
 @register_base("small_cnn")
@@ -88,13 +85,15 @@ def small_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], w
 
 @register_base("resnet18")
 def resnet18(in_channels: int, num_classes: int, image_size: tuple[int, int], width: int = 64) -> nn.Module:
-    """torchvision ResNet-18 with the CIFAR stem: 3x3 stride-1 first conv, no max-pool."""
+    """torchvision ResNet-18 with the CIFAR stem: 3x3 stride-1 first conv, no max-pool. No dropout."""
     import torchvision
+
+    from metaerr_edge.models.seams import resnet_base
 
     net = torchvision.models.resnet18(num_classes=num_classes)
     net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
-    return net
+    return resnet_base(net)
 
 
 @register_base("mobilenet_v3_small")
@@ -107,10 +106,12 @@ def mobilenet_v3_small(in_channels: int, num_classes: int, image_size: tuple[int
     """
     import torchvision
 
+    from metaerr_edge.models.seams import mobilenet_v3_base
+
     net = torchvision.models.mobilenet_v3_small(num_classes=num_classes, width_mult=width_mult)
     stem = net.features[0][0]
     net.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = 0.1
-    return net
+    return mobilenet_v3_base(net)

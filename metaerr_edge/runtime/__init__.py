@@ -18,6 +18,7 @@ from __future__ import annotations
 # them is cheap because their heavy imports live inside ``open``.
 from metaerr_edge.runtime import ort_backend, torch_backend, trt_backend  # noqa: F401
 from metaerr_edge.runtime.images import IMAGE_EXTENSIONS, find_images, load_images
+from metaerr_edge.runtime.modelinfo import read_contract
 from metaerr_edge.runtime.session import (
     Backend,
     Prediction,
@@ -25,7 +26,6 @@ from metaerr_edge.runtime.session import (
     auto_order,
     available_backends,
     open_session,
-    read_contract,
     register_backend,
 )
 from metaerr_edge.runtime.trt_backend import build_engine

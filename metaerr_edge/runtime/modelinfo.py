@@ -40,7 +40,8 @@ import numpy as np
 from metaerr_edge.errors import ContractError
 from metaerr_edge.fuse.contract import CONTRACT_KEY, OUTPUT_NAMES, THRESHOLD_INITIALIZER, Contract
 
-__all__ = ["INFO_KEYS", "ModelInfo", "TensorInfo", "elem_type_name", "format_shape", "model_info"]
+__all__ = ["INFO_KEYS", "ModelInfo", "TensorInfo", "elem_type_name", "format_shape", "model_info",
+           "read_contract"]
 
 #: The keys of :meth:`ModelInfo.to_dict` (``metaerr-edge inspect --json``), in order.
 INFO_KEYS = (
@@ -236,6 +237,25 @@ def checked_contract(info: ModelInfo, *, ignore_threshold: bool = False) -> Cont
     if problems:
         raise ContractError(f"{info.path}: the graph and its contract disagree: " + "; ".join(problems))
     return info.contract
+
+
+def read_contract(path: str | os.PathLike[str]) -> Contract:
+    """The contract embedded in a fused model file, checked against its graph (no onnx, torch or session).
+
+    The one contract reader (also ``metaerr_edge.runtime.read_contract`` and
+    ``metaerr_edge.fuse.export.read_contract``). Its check is :func:`checked_contract`, the one every
+    way of opening a model goes through.
+
+    Raises:
+        ContractError: a missing, unreadable, empty or non-ONNX file; no contract, or an invalid
+            one; a graph that disagrees with it (input name, layout, dtype or size; class count;
+            threshold initializer; graph sha256), naming the field.
+
+    Example:
+        >>> read_contract("model.onnx").classes[:2]
+        ('T-shirt/top', 'Trouser')
+    """
+    return checked_contract(model_info(path))
 
 
 def load_model_file(path: str | os.PathLike[str]) -> tuple[bytes, Contract]:

@@ -24,10 +24,9 @@ from typing import Any
 import numpy as np
 
 from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError, MissingDependency, require
-from metaerr_edge.fuse.contract import OUTPUT_NAMES
-from metaerr_edge.fuse.contract import Contract
+from metaerr_edge.fuse.contract import OUTPUT_NAMES, Contract
 from metaerr_edge.runtime.modelinfo import load_model_file
-from metaerr_edge.runtime.session import Backend, Outputs, check_session_interface, register_backend
+from metaerr_edge.runtime.session import Backend, Outputs, register_backend
 
 MAX_DEFAULT_THREADS = 8
 MAX_THREADS = 1024
@@ -99,6 +98,22 @@ def open_ort_inference_session(
                                     providers=providers)
     except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
         raise ContractError(f"{source}: ONNX Runtime cannot load this file ({type(exc).__name__}: {exc})") from exc
+
+
+def check_session_interface(session: Any, contract: Contract, source: str) -> None:
+    """ONNX Runtime's view of the graph (an ``InferenceSession``) must match the contract.
+
+    Raises:
+        ContractError: the session's input names are not ``[contract.input.name]``, or it lacks
+            one of :data:`~metaerr_edge.fuse.contract.OUTPUT_NAMES`.
+    """
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    if inputs != [contract.input.name] or not set(OUTPUT_NAMES) <= set(outputs):
+        raise ContractError(
+            f"{source}: the graph's inputs {inputs} / outputs {outputs} do not match its contract "
+            f"(input {contract.input.name!r}, outputs {list(OUTPUT_NAMES)}). Re-export the model."
+        )
 
 
 class _OrtBackend(Backend):

@@ -13,7 +13,6 @@ order (tensorrt -> onnxruntime-cuda -> onnxruntime), logs every failure at WARNI
 from __future__ import annotations
 
 import abc
-import inspect
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -23,8 +22,9 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError
-from metaerr_edge.fuse.contract import OUTPUT_NAMES, Contract
+from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError, UnknownName
+from metaerr_edge.fuse.contract import Contract
+from metaerr_edge.registry import Registry
 from metaerr_edge.runtime.validate import validate_images
 
 logger = logging.getLogger("metaerr_edge.runtime")
@@ -91,16 +91,9 @@ class Backend(abc.ABC):
         """Release the runtime's resources; the default has nothing to release."""
 
 
-@dataclass(frozen=True)
-class BackendEntry:
-    """One registry row: the class, and its place in ``auto`` (None = never tried by auto)."""
-
-    name: str
-    cls: type[Backend]
-    auto_priority: int | None
-
-
-_REGISTRY: dict[str, BackendEntry] = {}
+#: The runtime backends: each entry is a Backend class, opened with ``cls.open(model, **options)``;
+#: its metadata ``auto_priority`` is its place in ``auto`` (None = never tried by auto).
+BACKENDS: Registry[type[Backend]] = Registry("backend", positional=1, factory=lambda cls: cls.open, name_attr="name")
 B = TypeVar("B", bound=type[Backend])
 
 
@@ -111,52 +104,18 @@ def register_backend(name: str, *, auto_priority: int | None = None) -> Callable
         >>> @register_backend("onnxruntime", auto_priority=20)
         ... class OrtCpuBackend(Backend): ...
     """
-
-    def decorate(cls: B) -> B:
-        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
-            raise ConfigError(f"backend {name!r} is registered twice ({_REGISTRY[name].cls} and {cls})")
-        cls.name = name
-        _REGISTRY[name] = BackendEntry(name, cls, auto_priority)
-        return cls
-
-    return decorate
+    return BACKENDS.register(name, auto_priority=auto_priority)
 
 
 def available_backends() -> tuple[str, ...]:
     """Names of all registered backends (whether or not they can run here), auto order first."""
-    return auto_order() + tuple(n for n in _REGISTRY if n not in auto_order())
+    return auto_order() + tuple(n for n in BACKENDS.available() if n not in auto_order())
 
 
 def auto_order() -> tuple[str, ...]:
     """The backends ``backend="auto"`` tries, first choice first."""
-    ranked = sorted((e.auto_priority, e.name) for e in _REGISTRY.values() if e.auto_priority is not None)
+    ranked = sorted((e.meta["auto_priority"], e.name) for e in BACKENDS.entries() if e.meta["auto_priority"] is not None)
     return tuple(name for _, name in ranked)
-
-
-def check_session_interface(session: Any, contract: Contract, source: str) -> None:
-    """The runtime's view of the graph (``onnxruntime.InferenceSession``) must match the contract."""
-    inputs = [i.name for i in session.get_inputs()]
-    outputs = [o.name for o in session.get_outputs()]
-    if inputs != [contract.input.name] or not set(OUTPUT_NAMES) <= set(outputs):
-        raise ContractError(
-            f"{source}: the graph's inputs {inputs} / outputs {outputs} do not match its contract "
-            f"(input {contract.input.name!r}, outputs {list(OUTPUT_NAMES)}). Re-export the model."
-        )
-
-
-def read_contract(path: str | Path) -> Contract:
-    """The contract of a fused .onnx file, checked against its graph (torch-, onnx- and session-free).
-
-    Raises:
-        ContractError: unreadable file; no, or an invalid, contract; a graph that disagrees with it
-            (input name, layout, dtype or size, class count, threshold initializer).
-
-    Example:
-        >>> read_contract("fused.onnx").classes
-    """
-    from metaerr_edge.runtime.modelinfo import checked_contract, model_info
-
-    return checked_contract(model_info(path))
 
 
 class Session:
@@ -215,10 +174,8 @@ class Session:
     def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:
         """Run every batch size once so first-call costs (allocation, tuning) happen now."""
         spec = self.contract.input
-        shape = (spec.channels, spec.height, spec.width) if spec.layout == "NCHW" else (
-            spec.height, spec.width, spec.channels)
         for n in batch_sizes:
-            self.predict(np.full((int(n), *shape), spec.value_range[0], dtype=np.dtype(spec.dtype)))
+            self.predict(np.full((int(n), *spec.shape[1:]), spec.value_range[0], dtype=np.dtype(spec.dtype)))
 
     def close(self) -> None:
         """Release the backend; later ``predict`` calls raise :class:`BackendUnavailable`."""
@@ -253,18 +210,12 @@ class Session:
         return Prediction(arrays[0], arrays[1], arrays[2], arrays[3], classes=self.contract.classes)
 
 
-def _accepted_options(cls: type[Backend]) -> set[str]:
-    params = inspect.signature(cls.open).parameters.values()
-    return {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
-
-
 def _open_one(name: str, model: Any, options: Mapping[str, Any], strict: bool) -> Backend:
-    cls = _REGISTRY[name].cls
-    accepted = _accepted_options(cls)
-    unknown = set(options) - accepted
-    if strict and unknown:
-        raise ConfigError(f"backend {name!r} takes options {sorted(accepted)}, not {sorted(unknown)}")
-    return cls.open(model, **{k: v for k, v in options.items() if k in accepted})
+    """Open backend ``name``; an option it does not take is an error when ``strict``, else dropped."""
+    accepted = BACKENDS.params(name)
+    if not strict and accepted is not None:
+        options = {k: v for k, v in options.items() if k in accepted}
+    return BACKENDS.create(name, model, **options)
 
 
 def open_session(model: Any, backend: str = "auto", *, warmup: Sequence[int] = (), **options: Any) -> Session:
@@ -294,10 +245,10 @@ def open_session(model: Any, backend: str = "auto", *, warmup: Sequence[int] = (
         backend = "torch"
     if backend == "auto":
         session = _open_auto(model, options)
-    elif backend in _REGISTRY:
+    elif backend in BACKENDS:
         session = Session(_open_one(backend, model, options, strict=True))
     else:
-        raise ConfigError(f"unknown backend {backend!r}; choose 'auto' or one of {list(available_backends())}")
+        raise UnknownName("backend", backend, ("auto", *available_backends()))
     if warmup:
         session.warmup(warmup)
     return session
@@ -306,8 +257,9 @@ def open_session(model: Any, backend: str = "auto", *, warmup: Sequence[int] = (
 def _open_auto(model: Any, options: Mapping[str, Any]) -> Session:
     """Try :func:`auto_order` in turn; log and record every backend that cannot run."""
     candidates = auto_order()
-    known = set().union(*(_accepted_options(_REGISTRY[n].cls) for n in candidates))
-    if set(options) - known:
+    accepted = [BACKENDS.params(n) for n in candidates]
+    known = set().union(*(a for a in accepted if a is not None))
+    if None not in accepted and set(options) - known:
         raise ConfigError(f"no auto backend takes options {sorted(set(options) - known)}; accepted: {sorted(known)}")
     report: list[tuple[str, str]] = []
     for name in candidates:

@@ -1,23 +1,26 @@
 """The ``"torch"`` backend: the FusedModel itself in PyTorch eager mode, on CPU or CUDA.
 
 It is the parity reference for the exported graph (same module, no export in between). An .onnx
-file holds no PyTorch module, so this backend opens either a ``FusedModel`` with its
-:class:`~metaerr_edge.fuse.contract.Contract` or a run folder (through
-``metaerr_edge.pipeline.load_run``). torch is imported inside :meth:`TorchBackend.open` only.
+file holds no PyTorch module, so this backend opens a ``FusedModel`` with its
+:class:`~metaerr_edge.fuse.contract.Contract`, or a run folder through the run opener the training
+package registers (:func:`register_run_opener`; the runtime never imports ``metaerr_edge.pipeline``).
+torch is imported inside :meth:`TorchBackend.open` only.
 
 CUDA graphs (``cuda_graph_batch_sizes=(1, 8)``, CUDA only; never run on the machines this was
-written on): each listed batch size is captured once with ``torch.cuda.CUDAGraph`` into static
-input/output buffers and replayed for inputs of exactly that size (other sizes run eagerly).
-Replays share those buffers, so they are serialized by a lock.
+written on): each listed batch size is captured once (:func:`~metaerr_edge.runtime.cuda_graphs.capture_cuda_graph`)
+into static input/output buffers and replayed for inputs of exactly that size (other sizes run
+eagerly). Replays share those buffers, so they are serialized by a lock.
 
 Example:
     >>> s = open_session(fused, backend="torch", contract=contract, device="cpu")
+    >>> s = open_session(run.fused(t), backend="torch", contract=run.contract())   # a run, opened by the caller
 """
 
 from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ import numpy as np
 
 from metaerr_edge.errors import BackendUnavailable, ConfigError, MissingDependency, require
 from metaerr_edge.fuse.contract import Contract, validate_contract
+from metaerr_edge.runtime.cuda_graphs import capture_cuda_graph
 from metaerr_edge.runtime.session import Backend, Outputs, register_backend
 
 THRESHOLD_ATOL = 1e-6
@@ -38,15 +42,35 @@ def _import_torch() -> Any:
         raise BackendUnavailable(f"{exc}. {TorchBackend.install_hint}") from exc
 
 
-def _load_run(path: Path, threshold: float | None) -> tuple[Any, Contract]:
-    try:
-        from metaerr_edge.pipeline import load_run
-    except ImportError as exc:
+#: ``opener(path) -> run``: how a run folder is opened (``run.contract()``, ``run.fused(threshold)``).
+_run_opener: Callable[[Path], Any] | None = None
+
+
+def register_run_opener(opener: Callable[[Path], Any] | None) -> Callable[[Path], Any] | None:
+    """Let the torch backend open run folders with ``opener(path)``; return the opener it replaces.
+
+    The opened run must have ``contract()`` and ``fused(threshold)``. The training package
+    registers ``metaerr_edge.pipeline.load_run`` when it is imported, so the runtime stays free of
+    it; ``None`` unregisters.
+
+    Example:
+        >>> from metaerr_edge.pipeline import load_run
+        >>> register_run_opener(load_run)   # what importing metaerr_edge.pipeline does
+        >>> s = open_session("runs/fashion-mnist/", backend="torch")
+    """
+    global _run_opener
+    previous, _run_opener = _run_opener, opener
+    return previous
+
+
+def _open_run(path: Path, threshold: float | None) -> tuple[Any, Contract]:
+    if _run_opener is None:
         raise BackendUnavailable(
-            f"opening the run folder {str(path)!r} needs metaerr_edge.pipeline.load_run, which is not "
-            f"importable here ({exc}); pass a FusedModel and contract= instead"
-        ) from exc
-    run = load_run(path)
+            f"opening the run folder {str(path)!r} needs the training package's run opener, which is not "
+            "registered here: import metaerr_edge.pipeline first (pip install 'metaerr-edge[train]'), or "
+            "pass run.fused(threshold) with contract=run.contract()"
+        )
+    run = _run_opener(path)
     contract = run.contract()
     value = contract.threshold.value if threshold is None else float(threshold)
     return run.fused(value), contract
@@ -58,7 +82,7 @@ class TorchBackend(Backend):
 
     Example:
         >>> s = open_session(fused, backend="torch", contract=contract, device="cuda", cuda_graph_batch_sizes=(1,))
-        >>> s = open_session("runs/fashion-mnist/", backend="torch")   # a run folder, via load_run
+        >>> s = open_session("runs/fashion-mnist/", backend="torch")   # a run folder: register_run_opener
     """
 
     install_hint = "Install PyTorch with: pip install 'metaerr-edge[train]'"
@@ -86,7 +110,8 @@ class TorchBackend(Backend):
             ConfigError: an .onnx path, a missing contract, or a model threshold that disagrees
                 with the contract's (decisions would differ from the exported graph's);
                 ``threshold=`` sets both the module's and the contract's threshold.
-            BackendUnavailable: torch is missing, or CUDA was asked for and is not available.
+            BackendUnavailable: torch is missing, CUDA was asked for and is not available, or a
+                run folder was passed where no run opener is registered (:func:`register_run_opener`).
         """
         if isinstance(model, (str, Path)):
             path = Path(model)
@@ -99,7 +124,7 @@ class TorchBackend(Backend):
             if contract is not None:
                 raise ConfigError("a run folder carries its own contract; do not pass contract=")
             torch = _import_torch()
-            model, contract = _load_run(path, threshold)
+            model, contract = _open_run(path, threshold)
         else:
             torch = _import_torch()
             if not isinstance(model, torch.nn.Module):
@@ -144,23 +169,12 @@ class TorchBackend(Backend):
         return label, probs, score, defer
 
     def _capture(self, n: int) -> tuple[Any, Any, tuple[Any, ...]]:
-        # CUDA only; never run here. Warm up on a side stream, then capture (PyTorch's documented recipe).
         torch = self._torch
         spec = self.contract.input
-        shape = (n, spec.channels, spec.height, spec.width) if spec.layout == "NCHW" else (
-            n, spec.height, spec.width, spec.channels)
-        static_in = torch.full(shape, spec.value_range[0], dtype=getattr(torch, spec.dtype), device=self._dev)
-        with torch.inference_mode():
-            side = torch.cuda.Stream(self._dev)
-            side.wait_stream(torch.cuda.current_stream(self._dev))
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    self._model(static_in)
-            torch.cuda.current_stream(self._dev).wait_stream(side)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                static_out = tuple(self._model(static_in))
-        return g, static_in, static_out
+        static_in = torch.full((n, *spec.shape[1:]), spec.value_range[0], dtype=getattr(torch, spec.dtype),
+                               device=self._dev)
+        graph, static_out = capture_cuda_graph(self._model, static_in)
+        return graph, static_in, tuple(static_out)
 
     def close(self) -> None:
         self._graphs.clear()

@@ -13,6 +13,8 @@ export/tensorrt/README.md) or the build is refused.
 Engine cache: ``<cache_dir>/<key>.plan`` + ``<key>.json``, where key = sha256 of (ONNX sha256,
 TensorRT version, GPU name, compute capability, precision, batch profile, OS/arch). An engine is
 loaded only when its sidecar matches the key and the plan's sha256; otherwise it is rebuilt.
+``cache_dir`` defaults to ``metaerr_edge._fileio.cache_dir("tensorrt")``: ``$METAERR_EDGE_CACHE/tensorrt``,
+else ``$XDG_CACHE_HOME/metaerr-edge/tensorrt``, else ``~/.cache/metaerr-edge/tensorrt``.
 
 Running: one ``IExecutionContext`` and one CUDA stream per thread (``threading.local``),
 ``set_input_shape`` + ``set_tensor_address`` for every I/O tensor, ``execute_async_v3``. Device
@@ -39,6 +41,7 @@ import numpy as np
 
 from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError
 from metaerr_edge._fileio import atomic_write_bytes, file_sha256
+from metaerr_edge._fileio import cache_dir as package_cache_dir  # ``cache_dir`` names the parameters below
 from metaerr_edge.fuse.contract import OUTPUT_NAMES
 from metaerr_edge.runtime.cuda_memory import cuda_memory
 from metaerr_edge.runtime.modelinfo import load_model_file
@@ -161,12 +164,6 @@ def atomic_write(path: Path, data: Any) -> None:
     atomic_write_bytes(path, lambda tmp: Path(tmp).write_bytes(memoryview(data)))
 
 
-def default_cache_dir() -> Path:
-    """``$METAERR_EDGE_CACHE/tensorrt`` or ``~/.cache/metaerr-edge/tensorrt``."""
-    root = os.environ.get("METAERR_EDGE_CACHE") or Path.home() / ".cache" / "metaerr-edge"
-    return Path(root) / "tensorrt"
-
-
 # ---------------------------------------------------------------- TensorRT-specific (never run here)
 def _import_tensorrt() -> Any:
     try:
@@ -263,7 +260,7 @@ def _engine_for(trt: Any, data: bytes, onnx_path: Path, *, precision: str, min_b
     fp16_mode(trt_major(trt.__version__), precision, True)  # reject unknown precision before hashing
     key = EngineKey(hashlib.sha256(data).hexdigest(), trt.__version__, gpu_name, cc, precision, min_batch,
                     opt_batch, max_batch)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else package_cache_dir("tensorrt")
     plan_path, sidecar = cache / f"{key.digest()}.plan", cache / f"{key.digest()}.json"
     if sidecar_matches(sidecar, key, plan_path):
         return plan_path

@@ -9,14 +9,16 @@ probabilities per split, the images and labels of a split. Fitting uses only spl
 from __future__ import annotations
 
 import abc
-
-from collections.abc import Callable
+import inspect
+from collections.abc import Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from metaerr_edge.errors import ConfigError
+from metaerr_edge.data.labels import error_labels
+from metaerr_edge.errors import UnknownParameter
+from metaerr_edge.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from metaerr_edge.pipeline import Run
@@ -66,23 +68,45 @@ class ScoreContext:
         return self._probs[name]
 
     def is_error(self, name: str) -> np.ndarray:
-        return (self.probs(name).argmax(1) != self.labels(name)).astype(np.int64)
+        return error_labels(self.probs(name), self.labels(name))
 
     @cached_property
     def train_split(self) -> str:
         """The split the deployed base model trained on."""
-        return "pool" if self.run.config.labels == "crossfit" else "base_train"
+        return "pool" if self.run.config.meta.labels == "crossfit" else "base_train"
 
 
 class Scorer(abc.ABC):
-    """Base class: implement ``score`` (and override ``fit`` if the score has parameters)."""
+    """Base class: implement ``score`` (and override ``fit`` if the score has parameters).
+
+    ``PARAMS`` names the options a scorer takes, with their defaults; ``self.params`` holds them
+    with the caller's values filled in, and any other option is an :class:`UnknownParameter`.
+    The class's signature is keyword-only ``PARAMS`` (what :func:`create_score` checks against).
+
+    Example:
+        >>> @register_score("top2")
+        ... class Top2(Scorer):
+        ...     PARAMS = {"k": 2}
+        ...     def score(self, ctx, split): ...
+        >>> Top2(k=3).params
+        {'k': 3}
+    """
 
     name: str = "scorer"
     white_box: bool = False  # True when the score reads the base's hidden features or weights
+    PARAMS: ClassVar[Mapping[str, Any]] = {}
     params: dict[str, Any]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in cls.PARAMS.items()])
+
     def __init__(self, **params: Any) -> None:
-        self.params = params
+        unknown = set(params) - set(self.PARAMS)
+        if unknown:
+            raise UnknownParameter("failure score", self.name, unknown, self.PARAMS)
+        self.params = {**self.PARAMS, **params}
 
     def fit(self, ctx: ScoreContext) -> "Scorer":
         return self
@@ -90,35 +114,6 @@ class Scorer(abc.ABC):
     @abc.abstractmethod
     def score(self, ctx: ScoreContext, split: str) -> np.ndarray:
         """Failure scores of ``split`` (higher = more likely wrong)."""
-
-
-_SCORES: dict[str, Callable[..., Scorer]] = {}
-
-
-def register_score(name: str):
-    """Class decorator adding a scorer under ``name`` (the name tables and the CLI use)."""
-
-    def wrap(cls):
-        if name in _SCORES:
-            raise ConfigError(f"failure score {name!r} is registered twice")
-        cls.name = name
-        _SCORES[name] = cls
-        return cls
-
-    return wrap
-
-
-def available_scores() -> list[str]:
-    _load_builtin()
-    return list(_SCORES)
-
-
-def create_score(name: str, **params: Any) -> Scorer:
-    """Build a scorer by name, e.g. ``create_score("msp")`` or ``create_score("metaerr", mode="probs")``."""
-    _load_builtin()
-    if name not in _SCORES:
-        raise ConfigError(f"unknown failure score {name!r}; expected one of {list(_SCORES)}")
-    return _SCORES[name](**params)
 
 
 def _load_builtin() -> None:
@@ -130,3 +125,23 @@ def _load_builtin() -> None:
         except ModuleNotFoundError as exc:
             if exc.name != f"metaerr_edge.scores.{mod}":
                 raise
+
+
+#: The failure scores; the built-in modules are imported on the first lookup.
+SCORES: Registry[type[Scorer]] = Registry("failure score", loader=_load_builtin, name_attr="name")
+register_score = SCORES.register
+
+
+def available_scores() -> list[str]:
+    """Every registered failure score, in registration order (built-ins first)."""
+    return list(SCORES.available())
+
+
+def create_score(name: str, **params: Any) -> Scorer:
+    """Build a scorer by name; unknown names and options raise a :class:`ConfigError` listing the choices.
+
+    Example:
+        >>> create_score("metaerr", mode="probs").params
+        {'mode': 'probs'}
+    """
+    return SCORES.create(name, **params)

@@ -1,5 +1,6 @@
 """ConfidNet (Corbière et al., 2019): an MLP on the frozen base's penultimate features regressing the
-true-class probability (TCP) with MSE. White-box (reads hidden features), so a baseline, not MetaErr.
+true-class probability (TCP) with MSE. White-box (reads hidden features through the base's
+``forward_features`` seam, see :mod:`metaerr_edge.models.seams`), so a baseline, not MetaErr.
 
 Choices, stated:
 - Trained on the base's own training split (``ctx.train_split``), as the paper does, although the
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metaerr_edge.data.labels import error_labels
 from metaerr_edge.errors import ConfigError
 from metaerr_edge.scores._features import context_features
 from metaerr_edge.scores.base import ScoreContext, Scorer, register_score
@@ -87,6 +89,7 @@ class ConfidNetScore(Scorer):
     """``1 - predicted TCP``. Params: ``hidden`` (128), ``layers`` (3), ``epochs`` (30), ``lr`` (1e-3)."""
 
     white_box = True
+    PARAMS = {"hidden": 128, "layers": 3, "epochs": 30, "lr": 1e-3}
     net: nn.Module | None = None
 
     def fit(self, ctx: ScoreContext) -> ConfidNetScore:
@@ -97,11 +100,11 @@ class ConfidNetScore(Scorer):
         self.mean = feats.mean(axis=0)
         self.std = feats.std(axis=0) + 1e-6
         cal_feats, cal_probs = context_features(ctx, "calib")
-        cal_err = (cal_probs.argmax(axis=1) != ctx.labels("calib")).astype(np.int64)
+        cal_err = error_labels(cal_probs, ctx.labels("calib"))
         self.net, self.best_epoch, self.val_auroc = fit_confidnet(
             (feats - self.mean) / self.std, tcp, (cal_feats - self.mean) / self.std, cal_err,
-            hidden=int(self.params.get("hidden", 128)), layers=int(self.params.get("layers", 3)),
-            epochs=int(self.params.get("epochs", 30)), lr=float(self.params.get("lr", 1e-3)), seed=ctx.seed,
+            hidden=int(self.params["hidden"]), layers=int(self.params["layers"]),
+            epochs=int(self.params["epochs"]), lr=float(self.params["lr"]), seed=ctx.seed,
         )  # fmt: skip
         return self
 

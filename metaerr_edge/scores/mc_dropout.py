@@ -1,8 +1,9 @@
 """MC Dropout (Gal & Ghahramani, 2016): average the base's softmax over stochastic dropout passes.
 
 White-box in the weak sense: it needs the base model to contain ``nn.Dropout`` layers and to run it
-several times; it reads no hidden features. Only the Dropout layers are switched to train mode;
-BatchNorm (and everything else) stays in eval mode so running statistics are used and never updated.
+several times; it reads no hidden features. Every dropout layer of the model is switched to train
+mode, whatever the architecture; BatchNorm (and everything else) stays in eval mode so running
+statistics are used and never updated. ``resnet18`` has no dropout, so it is refused (ConfigError).
 """
 
 from __future__ import annotations
@@ -25,21 +26,19 @@ def dropout_layers(model: nn.Module) -> list[nn.Module]:
 def _trunk_and_head(model: nn.Module):
     """``(trunk, head)`` with ``model(x) == head(trunk(x))`` and every dropout inside ``head``, or None.
 
-    Known layouts only (the registry's small CNN and torchvision MobileNetV3); then the deterministic
-    trunk runs once and only the head is repeated, which gives the same distribution far faster.
+    Any model with the seams of :mod:`metaerr_edge.models.seams` whose dropout all sits in
+    ``head_drop`` (every registry model with dropout): the deterministic ``forward_features`` then
+    runs once and only ``classifier(head_drop(.))`` is repeated, the same distribution far faster.
+    The head gets a copy of the features, so an in-place ``head_drop`` cannot alter the next pass's.
     """
-    from metaerr_edge.models.registry import SmallCNN
+    from metaerr_edge.models.seams import missing_seams
 
-    drops = set(dropout_layers(model))
-    if isinstance(model, SmallCNN) and drops == {model.dropout}:
-        return model.features, lambda f: model.classifier(model.dropout(f))
-    try:
-        from torchvision.models import MobileNetV3
-    except ImportError:  # pragma: no cover
+    head_drop = getattr(model, "head_drop", None)
+    if missing_seams(model) or not isinstance(head_drop, nn.Module):
         return None
-    if isinstance(model, MobileNetV3) and drops <= set(model.classifier.modules()):
-        return (lambda x: torch.flatten(model.avgpool(model.features(x)), 1)), model.classifier
-    return None
+    if not set(dropout_layers(model)) <= set(head_drop.modules()):
+        return None
+    return model.forward_features, lambda f: model.classifier(head_drop(f.clone()))
 
 
 @torch.no_grad()
@@ -140,13 +139,14 @@ class MCDropoutScore(Scorer):
     """
 
     white_box = True
+    PARAMS = {"passes": 20, "stat": "msp", "seed": None}  # seed None: the context's seed
 
     def fit(self, ctx: ScoreContext) -> MCDropoutScore:
         if not dropout_layers(ctx.base):
             raise ConfigError(
                 f"mc-dropout needs a base model with dropout layers; {type(ctx.base).__name__} has none"
             )
-        mc_dropout_stat(np.full((1, 1, 2), 0.5, np.float32), self.params.get("stat", "msp"))  # validates stat
+        mc_dropout_stat(np.full((1, 1, 2), 0.5, np.float32), self.params["stat"])  # validates stat
         return self
 
     def score(self, ctx: ScoreContext, split: str) -> np.ndarray:
@@ -155,8 +155,8 @@ class MCDropoutScore(Scorer):
             ctx.base,
             images,
             ctx.preprocess,
-            passes=int(self.params.get("passes", 20)),
-            seed=int(self.params.get("seed", ctx.seed)),
+            passes=int(self.params["passes"]),
+            seed=int(ctx.seed if self.params["seed"] is None else self.params["seed"]),
             device=ctx.run.config.device,
         )
-        return mc_dropout_stat(probs, self.params.get("stat", "msp"))
+        return mc_dropout_stat(probs, self.params["stat"])

@@ -9,10 +9,12 @@ from metaerr_edge.scores.base import Scorer, ScoreContext, register_score
 
 @register_score("metaerr")
 class MetaErrScore(Scorer):
-    """The meta-model's failure probability. Params: ``mode`` (default: the run's deployed mode)."""
+    """The meta-model's failure probability. Params: ``mode`` (default None: the run's deployed mode)."""
+
+    PARAMS = {"mode": None}
 
     def score(self, ctx: ScoreContext, split: str) -> np.ndarray:
-        mode = self.params.get("mode") or ctx.run.config.meta_modes[0]
+        mode = self.params["mode"] or ctx.run.config.meta.modes[0]
         key = f"{split}_score_{mode}"
         if key in ctx.run.predictions:
             return ctx.run.predictions[key].astype(np.float64)

@@ -1,7 +1,7 @@
 """TrustScore (Jiang et al., 2018): nearest-other-class over predicted-class distance in feature space.
 
-White-box: it reads the base model's penultimate features (the input of its last ``nn.Linear``,
-via a forward hook). The reference set is the base's own training split (``ctx.train_split``),
+White-box: it reads the base model's penultimate features (its ``forward_features`` seam, see
+:mod:`metaerr_edge.models.seams`). The reference set is the base's own training split (``ctx.train_split``),
 subsampled per class and density-filtered: in each class the ``alpha`` fraction of points with the
 largest k-NN radius is dropped (the paper's alpha-high-density set).
 
@@ -90,13 +90,14 @@ class TrustScore(Scorer):
     """``-trust`` on penultimate features. Params: ``k`` (10), ``alpha`` (0.05), ``max_per_class`` (1000)."""
 
     white_box = True
+    PARAMS = {"k": 10, "alpha": 0.05, "max_per_class": 1000}
     index: TrustScoreIndex | None = None
 
     def fit(self, ctx: ScoreContext) -> TrustScore:
         feats, _ = context_features(ctx, ctx.train_split)
         self.index = TrustScoreIndex(
-            feats, ctx.labels(ctx.train_split), ctx.num_classes, k=int(self.params.get("k", 10)),
-            alpha=float(self.params.get("alpha", 0.05)), max_per_class=self.params.get("max_per_class", 1000),
+            feats, ctx.labels(ctx.train_split), ctx.num_classes, k=int(self.params["k"]),
+            alpha=float(self.params["alpha"]), max_per_class=self.params["max_per_class"],
             seed=ctx.seed,
         )  # fmt: skip
         return self

@@ -32,17 +32,9 @@ from torch import nn
 
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.models.preprocess import Preprocess
-from metaerr_edge.meta import (
-    HeadConfig,
-    MetaFitConfig,
-    MetaModel,
-    crossfit_probs,
-    error_labels,
-    fit_meta,
-    fold_ids,
-    meta_scores,
-)
-from metaerr_edge.models import FitConfig, fit_classifier, predict_probs
+from metaerr_edge.meta import HeadConfig, MentorData, MetaData, MetaFitConfig, MetaModel, crossfit_probs, fit_meta, meta_scores
+from metaerr_edge.models import FitConfig
+from metaerr_edge.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -92,24 +84,14 @@ class Selector(abc.ABC):
         return {f.name: getattr(self, f.name) for f in fields(self)} if hasattr(self, "__dataclass_fields__") else {}
 
 
-_SELECTORS: dict[str, type[Selector]] = {}
-
-
-def register_selector(name: str) -> Callable[[type[Selector]], type[Selector]]:
-    """Class decorator adding a selector under ``name``."""
-
-    def wrap(cls: type[Selector]) -> type[Selector]:
-        if name in _SELECTORS:
-            raise ConfigError(f"selector {name!r} is registered twice")
-        cls.name = name
-        _SELECTORS[name] = cls
-        return cls
-
-    return wrap
+#: The pseudo-label selectors; options are checked against each dataclass's fields.
+SELECTORS: Registry[type[Selector]] = Registry("selector", name_attr="name")
+register_selector = SELECTORS.register
 
 
 def available_selectors() -> list[str]:
-    return sorted(_SELECTORS)
+    """The registered selectors, sorted."""
+    return sorted(SELECTORS.available())
 
 
 def create_selector(name: str, **kwargs) -> Selector:
@@ -118,14 +100,7 @@ def create_selector(name: str, **kwargs) -> Selector:
     Example:
         >>> sel = create_selector("confidence", threshold=0.95)
     """
-    if name not in _SELECTORS:
-        raise ConfigError(f"unknown selector {name!r}; expected one of {available_selectors()}")
-    cls = _SELECTORS[name]
-    known = {f.name for f in fields(cls)}
-    bad = sorted(set(kwargs) - known)
-    if bad:
-        raise ConfigError(f"selector {name!r} takes options {sorted(known)}, got unknown {bad}")
-    return cls(**kwargs)
+    return SELECTORS.create(name, **kwargs)
 
 
 def _selection(order: np.ndarray, probs: np.ndarray) -> Selection:
@@ -220,25 +195,15 @@ class MCDropoutSelector(Selector):
 def labelled_oof_probs(ctx: SelectContext, folds: int, with_pseudo: bool = False) -> np.ndarray:
     """Out-of-fold base probabilities on the labelled set, each fold scored by a model that never saw it.
 
-    By default this is :func:`~metaerr_edge.meta.crossfit_probs` on the labelled set with the round's
-    training schedule and a round-dependent seed. With ``with_pseudo`` the fold models also train on
-    the current pseudo-labels (as the current base did), which tracks the base more closely between
-    rounds at ``folds`` times the cost of a base training.
+    :func:`~metaerr_edge.meta.crossfit_probs` on the labelled set with the round's training schedule
+    and a round-dependent seed. With ``with_pseudo`` the fold models also train on the current
+    pseudo-labels (as the current base did), which tracks the base more closely between rounds at
+    ``folds`` times the cost of a base training.
     """
     fit = FitConfig(**{**ctx.fit.__dict__, "seed": ctx.fit.seed + 7 + 101 * ctx.round})
-    x, y = ctx.labelled_images, ctx.labelled_labels
-    if not with_pseudo or ctx.pseudo_labels is None or len(ctx.pseudo_labels) == 0:
-        return crossfit_probs(ctx.factory, x, y, ctx.preprocess, fit, k=folds, progress=ctx.progress, desc="meta fold")[0]
-    fold = fold_ids(len(x), folds, fit.seed)
-    oof = np.zeros((len(x), ctx.num_classes), np.float32)
-    for f in range(folds):
-        tr, held = fold != f, fold == f
-        model = fit_classifier(
-            ctx.factory(), np.concatenate([x[tr], ctx.pseudo_images]), np.concatenate([y[tr], ctx.pseudo_labels]),
-            ctx.preprocess, FitConfig(**{**fit.__dict__, "seed": fit.seed + 1000 * (f + 1)}), ctx.progress, f"meta fold {f + 1}/{folds}",
-        )  # fmt: skip
-        oof[held] = predict_probs(model, x[held], ctx.preprocess, device=fit.device)
-    return oof
+    extra = (ctx.pseudo_images, ctx.pseudo_labels) if with_pseudo and ctx.pseudo_labels is not None else None
+    return crossfit_probs(ctx.factory, ctx.labelled_images, ctx.labelled_labels, ctx.preprocess, fit, k=folds,
+                          progress=ctx.progress, desc="meta fold", extra=extra)[0]
 
 
 @dataclass(frozen=True)
@@ -268,35 +233,25 @@ class _MetaErrBase(Selector):
     def failure_scores(self, ctx: SelectContext) -> np.ndarray:
         if len(ctx.labelled_labels) < 2 * self.folds:
             raise ConfigError(f"metaerr needs at least {2 * self.folds} labelled samples for {self.folds} folds, got {len(ctx.labelled_labels)}")
-        oof = labelled_oof_probs(ctx, self.folds, self.oof_pseudo)
-        is_error = error_labels(oof, ctx.labelled_labels)
-        ctx.info.update(meta_train=len(is_error), meta_errors=int(is_error.sum()))
+        data = MetaData(ctx.labelled_images, labelled_oof_probs(ctx, self.folds, self.oof_pseudo), ctx.labelled_labels)
+        ctx.info.update(meta_train=len(data.labels), meta_errors=int(data.is_error.sum()))
         c, h, w = ctx.labelled_images.shape[1:]
         meta = MetaModel(HeadConfig(self.mode), c, ctx.num_classes, (h, w))
-        mentor_out = self._fit_mentor(meta, ctx) if self.mode == "mentor" else None
+        mentor = None
+        if self.mode == "mentor":  # a second opinion: the base's architecture, trained on the labelled set with another seed
+            meta.mentor = ctx.factory()
+            mentor = MentorData(ctx.labelled_images, ctx.labelled_labels, oof_folds=self.folds, factory=ctx.factory,
+                                fit=FitConfig(**{**ctx.fit.__dict__, "seed": ctx.fit.seed + 7919 + 101 * ctx.round}))
         try:
-            res = fit_meta(
-                meta, ctx.labelled_images, oof, is_error, ctx.preprocess,
-                MetaFitConfig(epochs=self.meta_epochs, seed=ctx.seed + ctx.round, device=ctx.fit.device),
-                mentor_out=mentor_out, progress=ctx.progress,
-            )  # fmt: skip
+            res = fit_meta(meta, data, ctx.preprocess,
+                           MetaFitConfig(epochs=self.meta_epochs, seed=ctx.seed + ctx.round, device=ctx.fit.device),
+                           mentor=mentor, progress=ctx.progress)  # fmt: skip
         except DataError as exc:  # too few (or too many) out-of-fold errors to learn from
             log.warning("metaerr round %d: %s; falling back to 1 - max prob", ctx.round, exc)
             ctx.info.update(meta_fallback="msp")
             return 1.0 - ctx.probs.max(axis=1)
         ctx.info.update(meta_val_auroc=res.val_auroc)
         return meta_scores(meta, ctx.pool_images, ctx.probs.astype(np.float32), ctx.preprocess, device=ctx.fit.device)
-
-
-    def _fit_mentor(self, meta: MetaModel, ctx: SelectContext) -> np.ndarray:
-        """A second opinion: a network of the base's architecture, trained on the labelled set with
-        another seed; its out-of-fold probabilities feed the head's training rows, the full one scores the pool."""
-        fit = FitConfig(**{**ctx.fit.__dict__, "seed": ctx.fit.seed + 7919 + 101 * ctx.round})
-        x, y = ctx.labelled_images, ctx.labelled_labels
-        oof = crossfit_probs(ctx.factory, x, y, ctx.preprocess, fit, k=self.folds, progress=ctx.progress, desc="mentor fold")[0]
-        meta.mentor = fit_classifier(ctx.factory(), x, y, ctx.preprocess, fit, ctx.progress, "mentor")
-        meta.mentor.requires_grad_(False)
-        return oof
 
 
 @register_selector("metaerr")

@@ -1,8 +1,9 @@
-"""Argument types shared by the commands: a bad value is refused while parsing (exit code 2, one line).
+"""Option value types: how a setting is read from text, and refused while parsing if it is wrong.
 
 Each function takes the raw string and returns the value or raises ``argparse.ArgumentTypeError``,
-which argparse prints as ``metaerr-edge CMD: error: argument --x: ...`` before any work starts.
-Torch-free.
+which argparse prints as ``metaerr-edge CMD: error: argument --x: ...`` (exit code 2, one line) before
+any work starts. The commands use them, and :mod:`metaerr_edge.config` names them beside each field
+whose command-line option they parse. Torch-free.
 """
 
 from __future__ import annotations
@@ -134,18 +135,6 @@ def name_list(text: str) -> tuple[str, ...]:
     if dupes:
         raise argparse.ArgumentTypeError(f"{text!r} names {dupes} more than once")
     return tuple(names)
-
-
-def add_fit_options(p: argparse.ArgumentParser, pool_help: str) -> None:
-    """The options every training command (train, demo, ssl) shares, with one meaning each."""
-    p.add_argument("--batch-size", type=batch_size, default=128, help="training batch size (default: %(default)s)")
-    p.add_argument("--lr", type=positive_float, default=2e-3, help="learning rate (default: %(default)s)")
-    p.add_argument("--max-pool", type=positive_int, default=None, help=pool_help)
-    p.add_argument("--max-test", type=positive_int, default=None, help="cap the test split at this many images")
-    p.add_argument("--seed", type=seed, default=0,
-                   help="seed of splits, initial weights and data order (default: %(default)s)")
-    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars (they are drawn on a terminal only)")
 
 
 def _float(text: str, ok, expected: str) -> float:

@@ -1,0 +1,73 @@
+"""RunConfig: nested frozen sections, each setting written once, read back from every config.json."""
+
+from __future__ import annotations
+
+import pytest
+
+from metaerr_edge.config import BaseConfig, DataConfig, MetaConfig, RunConfig
+from metaerr_edge.errors import ConfigError
+
+#: a config.json "config" as train_run wrote it before configs were nested
+FLAT = {"dataset": "digits", "root": None, "download": False, "arch": "small_cnn", "arch_kwargs": {"width": 8},
+        "meta_modes": ["probs", "mentor"], "labels": "heldout", "folds": 3, "epochs": 2, "batch_size": 64, "lr": 0.01,
+        "augment": "auto", "meta_epochs": 7, "meta_hidden": 32, "meta_image_width": 8, "mentor_arch": "small_cnn",
+        "mentor_kwargs": {}, "meta_target": "error", "meta_fraction": 0.3, "calib_fraction": 0.15, "test_fraction": 0.2,
+        "max_pool": 500, "max_test": None, "seed": 4, "device": "cpu"}
+
+
+def test_a_flat_config_from_an_older_run_folder_reads_into_the_sections():
+    cfg = RunConfig.from_dict(FLAT)
+    assert cfg == RunConfig(
+        DataConfig(meta_fraction=0.3, calib_fraction=0.15, max_pool=500),
+        BaseConfig(arch_kwargs={"width": 8}, epochs=2, batch_size=64, lr=0.01),
+        MetaConfig(modes=("probs", "mentor"), labels="heldout", folds=3, epochs=7, target="error", hidden=32, image_width=8),
+        seed=4,
+    )  # fmt: skip
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg  # and the nested form round-trips
+    assert cfg.to_dict()["meta"]["modes"] == ("probs", "mentor")
+
+
+def test_the_stage_configs_are_derived_from_the_sections():
+    from metaerr_edge.pipeline import fit_config, head_config, meta_fit_config, split_config
+
+    cfg = RunConfig.from_dict(FLAT)
+    fit = fit_config(cfg, channels=3, seed_offset=7)
+    assert (fit.epochs, fit.batch_size, fit.lr, fit.augment, fit.seed) == (2, 64, 0.01, "shift_flip", 11)
+    assert fit_config(cfg, channels=1).augment == "shift"
+    head = head_config(cfg, "mentor-features")
+    assert (head.mode, head.hidden, head.image_width, head.target) == ("mentor-features", 32, 8, "error")
+    assert head_config(RunConfig(), "mentor-features").target == "tcp" and head_config(RunConfig(), "probs").target == "error"
+    split = split_config(cfg)
+    assert (split.meta_fraction, split.calib_fraction, split.max_pool, split.seed) == (0.3, 0.15, 500, 4)
+    assert (meta_fit_config(cfg, 2).epochs, meta_fit_config(cfg, 2).seed) == (7, 6)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"meta": {"modes": ["weights"]}}, "meta modes ['weights']: each must be one of"),
+    ({"meta": {"modes": ["probs", "probs"]}}, "name a mode more than once"),
+    ({"meta": {"folds": 1}}, "MetaConfig fields must be integers >= 2: {'folds': 1}"),
+    ({"meta": {"labels": "both"}}, "labels must be 'crossfit' or 'heldout'"),
+    ({"meta": {"widht": 3}}, "unknown RunConfig.meta field(s) ['widht']"),
+    ({"base": {"epochs": 0}}, "BaseConfig fields must be integers >= 1: {'epochs': 0}"),
+    ({"base": {"lr": float("nan")}}, "lr must be a finite number > 0"),
+    ({"base": {"arch": "vgg99"}}, "unknown base architecture 'vgg99'"),
+    ({"data": {"calib_fraction": 1.5}}, "strictly between 0 and 1: {'calib_fraction': 1.5}"),
+    ({"data": {"max_pool": True}}, "DataConfig fields must be integers >= 1: {'max_pool': True}"),
+    ({"data": []}, "RunConfig.data must be a JSON object, got list"),
+    ({"seed": -1}, "RunConfig fields must be integers from 0 to 2147483647"),
+    ({"epochs": 3, "base": {"epochs": 2}}, "unknown RunConfig field(s) ['epochs']"),
+])  # fmt: skip
+def test_a_wrong_setting_is_one_clear_error(raw, message):
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_dict(raw)
+    assert message in str(info.value)
+
+
+def test_sections_are_frozen_and_typed():
+    cfg = RunConfig()
+    with pytest.raises(AttributeError):
+        cfg.base.epochs = 3  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="RunConfig.meta must be a MetaConfig, got dict"):
+        RunConfig(meta={"epochs": 3})  # type: ignore[arg-type]
+    assert MetaConfig(modes=["probs"]).modes == ("probs",)  # a list is kept as a tuple (hashable, comparable)
+    assert BaseConfig().arch_kwargs is not BaseConfig().arch_kwargs  # no shared mutable default
