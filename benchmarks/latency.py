@@ -120,7 +120,7 @@ def export_plain(module: Any, examples: tuple, in_names: list[str], out_names: l
 
 def input_spec(channels: int, h: int, w: int) -> Any:
     """The graphs' input: NCHW float32 in [0, 1], normalised like ``build_models``' Preprocess."""
-    from metaerr_edge.fuse.contract import InputSpec
+    from metaerr_edge.contract.spec import InputSpec
 
     return InputSpec(channels=channels, height=h, width=w, channel_order="GRAY" if channels == 1 else "RGB",
                      mean=(0.5,) * channels, std=(0.25,) * channels)
@@ -129,9 +129,9 @@ def input_spec(channels: int, h: int, w: int) -> Any:
 def export_all(name: str, models: dict[str, Any], channels: int, h: int, w: int, work: Path) -> dict[str, Path]:
     import torch
 
-    from metaerr_edge.fuse.contract import Contract, ThresholdSpec
+    from metaerr_edge.contract.spec import Contract, ThresholdSpec
     from metaerr_edge.fuse.export import export_onnx
-    from metaerr_edge.fuse.fused import FusedModel
+    from metaerr_edge.models.fused import FusedModel
 
     BaseOnly, MetaOnly, MetaProbsOnly = _wrappers()
     pre, base = models["pre"], models["base"]
@@ -173,7 +173,7 @@ def cpu_variants(models: dict[str, Any], paths: dict[str, Path], threads: int) -
     """name -> call(images): every variant of one architecture (ORT raw, Session API, torch eager)."""
     import torch
 
-    from metaerr_edge.fuse.fused import FusedModel
+    from metaerr_edge.models.fused import FusedModel
     from metaerr_edge.runtime import open_session
 
     BaseOnly = _wrappers()[0]
@@ -220,7 +220,7 @@ def cpu_pairs(prefix: str) -> list[tuple[str, str]]:
 
 def profile_ops(paths: dict[str, Path], spec: Any, batch: int, iters: int, threads: int, work: Path) -> dict[str, Any]:
     """Per-op-type median time per call (us) from ORT's profiler, base graph vs fused[probs] graph."""
-    from metaerr_edge.fuse.contract import random_inputs
+    from metaerr_edge.contract.spec import random_inputs
 
     warm = 20
     out: dict[str, Any] = {"batch_size": batch, "iterations": iters}
@@ -261,7 +261,7 @@ def profile_ops(paths: dict[str, Path], spec: Any, batch: int, iters: int, threa
 def measure_arch(name: str, batches: list[int], cfg: Any, rounds: int, threads: int, work: Path,
                  quiet: bool) -> tuple[list[Any], dict[str, Any]]:
     from metaerr_edge.bench import BenchResult, measure_interleaved
-    from metaerr_edge.fuse.contract import random_inputs
+    from metaerr_edge.contract.spec import random_inputs
 
     arch, c, h, w = ARCHS[name]
     t0 = time.perf_counter()
@@ -363,8 +363,8 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
         plot_latency,
         save_json,
     )
-    from metaerr_edge.fuse.contract import random_inputs
-    from metaerr_edge.fuse.fused import FusedModel
+    from metaerr_edge.contract.spec import random_inputs
+    from metaerr_edge.models.fused import FusedModel
     from metaerr_edge.runtime.cuda_graphs import capture_cuda_graph, device_call
 
     if not torch.cuda.is_available():

@@ -39,17 +39,17 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:  # the same names as _LAZY below (a test keeps the two equal)
     from metaerr_edge.bench import TimingConfig, measure
     from metaerr_edge.config import BaseConfig, DataConfig, MetaConfig, RunConfig
+    from metaerr_edge.contract import Contract, InputSpec, read_contract
     from metaerr_edge.data import error_labels, load_dataset
     from metaerr_edge.decide import recommend, sweep_tradeoff, threshold_for_coverage, threshold_for_risk
     from metaerr_edge.evaluate import evaluate_run, write_report
-    from metaerr_edge.fuse.contract import Contract, InputSpec
     from metaerr_edge.fuse.export import export_onnx, export_run, set_threshold
     from metaerr_edge.fuse.verify import verify_run
     from metaerr_edge.meta import MetaErr, MetaFitConfig
     from metaerr_edge.metrics import failure_metrics
     from metaerr_edge.models import Preprocess, create_base
     from metaerr_edge.pipeline import Run, load_run, train_run
-    from metaerr_edge.runtime import Prediction, Session, find_images, load_images, open_session, read_contract
+    from metaerr_edge.runtime import Prediction, Session, find_images, load_images, open_session
 
 #: public name -> the module it lives in (imported on first use, so `import metaerr_edge` stays light)
 _LAZY = {
@@ -65,10 +65,10 @@ _LAZY = {
     # export
     "export_run": "metaerr_edge.fuse.export", "export_onnx": "metaerr_edge.fuse.export",
     "set_threshold": "metaerr_edge.fuse.export", "verify_run": "metaerr_edge.fuse.verify",
-    "Contract": "metaerr_edge.fuse.contract", "InputSpec": "metaerr_edge.fuse.contract",
+    "Contract": "metaerr_edge.contract", "InputSpec": "metaerr_edge.contract", "read_contract": "metaerr_edge.contract",
     # run
     "open_session": "metaerr_edge.runtime", "Session": "metaerr_edge.runtime", "Prediction": "metaerr_edge.runtime",
-    "read_contract": "metaerr_edge.runtime", "find_images": "metaerr_edge.runtime", "load_images": "metaerr_edge.runtime",
+    "find_images": "metaerr_edge.runtime", "load_images": "metaerr_edge.runtime",
     # decide
     "threshold_for_coverage": "metaerr_edge.decide", "threshold_for_risk": "metaerr_edge.decide",
     "sweep_tradeoff": "metaerr_edge.decide", "recommend": "metaerr_edge.decide",

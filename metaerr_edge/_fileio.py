@@ -157,12 +157,28 @@ def writable_file(path: str | os.PathLike[str]) -> Path:
     return target
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], write: Callable[[str], Any]) -> Path:
-    """Call ``write(tmp_path)`` to fill a temporary file beside ``path``, then rename it onto
-    ``path`` (:func:`atomic_target`)."""
+def atomic_write_bytes(path: str | os.PathLike[str], write: Callable[[str], Any] | bytes | bytearray | memoryview) -> Path:
+    """Fill a temporary file beside ``path``, then rename it onto ``path`` (:func:`atomic_target`).
+
+    ``write`` is the content (bytes-like), or ``write(tmp_path)`` fills the file itself (an
+    exporter, ``torch.save``); a failure leaves ``path`` as it was.
+    """
     with atomic_target(path) as tmp:
-        write(str(tmp))
+        if callable(write):
+            write(str(tmp))
+        else:
+            tmp.write_bytes(memoryview(write))
     return Path(path)
+
+
+def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> Path:
+    """``np.savez`` of ``arrays`` into ``path``, atomically (the exact name: no ``.npz`` appended)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
+            np.savez(fh, **arrays)
+
+    return atomic_write_bytes(path, write)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

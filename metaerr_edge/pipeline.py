@@ -36,9 +36,9 @@ from metaerr_edge.console import warn
 from metaerr_edge.config import RunConfig
 from metaerr_edge.data import DatasetArrays, ImageArrays, SplitConfig, Splits, load_dataset, make_splits
 from metaerr_edge.errors import ConfigError, DataError
-from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text, dumps_json
-from metaerr_edge.fuse.contract import Contract, InputSpec, ThresholdSpec
-from metaerr_edge.fuse.fused import FusedModel
+from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text, dumps_json, write_npz
+from metaerr_edge.contract.spec import Contract, InputSpec, ThresholdSpec
+from metaerr_edge.models.fused import FusedModel
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.meta import (
     HeadConfig,
@@ -361,8 +361,8 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
                 _save_torch(tmp / f"meta_{mode}.pt", ckpt)
             _save_torch(tmp / "base.pt", {"arch": config.base.arch, "arch_kwargs": dict(config.base.arch_kwargs),
                                           "state_dict": base.state_dict()})
-            atomic_write_bytes(tmp / "splits.npz", lambda t: _savez(t, splits.to_npz_dict()))
-            atomic_write_bytes(tmp / "predictions.npz", lambda t: _savez(t, preds))
+            write_npz(tmp / "splits.npz", splits.to_npz_dict())
+            write_npz(tmp / "predictions.npz", preds)
             atomic_write_text(tmp / "config.json", dumps_json(cfg, indent=2))
             write_manifest(tmp, writer="metaerr_edge.pipeline.train_run", metaerr_edge=__version__,
                            run_id=secrets.token_hex(8), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -393,8 +393,3 @@ def fit_meta_mode(meta: MetaModel, config: RunConfig, data: MetaData, base_train
 
 def _save_torch(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, lambda tmp: torch.save(obj, tmp))
-
-
-def _savez(tmp: str, arrays: dict[str, np.ndarray]) -> None:
-    with open(tmp, "wb") as fh:  # a file handle keeps numpy from appending ".npz" to the temp name
-        np.savez(fh, **arrays)

@@ -41,9 +41,9 @@ def tiny_model(tmp_path_factory):
     import torch
     from torch import nn
 
-    from metaerr_edge.fuse.contract import Contract, InputSpec
+    from metaerr_edge.contract.spec import Contract, InputSpec
     from metaerr_edge.fuse.export import export_onnx
-    from metaerr_edge.fuse.fused import FusedModel
+    from metaerr_edge.models.fused import FusedModel
     from metaerr_edge.models.preprocess import Preprocess
 
     class Base(nn.Module):

@@ -11,6 +11,7 @@ import torch
 
 from metaerr_edge.bench import TimingConfig, load_json
 from metaerr_edge.cli import main
+from metaerr_edge.contract import read_contract
 from metaerr_edge.commands import bench as bench_cmd
 from metaerr_edge.errors import ConfigError
 
@@ -103,10 +104,10 @@ def test_the_library_times_backends_side_by_side_and_closes_their_sessions(tiny,
     import metaerr_edge.runtime as runtime
     from metaerr_edge.bench import measure_variants, open_variants
     from metaerr_edge.errors import BackendUnavailable
-    from metaerr_edge.fuse.contract import random_inputs
+    from metaerr_edge.contract.spec import random_inputs
 
     path, fused = tiny
-    contract = runtime.read_contract(path)
+    contract = read_contract(path)
     cfg = TimingConfig(warmup_s=0.0, min_duration_s=0.0, min_iterations=4)
     threads_before = torch.get_num_threads()
     with open_variants(path, contract, ("torch", "onnxruntime"), (1, 3), fused=fused, threads=1, seed=5) as variants:

@@ -24,8 +24,9 @@ from PIL import Image
 
 from metaerr_edge.cli import main
 from metaerr_edge.errors import ContractError
-from metaerr_edge.fuse.contract import CONTRACT_KEY, THRESHOLD_INITIALIZER
-from metaerr_edge.runtime import open_session, read_contract
+from metaerr_edge.contract.spec import CONTRACT_KEY, THRESHOLD_INITIALIZER
+from metaerr_edge.contract import read_contract
+from metaerr_edge.runtime import open_session
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the fast legacy exporter, on purpose
 
@@ -179,10 +180,10 @@ CONSUMERS = {
 def test_there_is_one_contract_reader_with_one_public_name():
     import metaerr_edge
     from metaerr_edge.fuse import export, modelfile
-    from metaerr_edge.runtime import modelinfo
+    from metaerr_edge.contract import reader as modelinfo
 
     assert metaerr_edge.read_contract is read_contract is modelinfo.read_contract
-    assert read_contract.__module__ == "metaerr_edge.runtime.modelinfo"
+    assert read_contract.__module__ == "metaerr_edge.contract.reader"
     assert not hasattr(export, "read_contract") and not hasattr(modelfile, "read_contract")  # no second name
 
 

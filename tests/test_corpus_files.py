@@ -416,7 +416,7 @@ def test_the_lock_is_reentrant_and_released(tmp_path: Path) -> None:
 
 
 def _calibrate(model: Path):
-    from metaerr_edge.fuse.contract import ThresholdSpec
+    from metaerr_edge.contract.spec import ThresholdSpec
     from metaerr_edge.fuse.modelfile import set_threshold
 
     return lambda: set_threshold(model, ThresholdSpec(0.25, "coverage", target_coverage=0.9))
@@ -670,7 +670,7 @@ def _modes(root: Path) -> dict[str, int]:
 
 def test_every_file_and_folder_follows_the_umask(umask: int, tmp_path: Path, exported: Path, report) -> None:
     from metaerr_edge.evaluate import write_report
-    from metaerr_edge.fuse.contract import ThresholdSpec
+    from metaerr_edge.contract.spec import ThresholdSpec
     from metaerr_edge.fuse.modelfile import set_threshold
 
     file_mode, dir_mode = 0o666 & ~umask, 0o777 & ~umask

@@ -70,7 +70,7 @@ def test_an_output_onto_a_run_file_is_refused(victim, digits_run, tmp_path, caps
 
 
 def test_calibrating_through_a_symlink_writes_its_target(digits_run, model, tmp_path, capsys):
-    from metaerr_edge.runtime import read_contract
+    from metaerr_edge.contract import read_contract
 
     target = tmp_path / "m.onnx"
     shutil.copy(model, target)
@@ -283,7 +283,7 @@ def _recommend(min_accuracy):
 
 
 def test_contract_errors_for_missing_models_still_name_the_path(tmp_path):
-    from metaerr_edge.runtime import read_contract
+    from metaerr_edge.contract import read_contract
 
     with pytest.raises(ContractError, match="no such file"):
         read_contract(tmp_path / "none.onnx")

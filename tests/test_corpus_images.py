@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from metaerr_edge.errors import InputError
-from metaerr_edge.fuse.contract import Contract, InputSpec
+from metaerr_edge.contract.spec import Contract, InputSpec
 from metaerr_edge.runtime import find_images, load_images, validate_images
 
 H, W = 3, 4  # not square, so that a transposed or rotated image cannot pass unnoticed

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from metaerr_edge.errors import ConfigError
-from metaerr_edge.fuse.contract import Contract, InputSpec
+from metaerr_edge.contract.spec import Contract, InputSpec
 from metaerr_edge.fuse.triton_repo import pbtxt_string, render_config, write_triton_repository
 from metaerr_edge.runtime import open_session
 

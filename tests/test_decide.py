@@ -178,7 +178,7 @@ def test_decide_rule_and_types():
 
 
 def test_choice_mirrors_contract_threshold_spec():
-    from metaerr_edge.fuse.contract import ThresholdSpec
+    from metaerr_edge.contract.spec import ThresholdSpec
 
     assert [f.name for f in fields(ThresholdChoice)] == [f.name for f in fields(ThresholdSpec)]
     choice = threshold_for_risk(SGR_SCORES, SGR_ERRORS, target_risk=0.3, delta=0.1)

@@ -14,7 +14,7 @@ from scipy.stats import binom
 
 from metaerr_edge.cli import main
 from metaerr_edge.decide import threshold_for_risk
-from metaerr_edge.runtime import read_contract
+from metaerr_edge.contract import read_contract
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,13 @@ from torch import nn
 
 from metaerr_edge.cli import COMMANDS, build_parser, main
 from metaerr_edge.errors import ContractError
-from metaerr_edge.fuse.contract import THRESHOLD_INITIALIZER, Contract, InputSpec, ThresholdSpec
+from metaerr_edge.contract.spec import THRESHOLD_INITIALIZER, Contract, InputSpec, ThresholdSpec
 from metaerr_edge.fuse.export import default_opset, export_onnx
-from metaerr_edge.fuse.fused import FusedModel
+from metaerr_edge.models.fused import FusedModel
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.fuse.modelfile import set_threshold
-from metaerr_edge.runtime import read_contract
-from metaerr_edge.fuse.contract import random_inputs
+from metaerr_edge.contract import read_contract
+from metaerr_edge.contract.spec import random_inputs
 from metaerr_edge.fuse.verify import verify_parity
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the fast legacy exporter, on purpose

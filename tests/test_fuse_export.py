@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from metaerr_edge.errors import ConfigError, ContractError
-from metaerr_edge.runtime.modelinfo import model_info
-from metaerr_edge.fuse.contract import (
+from metaerr_edge.contract.reader import model_info
+from metaerr_edge.contract.spec import (
     CONTRACT_KEY,
     OUTPUT_NAMES,
     THRESHOLD_INITIALIZER,
@@ -37,11 +37,11 @@ from metaerr_edge.fuse.export import (
     load_checked,
     set_threshold,
 )
-from metaerr_edge.fuse.fused import FusedModel
+from metaerr_edge.models.fused import FusedModel
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.fuse.triton_repo import write_triton_repository
 from metaerr_edge.fuse.verify import verify_parity, verify_run
-from metaerr_edge.runtime import read_contract
+from metaerr_edge.contract import read_contract
 
 pytestmark = [  # the legacy exporter (dynamo=False) is exercised on purpose
     pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export"),

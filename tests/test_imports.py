@@ -1,4 +1,4 @@
-"""The package's import graph has no cycles where it matters (today: the runtime).
+"""The package's import graph: no cycle anywhere, and the torch-free stages never reach back into training.
 
 The graph is read from the source with :mod:`ast`, not by importing: every ``import`` and
 ``from ... import`` of a ``metaerr_edge`` module counts, at module level or inside a function
@@ -144,10 +144,46 @@ def describe_cycles(graph: Graph, prefix: str = "") -> list[str]:
     return lines
 
 
-def test_no_runtime_module_is_on_an_import_cycle() -> None:
+def test_no_module_of_the_package_is_on_an_import_cycle() -> None:
     graph = import_graph()
-    assert {"metaerr_edge.runtime.session", "metaerr_edge.runtime.ort_backend"} <= set(graph)
-    assert describe_cycles(graph, f"{PACKAGE}.runtime") == []
+    assert {"metaerr_edge.runtime.session", "metaerr_edge.runtime.ort_backend", "metaerr_edge.pipeline"} <= set(graph)
+    assert describe_cycles(graph) == []
+
+
+def folder(module: str) -> str:
+    """``metaerr_edge.runtime.session`` -> ``runtime``; a top-level module is its own folder."""
+    return module.split(".")[1] if module.count(".") else "(root)"
+
+
+#: What the torch-free stages (a device install: numpy, onnxruntime, pillow) may import, lazily or not.
+DEVICE_SIDE = {"contract", "runtime", "decide", "bench"}
+SHARED = {"errors", "registry", "console", "_fileio", "options"}
+
+
+def test_the_device_side_imports_nothing_upstream() -> None:
+    """runtime, decide, bench and the contract import no training stage (data, models, meta, scores,
+    pipeline, fuse, evaluate, semisup, config), not even inside a function: nothing there pulls torch
+    into a device. Training may import them (the pipeline registers its run opener with the runtime)."""
+    graph = import_graph()
+    arrows = {(folder(a), folder(b), a, b) for a, targets in graph.items() for b in targets}
+    bad = sorted(f"{a} -> {b}" for fa, fb, a, b in arrows if fa in DEVICE_SIDE and fb not in DEVICE_SIDE | SHARED)
+    assert bad == []
+    assert {fb for fa, fb, _, _ in arrows if fa == "contract"} <= {"contract", "errors"}  # the contract is a leaf
+
+
+def test_folders_point_one_way() -> None:
+    """Between folders the graph is acyclic: a topological order exists (the pipeline's)."""
+    graph = import_graph()
+    edges = {(folder(a), folder(b)) for a, targets in graph.items() for b in targets if folder(a) != folder(b)}
+    folders = {f for e in edges for f in e}
+    order, remaining = [], set(folders)
+    while remaining:
+        leaves = sorted(f for f in remaining if not any(a == f and b in remaining for a, b in edges))
+        assert leaves, f"folders import each other in a circle: {sorted(remaining)} ({sorted(e for e in edges if set(e) <= remaining)})"
+        order += leaves
+        remaining -= set(leaves)
+    assert order.index("contract") < order.index("fuse") < order.index("commands")
+    assert order.index("models") < order.index("meta") < order.index("pipeline") < order.index("evaluate")
 
 
 def test_session_is_backend_neutral() -> None:

@@ -23,12 +23,12 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from metaerr_edge.errors import ContractError
-from metaerr_edge.fuse.contract import CONTRACT_KEY, THRESHOLD_INITIALIZER, Contract, InputSpec, ThresholdSpec
+from metaerr_edge.contract.spec import CONTRACT_KEY, THRESHOLD_INITIALIZER, Contract, InputSpec, ThresholdSpec
 from metaerr_edge.fuse.export import export_onnx
-from metaerr_edge.fuse.fused import FusedModel
+from metaerr_edge.models.fused import FusedModel
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.fuse.modelfile import set_threshold
-from metaerr_edge.runtime.modelinfo import INFO_KEYS, ModelInfo, model_info, read_contract
+from metaerr_edge.contract.reader import INFO_KEYS, ModelInfo, model_info, read_contract
 
 pytestmark = [  # the legacy exporter (dynamo=False) is used on purpose: ten times faster
     pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export"),
@@ -444,8 +444,8 @@ class Block(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Block())
-import metaerr_edge.runtime.modelinfo, metaerr_edge.commands.inspect_model
-info = metaerr_edge.runtime.modelinfo.model_info(sys.argv[1])
+import metaerr_edge.contract.reader, metaerr_edge.commands.inspect_model
+info = metaerr_edge.contract.reader.model_info(sys.argv[1])
 assert info.ok, info
 rc = [metaerr_edge.commands.inspect_model.run(argparse.Namespace(model=sys.argv[1], json=j)) for j in (False, True)]
 print(json.dumps({{"rc": rc, "loaded": sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)}}))

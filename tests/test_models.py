@@ -120,3 +120,11 @@ def test_a_model_without_feature_seams_is_one_config_error_naming_them():
     assert "forward_features(x) method" not in str(info.value)
     small = create_base("small_cnn", 1, 3, (8, 8))
     assert feature_seams(small, "x") == (small.forward_features, small.classifier)
+
+
+def test_an_option_an_architecture_does_not_have_is_refused():
+    from metaerr_edge.errors import UnknownParameter
+
+    with pytest.raises(UnknownParameter, match="resnet18"):
+        create_base("resnet18", 3, 10, (32, 32), width=32)  # torchvision's ResNet widths are fixed
+    assert create_base("small_cnn", 1, 10, (8, 8), width=8).num_features == 4 * 8

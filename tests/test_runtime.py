@@ -20,8 +20,8 @@ from PIL import Image
 from torch import nn
 
 from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError, InputError
-from metaerr_edge.fuse.contract import Contract, InputSpec, ThresholdSpec, random_inputs
-from metaerr_edge.fuse.fused import FusedModel
+from metaerr_edge.contract.spec import Contract, InputSpec, ThresholdSpec, random_inputs
+from metaerr_edge.models.fused import FusedModel
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.runtime import (
     Prediction,
@@ -91,7 +91,7 @@ def _export(fused: FusedModel, contract: Contract, path: Path) -> None:
         return
     import onnx
 
-    from metaerr_edge.fuse.contract import CONTRACT_KEY, OUTPUT_NAMES
+    from metaerr_edge.contract.spec import CONTRACT_KEY, OUTPUT_NAMES
 
     names = [contract.input.name, *OUTPUT_NAMES]
     torch.onnx.export(fused, (torch.from_numpy(random_inputs(contract.input, 2, 0)),), str(path), dynamo=False,
@@ -275,7 +275,7 @@ def test_files_without_a_valid_contract_are_contract_errors(gray: Model, tmp_pat
 
 
 def test_read_contract_refuses_what_open_session_refuses(gray: Model, tmp_path: Path) -> None:
-    from metaerr_edge.runtime import read_contract
+    from metaerr_edge.contract import read_contract
 
     read = read_contract(gray.path)
     assert read == read_contract(str(gray.path)) == open_session(gray.path, backend="onnxruntime").contract
@@ -292,7 +292,7 @@ def test_read_contract_refuses_what_open_session_refuses(gray: Model, tmp_path: 
 
 
 def test_an_ort_session_whose_interface_disagrees_with_the_contract_is_refused(gray: Model) -> None:
-    from metaerr_edge.fuse.contract import OUTPUT_NAMES
+    from metaerr_edge.contract.spec import OUTPUT_NAMES
     from metaerr_edge.runtime.ort_backend import check_session_interface
 
     def session(inputs: list[str], outputs: list[str]) -> types.SimpleNamespace:

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from metaerr_edge._fileio import atomic_write_bytes
 from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError, InputError
-from metaerr_edge.fuse.contract import Contract, InputSpec, ThresholdSpec
+from metaerr_edge.contract.spec import Contract, InputSpec, ThresholdSpec
 from metaerr_edge.runtime import open_session
 from metaerr_edge.runtime import trt_backend as tb
 
@@ -298,7 +299,7 @@ def test_sidecar_must_match_key_and_plan(tmp_path: Path) -> None:
     key = tb.EngineKey("ab" * 32, "10.3.0", "Orin", "8.7", "fp32", 1, 1, 32)
     plan, sidecar = tmp_path / "k.plan", tmp_path / "k.json"
     assert not tb.sidecar_matches(sidecar, key, plan)  # nothing there
-    tb.atomic_write(plan, b"engine bytes")
+    atomic_write_bytes(plan, b"engine bytes")
     tb.write_sidecar(sidecar, key, plan)
     assert tb.sidecar_matches(sidecar, key, plan)
     assert not tb.sidecar_matches(sidecar, replace(key, gpu_name="Xavier"), plan)
@@ -310,10 +311,10 @@ def test_sidecar_must_match_key_and_plan(tmp_path: Path) -> None:
 
 def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "x.plan"
-    tb.atomic_write(target, b"abc")
+    atomic_write_bytes(target, b"abc")
     assert target.read_bytes() == b"abc"
     with pytest.raises(TypeError):
-        tb.atomic_write(target, object())  # not bytes-like
+        atomic_write_bytes(target, object())  # type: ignore[arg-type]  # not bytes-like
     assert target.read_bytes() == b"abc" and sorted(p.name for p in target.parent.iterdir()) == ["x.plan"]
 
 
@@ -446,7 +447,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from metaerr_edge.fuse.export import export_onnx
-    from metaerr_edge.fuse.fused import FusedModel
+    from metaerr_edge.models.fused import FusedModel
     from metaerr_edge.models.preprocess import Preprocess
 
     class Base(torch.nn.Module):

@@ -4,7 +4,7 @@
 device time and a CUDA-graph variant), refusing a torch model that disagrees with the file
 (:func:`check_parity`); :func:`measure_variants` times them side by side per batch size
 (:func:`~metaerr_edge.bench.interleave.measure_interleaved`) on one seeded input batch each
-(:func:`~metaerr_edge.fuse.contract.random_inputs`). torch is imported only for the torch backend.
+(:func:`~metaerr_edge.contract.spec.random_inputs`). torch is imported only for the torch backend.
 
 Example:
     >>> with open_variants("fused.onnx", contract, ("onnxruntime",), (1, 8)) as variants:
@@ -27,7 +27,7 @@ from metaerr_edge.bench.interleave import measure_interleaved
 from metaerr_edge.bench.report import BenchResult
 from metaerr_edge.bench.timer import TimingConfig
 from metaerr_edge.errors import ConfigError
-from metaerr_edge.fuse.contract import Contract, random_inputs
+from metaerr_edge.contract.spec import Contract, random_inputs
 
 #: Largest parity gap between the torch model and the .onnx tolerated before refusing to compare them.
 PARITY_ATOL = 1e-4

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     config = TimingConfig(args.warmup_s, args.duration_s, args.min_iters, args.max_iters)
 
     from metaerr_edge._fileio import path_lock, replace_files
-    from metaerr_edge.runtime import read_contract
+    from metaerr_edge.contract import read_contract
 
     contract = read_contract(model)
     with path_lock(out):  # a second bench into the same folder fails now, not after measuring

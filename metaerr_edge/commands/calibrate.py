@@ -63,7 +63,7 @@ def warn_if_degenerate(choice, scores: np.ndarray) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from metaerr_edge.decide import threshold_for_coverage, threshold_for_risk
     from metaerr_edge.fuse.modelfile import set_threshold
-    from metaerr_edge.runtime import read_contract
+    from metaerr_edge.contract import read_contract
     from metaerr_edge.pipeline import load_run
 
     if args.delta is not None and args.risk is None:

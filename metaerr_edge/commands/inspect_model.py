@@ -1,6 +1,6 @@
 """``metaerr-edge inspect model.onnx``: what a fused model file holds: its contract, interface, opset, size.
 
-Torch-free and onnx-free (it reads the file with :mod:`metaerr_edge.runtime.modelinfo`), so it runs
+Torch-free and onnx-free (it reads the file with :mod:`metaerr_edge.contract.reader`), so it runs
 on a device install. Exit code 0 for a valid metaerr-edge model whose graph agrees with its contract;
 1 for a valid ONNX file without a contract, with an invalid one, or with problems (all printed);
 2 (via the CLI) for a missing, empty, truncated or corrupt file.
@@ -21,12 +21,12 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from metaerr_edge.fuse.contract import CONTRACT_KEY  # pure Python, no torch or onnx
+from metaerr_edge.contract.spec import CONTRACT_KEY  # pure Python, no torch or onnx
 from metaerr_edge._fileio import dumps_json
 
 if TYPE_CHECKING:  # the CLI imports every command module: numpy and the reader load in run()
-    from metaerr_edge.fuse.contract import Contract, ThresholdSpec
-    from metaerr_edge.runtime.modelinfo import ModelInfo
+    from metaerr_edge.contract.spec import Contract, ThresholdSpec
+    from metaerr_edge.contract.reader import ModelInfo
 
 _LABEL_WIDTH = 11
 _CLASSES_SHOWN = 10
@@ -41,7 +41,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from metaerr_edge.runtime.modelinfo import model_info
+    from metaerr_edge.contract.reader import model_info
 
     info = model_info(args.model)
     if args.json:
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def report_lines(info: ModelInfo) -> list[str]:
-    """The text report of a :class:`~metaerr_edge.runtime.modelinfo.ModelInfo`, one string per line.
+    """The text report of a :class:`~metaerr_edge.contract.reader.ModelInfo`, one string per line.
 
     Example:
         >>> print("\\n".join(report_lines(model_info("model.onnx"))))
@@ -74,7 +74,7 @@ def _file_lines(info: ModelInfo) -> list[str]:
 
 
 def _onnx_lines(info: ModelInfo) -> list[str]:
-    from metaerr_edge.runtime.modelinfo import format_shape
+    from metaerr_edge.contract.reader import format_shape
 
     opsets = ", ".join(f"{domain} {version}" for domain, version in info.opsets.items()) or "none"
     producer = f"{info.producer_name} {info.producer_version}".strip() or "unknown"

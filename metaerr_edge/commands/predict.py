@@ -25,7 +25,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from metaerr_edge.runtime import open_session, read_contract
+    from metaerr_edge.contract import read_contract
+    from metaerr_edge.runtime import open_session
     from metaerr_edge.runtime.images import load_images
 
     # The images first (the contract says how to read them): a bad input is the only line on stderr.

@@ -24,7 +24,7 @@ import numpy as np
 from metaerr_edge.console import warn
 from metaerr_edge.data.arrays import _READ_ERRORS, DatasetArrays, ImageArrays, _names
 from metaerr_edge.errors import ConfigError, DataError, MetaErrError
-from metaerr_edge._fileio import atomic_write_bytes, cache_dir
+from metaerr_edge._fileio import cache_dir, write_npz
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")
 _CACHE_FORMAT = "metaerr-edge imagefolder cache v2"
@@ -84,12 +84,8 @@ def _read_cache(cache: Path, labels: np.ndarray, channels: int) -> ImageArrays |
 
 
 def _write_cache(cache: Path, arrays: ImageArrays) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
-            np.savez(fh, images=arrays.images, labels=arrays.labels)
-
     try:
-        atomic_write_bytes(cache, write)
+        write_npz(cache, {"images": arrays.images, "labels": arrays.labels})
     except (OSError, MetaErrError) as exc:  # the cache only saves time: never stop a run for it
         _warn_cache_once(
             cache.parent,

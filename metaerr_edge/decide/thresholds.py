@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from metaerr_edge.errors import ConfigError, DataError, require
-from metaerr_edge.fuse.contract import ThresholdSpec  # pure python, no torch
+from metaerr_edge.contract.spec import ThresholdSpec  # pure python, no torch
 
 
 # Coverage targets are fractions of n; floor(c * n) must not lose a sample to float error
@@ -30,7 +30,7 @@ SEARCHES = ("binary", "exhaustive")
 class ThresholdChoice(ThresholdSpec):
     """A calibrated deferral threshold and how it was chosen: defer when ``failure_score > value``.
 
-    It is the contract's :class:`~metaerr_edge.fuse.contract.ThresholdSpec` (same fields) plus
+    It is the contract's :class:`~metaerr_edge.contract.spec.ThresholdSpec` (same fields) plus
     :attr:`feasible`. ``method`` is ``"coverage"`` or ``"risk"``; an ``"-infeasible"`` suffix means
     the target could not be met on the calibration data (see :func:`threshold_for_coverage` and
     :func:`threshold_for_risk`). Undefined numbers (the risk of an empty accepted set) are ``None``,
@@ -43,7 +43,7 @@ class ThresholdChoice(ThresholdSpec):
         return not self.method.endswith("-infeasible")
 
     def to_spec(self) -> ThresholdSpec:
-        """The plain :class:`~metaerr_edge.fuse.contract.ThresholdSpec` stored in a model's contract."""
+        """The plain :class:`~metaerr_edge.contract.spec.ThresholdSpec` stored in a model's contract."""
         return ThresholdSpec(**asdict(self))
 
 

@@ -1,3 +1,4 @@
-"""Fuse base + meta-model into one graph: FusedModel (fused.py), the contract carried in the file
-(contract.py, pure python), ONNX export (export.py), the model file (modelfile.py, torch-free),
-parity checks (verify.py) and the Triton model repository (triton_repo.py)."""
+"""Fuse base + meta-model into one graph file: ONNX export of a FusedModel with the contract inside
+(export.py), the model file (modelfile.py, torch-free), parity checks (verify.py) and the Triton
+model repository (triton_repo.py). Upstream of it: the FusedModel module (metaerr_edge.models.fused)
+and the contract (metaerr_edge.contract)."""

@@ -33,7 +33,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from metaerr_edge.errors import ConfigError, ContractError, require
-from metaerr_edge.fuse.contract import (
+from metaerr_edge.contract.spec import (
     OUTPUT_NAMES,
     THRESHOLD_INITIALIZER,
     Contract,
@@ -41,9 +41,9 @@ from metaerr_edge.fuse.contract import (
     random_inputs,
     validate_contract,
 )
-from metaerr_edge.fuse.fused import FusedModel
+from metaerr_edge.models.fused import FusedModel
 from metaerr_edge.fuse.modelfile import BATCH_DIM, atomic_write, load_checked, set_contract, set_threshold
-from metaerr_edge.runtime.modelinfo import info_from_bytes
+from metaerr_edge.contract.reader import info_from_bytes
 
 __all__ = ["ExportReport", "example_input", "export_onnx", "export_run", "load_checked", "set_threshold"]
 

@@ -2,7 +2,7 @@
 
 Torch-free (needs only ``onnx`` and numpy), so a deployment box can inspect a model without the
 training stack. :mod:`metaerr_edge.fuse.export` re-exports the public functions. Reading a contract
-is the runtime's job (:func:`metaerr_edge.runtime.read_contract`, onnx-free), the one reader.
+is the job of the one reader, :func:`metaerr_edge.contract.read_contract` (onnx-free).
 
 Every write goes to a temporary file beside the target, is checked (``onnx.checker`` full check,
 strict shape inference, the graph interface against the contract) and only then replaces the
@@ -27,8 +27,8 @@ import onnx
 from onnx import numpy_helper
 
 from metaerr_edge.errors import ConfigError, ContractError
-from metaerr_edge.runtime.modelinfo import checked_contract, info_from_bytes, read_model_bytes
-from metaerr_edge.fuse.contract import (
+from metaerr_edge.contract.reader import checked_contract, info_from_bytes, read_model_bytes
+from metaerr_edge.contract.spec import (
     CONTRACT_KEY,
     THRESHOLD_INITIALIZER,
     Contract,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text, replace_folder
 from metaerr_edge.errors import ConfigError, ContractError
-from metaerr_edge.fuse.contract import OUTPUT_NAMES, Contract
+from metaerr_edge.contract.spec import OUTPUT_NAMES, Contract
 
 _KINDS = ("KIND_GPU", "KIND_CPU")
 _TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8",
@@ -80,7 +80,7 @@ def write_triton_repository(model_path: str | os.PathLike[str], repo_dir: str | 
         io = _io_from_contract(contract)
     else:
         from metaerr_edge.fuse.modelfile import load_checked
-        from metaerr_edge.runtime.modelinfo import read_contract
+        from metaerr_edge.contract.reader import read_contract
 
         contract = contract or read_contract(model_path)
         io = _io_from_onnx(load_checked(model_path), contract)

@@ -24,8 +24,8 @@ import torch
 
 from metaerr_edge.console import warn
 from metaerr_edge.errors import ConfigError, InputError, require
-from metaerr_edge.fuse.contract import Contract, random_inputs
-from metaerr_edge.fuse.fused import FusedModel
+from metaerr_edge.contract.spec import Contract
+from metaerr_edge.models.fused import FusedModel
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def verify_parity(onnx_path: str | os.PathLike[str], fused: FusedModel, images: 
     Args:
         onnx_path: the exported fused model.
         fused: the PyTorch reference, with the same threshold as the file.
-        images: inputs in the file's layout and dtype, e.g. from :func:`~metaerr_edge.fuse.contract.random_inputs`.
+        images: inputs in the file's layout and dtype, e.g. from :func:`~metaerr_edge.contract.spec.random_inputs`.
         atol: tolerance on the failure score, and the half-width of the boundary band.
         batch_sizes: chunk sizes to run (the last chunk of each may be smaller).
         providers: ONNX Runtime execution providers, in order of preference. The ones actually
@@ -227,7 +227,7 @@ def verify_run(onnx_path: str | os.PathLike[str], run: Any, n: int = 512, atol: 
     Example:
         >>> print(verify_run("model.onnx", run).to_markdown())
     """
-    from metaerr_edge.runtime.modelinfo import read_contract
+    from metaerr_edge.contract.reader import read_contract
 
     contract = read_contract(onnx_path)
     layout = contract.input.layout

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from metaerr_edge.errors import ConfigError
-from metaerr_edge.fuse.fused import FusedModel
+from metaerr_edge.models.fused import FusedModel
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.meta.fit import MentorData, MetaData, MetaFitConfig, MetaFitResult, fit_meta, meta_scores
 from metaerr_edge.meta.heads import HeadConfig, MetaModel

@@ -84,8 +84,9 @@ def small_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], w
 
 
 @register_base("resnet18")
-def resnet18(in_channels: int, num_classes: int, image_size: tuple[int, int], width: int = 64) -> nn.Module:
-    """torchvision ResNet-18 with the CIFAR stem: 3x3 stride-1 first conv, no max-pool. No dropout."""
+def resnet18(in_channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
+    """torchvision ResNet-18 with the CIFAR stem: 3x3 stride-1 first conv, no max-pool. No dropout, and
+    no width option (torchvision's widths are fixed): ``create_base("resnet18", ..., width=32)`` is refused."""
     import torchvision
 
     from metaerr_edge.models.seams import resnet_base

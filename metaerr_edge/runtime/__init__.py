@@ -18,7 +18,6 @@ from __future__ import annotations
 # them is cheap because their heavy imports live inside ``open``.
 from metaerr_edge.runtime import ort_backend, torch_backend, trt_backend  # noqa: F401
 from metaerr_edge.runtime.images import IMAGE_EXTENSIONS, find_images, load_images
-from metaerr_edge.runtime.modelinfo import read_contract
 from metaerr_edge.runtime.session import (
     Backend,
     Prediction,
@@ -42,7 +41,6 @@ __all__ = [
     "find_images",
     "load_images",
     "open_session",
-    "read_contract",
     "register_backend",
     "validate_images",
 ]

@@ -19,7 +19,7 @@ import numpy as np
 
 from metaerr_edge.console import warn
 from metaerr_edge.errors import InputError, MetaErrError, require
-from metaerr_edge.fuse.contract import Contract
+from metaerr_edge.contract.spec import Contract
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")
 LOGGER_NAME = "metaerr_edge.runtime.images"

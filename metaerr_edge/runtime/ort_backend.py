@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError, MissingDependency, require
-from metaerr_edge.fuse.contract import OUTPUT_NAMES, Contract
-from metaerr_edge.runtime.modelinfo import load_model_file
+from metaerr_edge.contract.spec import OUTPUT_NAMES, Contract
+from metaerr_edge.contract.reader import load_model_file
 from metaerr_edge.runtime.session import Backend, Outputs, register_backend
 
 MAX_DEFAULT_THREADS = 8
@@ -72,7 +72,7 @@ def open_ort_inference_session(
     """Create an ``onnxruntime.InferenceSession`` with explicit providers and thread counts.
 
     ``model`` is a path or the model's bytes (the bytes a caller already checked: see
-    :func:`metaerr_edge.runtime.modelinfo.load_model_file`).
+    :func:`metaerr_edge.contract.reader.load_model_file`).
 
     Raises:
         ContractError: the file is missing, truncated or not an ONNX model.
@@ -105,7 +105,7 @@ def check_session_interface(session: Any, contract: Contract, source: str) -> No
 
     Raises:
         ContractError: the session's input names are not ``[contract.input.name]``, or it lacks
-            one of :data:`~metaerr_edge.fuse.contract.OUTPUT_NAMES`.
+            one of :data:`~metaerr_edge.contract.spec.OUTPUT_NAMES`.
     """
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError, UnknownName
-from metaerr_edge.fuse.contract import Contract
+from metaerr_edge.contract.spec import Contract
 from metaerr_edge.registry import Registry
 from metaerr_edge.runtime.validate import validate_images
 

@@ -2,7 +2,7 @@
 
 It is the parity reference for the exported graph (same module, no export in between). An .onnx
 file holds no PyTorch module, so this backend opens a ``FusedModel`` with its
-:class:`~metaerr_edge.fuse.contract.Contract`, or a run folder through the run opener the training
+:class:`~metaerr_edge.contract.spec.Contract`, or a run folder through the run opener the training
 package registers (:func:`register_run_opener`; the runtime never imports ``metaerr_edge.pipeline``).
 torch is imported inside :meth:`TorchBackend.open` only.
 
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from metaerr_edge.errors import BackendUnavailable, ConfigError, MissingDependency, require
-from metaerr_edge.fuse.contract import Contract, validate_contract
+from metaerr_edge.contract.spec import Contract, validate_contract
 from metaerr_edge.runtime.cuda_graphs import capture_cuda_graph
 from metaerr_edge.runtime.session import Backend, Outputs, register_backend
 

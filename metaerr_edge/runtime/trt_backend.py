@@ -42,9 +42,9 @@ import numpy as np
 from metaerr_edge.errors import BackendUnavailable, ConfigError, ContractError
 from metaerr_edge._fileio import atomic_write_bytes, file_sha256
 from metaerr_edge._fileio import cache_dir as package_cache_dir  # ``cache_dir`` names the parameters below
-from metaerr_edge.fuse.contract import OUTPUT_NAMES
+from metaerr_edge.contract.spec import OUTPUT_NAMES
 from metaerr_edge.runtime.cuda_memory import cuda_memory
-from metaerr_edge.runtime.modelinfo import load_model_file
+from metaerr_edge.contract.reader import load_model_file
 from metaerr_edge.runtime.session import Backend, Outputs, register_backend
 
 logger = logging.getLogger("metaerr_edge.runtime.tensorrt")
@@ -147,7 +147,7 @@ class EngineKey:
 
 def write_sidecar(sidecar: Path, key: EngineKey, plan: Path) -> None:
     """Record the key and the plan's sha256 next to the plan."""
-    atomic_write(sidecar, json.dumps({"key": asdict(key), "plan_sha256": file_sha256(plan)}, sort_keys=True).encode())
+    atomic_write_bytes(sidecar, json.dumps({"key": asdict(key), "plan_sha256": file_sha256(plan)}, sort_keys=True).encode())
 
 
 def sidecar_matches(sidecar: Path, key: EngineKey, plan: Path) -> bool:
@@ -157,11 +157,6 @@ def sidecar_matches(sidecar: Path, key: EngineKey, plan: Path) -> bool:
         return recorded["key"] == asdict(key) and plan.is_file() and recorded["plan_sha256"] == file_sha256(plan)
     except (OSError, ValueError, KeyError, TypeError):
         return False
-
-
-def atomic_write(path: Path, data: Any) -> None:
-    """Write bytes-like ``data`` to ``path`` atomically (``metaerr_edge._fileio``: umask, stale temporaries)."""
-    atomic_write_bytes(path, lambda tmp: Path(tmp).write_bytes(memoryview(data)))
 
 
 # ---------------------------------------------------------------- TensorRT-specific (never run here)
@@ -223,7 +218,7 @@ def _build_plan(trt: Any, onnx_bytes: bytes, onnx_path: Path, key: EngineKey, wo
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise BackendUnavailable(f"TensorRT could not build an engine from {onnx_path}; see its log above")
-    atomic_write(timing_cache, config.get_timing_cache().serialize())
+    atomic_write_bytes(timing_cache, config.get_timing_cache().serialize())
     return plan
 
 
@@ -273,7 +268,7 @@ def _engine_for(trt: Any, data: bytes, onnx_path: Path, *, precision: str, min_b
     logger.info("building TensorRT engine %s (%s, batch %d/%d/%d)", plan_path.name, precision,
                 min_batch, opt_batch, max_batch)
     with mem.activate():
-        atomic_write(plan_path, _build_plan(trt, data, onnx_path, key, workspace_bytes, timing))
+        atomic_write_bytes(plan_path, _build_plan(trt, data, onnx_path, key, workspace_bytes, timing))
     write_sidecar(sidecar, key, plan_path)
     return plan_path
 

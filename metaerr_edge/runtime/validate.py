@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from metaerr_edge.errors import InputError
-from metaerr_edge.fuse.contract import Contract
+from metaerr_edge.contract.spec import Contract
 
 RANGE_TOL = 1e-3  # relative to the width of the value range
 

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from metaerr_edge.errors import ContractError
-from metaerr_edge.fuse.contract import CONTRACT_KEY, OUTPUT_NAMES, THRESHOLD_INITIALIZER, Contract
+from metaerr_edge.contract.spec import CONTRACT_KEY, OUTPUT_NAMES, THRESHOLD_INITIALIZER, Contract
 
 __all__ = ["INFO_KEYS", "ModelInfo", "TensorInfo", "elem_type_name", "format_shape", "model_info",
            "read_contract"]
@@ -242,9 +242,8 @@ def checked_contract(info: ModelInfo, *, ignore_threshold: bool = False) -> Cont
 def read_contract(path: str | os.PathLike[str]) -> Contract:
     """The contract embedded in a fused model file, checked against its graph (no onnx, torch or session).
 
-    The one contract reader (also ``metaerr_edge.runtime.read_contract`` and
-    ``metaerr_edge.fuse.export.read_contract``). Its check is :func:`checked_contract`, the one every
-    way of opening a model goes through.
+    The one contract reader (``metaerr_edge.read_contract``). Its check is :func:`checked_contract`,
+    the one every way of opening a model goes through.
 
     Raises:
         ContractError: a missing, unreadable, empty or non-ONNX file; no contract, or an invalid
@@ -724,7 +723,7 @@ def _interface_problems(kind: str, got: tuple[TensorInfo, ...], want: list[Tenso
     fix = "; re-export the model with `metaerr-edge export`"
     names, want_names = [t.name for t in got], [t.name for t in want]
     if names != want_names:
-        source = "contract.input.name" if kind == "input" else "metaerr_edge.fuse.contract.OUTPUT_NAMES"
+        source = "contract.input.name" if kind == "input" else "metaerr_edge.contract.spec.OUTPUT_NAMES"
         return [f"graph {kind} names are {names}, the contract expects {want_names} ({source}){fix}"]
     problems = []
     for g, w in zip(got, want):
