@@ -257,7 +257,7 @@ def run_dataset(args, dataset: str, progress: bool) -> dict:
         if seed == args.seeds[0]:
             shown = {k: v for k, v in scores.items() if k in PLOTTED}
             plot_risk_coverage(shown, err, RESULTS / f"risk_coverage_{dataset}.png",
-                               f"{dataset} / {config.arch} (seed {seed}, acc {res['test_accuracy']:.3f})")  # fmt: skip
+                               f"{dataset} / {config.base.arch} (seed {seed}, acc {res['test_accuracy']:.3f})")  # fmt: skip
         doc = {"dataset": dataset, "config": {**config.to_dict(), "seed": "per seed"}, "seeds": seeds,
                "aggregate": aggregate(seeds), "wall_seconds": round(time.perf_counter() - t0, 1),
                "white_box": sorted(WHITE_BOX), "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # the same names as _LAZY below (a test keeps the two equal)
     from metaerr_edge.metrics import failure_metrics
     from metaerr_edge.models import Preprocess, create_base
     from metaerr_edge.pipeline import Run, load_run, train_run
+    from metaerr_edge.shift_eval import evaluate_shift
     from metaerr_edge.runtime import Prediction, Session, find_images, load_images, open_session
 
 #: public name -> the module it lives in (imported on first use, so `import metaerr_edge` stays light)
@@ -61,7 +62,7 @@ _LAZY = {
     "MetaFitConfig": "metaerr_edge.meta",
     # evaluate
     "evaluate_run": "metaerr_edge.evaluate", "write_report": "metaerr_edge.evaluate",
-    "failure_metrics": "metaerr_edge.metrics",
+    "failure_metrics": "metaerr_edge.metrics", "evaluate_shift": "metaerr_edge.shift_eval",
     # export
     "export_run": "metaerr_edge.fuse.export", "export_onnx": "metaerr_edge.fuse.export",
     "set_threshold": "metaerr_edge.fuse.export", "verify_run": "metaerr_edge.fuse.verify",

@@ -43,7 +43,7 @@ def option(default: Any, help: str, *, flag: str | None = None, parse: Callable[
     """A config field with its command-line option: ``--<name>`` (or ``flag``) parsed by ``parse``.
 
     ``cli=False``: a setting of the Python API and config.json only (dicts of keyword arguments,
-    head shapes). Mutable defaults (dicts, tuples of lists) are copied per instance.
+    head shapes). A dict default is copied per instance.
     """
     meta = {"help": help, "flag": flag, "parse": parse, "choices": tuple(choices) if choices else None, "cli": cli}
     if isinstance(default, dict):
@@ -57,6 +57,13 @@ def _check_int(owner: str, values: Mapping[str, Any], low: int = 1, high: int | 
     if bad:
         bound = f">= {low}" if high is None else f"from {low} to {high}"
         raise ConfigError(f"these {owner} fields must be integers {bound}: {bad}")
+
+
+def _check_types(owner: str, config: Any, types: Mapping[str, type | tuple[type, ...]]) -> None:
+    bad = {k: type(getattr(config, k)).__name__ for k, t in types.items() if not isinstance(getattr(config, k), t)}
+    if bad:
+        want = {k: t.__name__ if isinstance(t, type) else " or ".join(x.__name__ for x in t) for k, t in types.items() if k in bad}
+        raise ConfigError(f"these {owner} fields have the wrong type: {bad} (expected {want})")
 
 
 def _check_fraction(owner: str, values: Mapping[str, Any]) -> None:
@@ -79,6 +86,7 @@ class DataConfig:
     max_test: int | None = option(None, "cap the test split at this many images", parse=positive_int)
 
     def __post_init__(self) -> None:
+        _check_types("DataConfig", self, {"dataset": str, "root": (str, type(None)), "download": bool})
         _check_fraction("DataConfig", {k: getattr(self, k) for k in ("meta_fraction", "calib_fraction", "test_fraction")})
         _check_int("DataConfig", {k: getattr(self, k) for k in ("max_pool", "max_test") if getattr(self, k) is not None})
 
@@ -96,6 +104,7 @@ class BaseConfig:
                           cli=False)
 
     def __post_init__(self) -> None:
+        _check_types("BaseConfig", self, {"arch": str, "arch_kwargs": dict, "augment": str})
         _check_int("BaseConfig", {"epochs": self.epochs, "batch_size": self.batch_size})
         if isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a finite number > 0, got {self.lr!r}")
@@ -122,7 +131,9 @@ class MetaConfig:
     image_width: int = option(16, "width of the image encoder of the image modes", cli=False)
 
     def __post_init__(self) -> None:
-        modes = tuple(self.modes)
+        _check_types("MetaConfig", self, {"labels": str, "target": str, "mentor_arch": str, "mentor_kwargs": dict})
+        # "probs,mentor" (as on the command line) or a sequence; a bare string is not split into letters
+        modes = tuple(m.strip() for m in self.modes.split(",")) if isinstance(self.modes, str) else tuple(self.modes)
         object.__setattr__(self, "modes", modes)  # a list from JSON or the API is kept as a tuple
         bad = [m for m in modes if m not in META_MODES]
         if bad or not modes:
@@ -154,17 +165,23 @@ class RunConfig:
     seed: int = option(0, "seed of splits, initial weights and data order", parse=seed)
     device: str = option("cpu", "cpu, cuda, cuda:N or auto", parse=device_name)
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> "RunConfig":
+        flat = sorted(k for k in kwargs if k in _FLAT)
+        if flat:  # the flat keywords of earlier versions: say where each went, not a bare TypeError
+            where = ", ".join(f"{k} -> {_FLAT[k][0]}={SECTIONS[_FLAT[k][0]].__name__}({_FLAT[k][1]}=...)" for k in flat)
+            raise ConfigError(f"RunConfig takes its settings in sections now: {where} "
+                              "(or RunConfig.from_dict with the flat keys of an old config.json)")
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
         for name, cls in SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"RunConfig.{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
         _check_int("RunConfig", {"seed": self.seed}, low=0, high=2**31 - 1)
-        from metaerr_edge.models.registry import BASES
-        from metaerr_edge.models.training import resolve_device
-
-        for name in (self.base.arch, self.meta.mentor_arch):
-            BASES.entry(name)  # an unknown name: UnknownName, listing the registered ones
-        resolve_device(self.device)  # no GPU for --device cuda: one clear error before any data is loaded
+        if not isinstance(self.device, str):
+            raise ConfigError(f"RunConfig.device must be a name (cpu, cuda, cuda:N, auto), got {self.device!r}")
+        # Whether the architectures are registered and the device exists is checked where they are
+        # used (pipeline.check_config, first thing in train_run): a run trained on a GPU still opens here.
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

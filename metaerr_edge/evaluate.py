@@ -12,16 +12,17 @@ import numpy as np
 from metaerr_edge.errors import ConfigError
 from metaerr_edge._fileio import dumps_json
 from metaerr_edge.metrics import auroc, aurc, bootstrap_ci, failure_metrics, risk_coverage_curve
-from metaerr_edge.pipeline import Run, atomic_write_bytes, atomic_write_text
+from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text
+from metaerr_edge.pipeline import Run
 from metaerr_edge.scores import ScoreContext, available_scores, create_score
-
-TABLE_COLUMNS = ("auroc", "aupr_error", "aupr_success", "fpr95tpr", "aurc", "eaurc", "augrc", "risk@cov90", "cov@risk2")
-
 
 def parse_score_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     """``"metaerr[image]"`` -> (label, name, params). Plain names take no params."""
     if "[" in spec and spec.endswith("]"):
         name, arg = spec[:-1].split("[", 1)
+        if name != "metaerr":
+            raise ConfigError(f"{spec!r}: only metaerr takes a [meta mode] (e.g. metaerr[probs]); write {name!r} without "
+                              "brackets (its options are set through the Python API, create_score)")
         return spec, name, {"mode": arg}
     return spec, spec, {}
 

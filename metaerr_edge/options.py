@@ -26,11 +26,6 @@ def positive_int(text: str) -> int:
     return _int(text, 1)
 
 
-def nonneg_int(text: str) -> int:
-    """An integer >= 0."""
-    return _int(text, 0)
-
-
 def fold_count(text: str) -> int:
     """Cross-fitting folds: an integer from 2 to 100."""
     return _int(text, 2, 100)
@@ -123,6 +118,14 @@ def int_list(text: str) -> tuple[int, ...]:
     if not parts or any(not p.isdigit() or not 1 <= int(p) <= MAX_BATCH for p in parts):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers from 1 to {MAX_BATCH} (e.g. 1,8,32), "
                                          f"got {text!r}")
+    return tuple(dict.fromkeys(int(p) for p in parts))
+
+
+def severity_list(text: str) -> tuple[int, ...]:
+    """``"1,3,5"`` -> ``(1, 3, 5)``: corruption severities from 1 to 5, duplicates dropped."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if not parts or any(p not in ("1", "2", "3", "4", "5") for p in parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated severities from 1 to 5 (e.g. 1,3,5), got {text!r}")
     return tuple(dict.fromkeys(int(p) for p in parts))
 
 

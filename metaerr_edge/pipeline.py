@@ -40,6 +40,7 @@ from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text, dumps_js
 from metaerr_edge.contract.spec import Contract, InputSpec, ThresholdSpec
 from metaerr_edge.models.fused import FusedModel
 from metaerr_edge.models.preprocess import Preprocess
+from metaerr_edge.models.seams import canonical_state_dict
 from metaerr_edge.meta import (
     HeadConfig,
     MentorData,
@@ -52,16 +53,28 @@ from metaerr_edge.meta import (
     meta_scores,
 )
 from metaerr_edge.models import FitConfig, create_base, fit_classifier, predict_probs
+from metaerr_edge.models.registry import BASES
+from metaerr_edge.models.training import resolve_device
 from metaerr_edge.runtime.torch_backend import register_run_opener
 
 
 #: The files train_run writes (the manifest lists them), and what it owns besides: the manifest and
 #: what evaluate and tradeoff add to a run folder (a retraining drops them with the old run).
 RUN_FILES = re.compile(r"config\.json|splits\.npz|base\.pt|predictions\.npz|meta_.+\.pt")
-RUN_EXTRAS = re.compile(r"manifest\.json|metrics\.json|metrics\.md|risk_coverage\.png|tradeoff")
+RUN_EXTRAS = re.compile(r"manifest\.json|metrics\.json|metrics\.md|risk_coverage\.png|shift\.json|shift\.md|shift\.png|tradeoff")
 
 
 # What the run's settings mean for each stage's own config (the one translation of RunConfig).
+
+
+def check_config(config: RunConfig) -> None:
+    """What a config can only be checked against here: registered architectures, an existing device.
+    ``train_run`` calls it first, before any data is loaded; a run trained elsewhere opens without it."""
+    if not isinstance(config, RunConfig):
+        raise ConfigError(f"train_run takes a RunConfig, got {type(config).__name__}")
+    for name in (config.base.arch, config.meta.mentor_arch):
+        BASES.entry(name)  # an unknown name: UnknownName, listing the registered ones
+    resolve_device(config.device)  # no GPU for --device cuda: one clear error, before any work
 
 
 def split_config(config: RunConfig) -> SplitConfig:
@@ -230,7 +243,7 @@ class Run:
             splits.update(name.encode() + b":" + np.ascontiguousarray(array).tobytes())
         weights = hashlib.sha256()  # of the tensors, not the files: torch.save's zip names vary between saves
         for name, module in (("base.pt", self.base), (f"meta_{mode}.pt", self.meta(mode))):
-            for key, tensor in sorted(module.state_dict().items()):
+            for key, tensor in sorted(canonical_state_dict(module).items()):
                 weights.update(f"{name}:{key}:{tuple(tensor.shape)}:{tensor.dtype}:".encode())
                 weights.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return {"dataset": self.config.data.dataset, "meta_mode": mode, "splits_sha256": splits.hexdigest(),
@@ -292,6 +305,7 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
     from metaerr_edge._fileio import check_replaceable, path_lock, replace_folder, write_manifest
 
     t0 = time.perf_counter()
+    check_config(config)
     out = Path(out_dir)
     def owned(name: str) -> bool:
         return RUN_FILES.fullmatch(name) is not None or RUN_EXTRAS.fullmatch(name) is not None
@@ -381,8 +395,9 @@ def fit_meta_mode(meta: MetaModel, config: RunConfig, data: MetaData, base_train
     - ``target="tcp"`` with held-out labels: the head also learns from the base's own training rows
       (ConfidNet's recipe), never validated on them.
     """
-    mentor = MentorData(base_train.images, base_train.labels, fit_config(config, data.images.shape[1], seed_offset=7),
-                        oof_folds=config.meta.folds if config.meta.labels == "crossfit" else 0, trained=mentor_trained)
+    mentor = None if meta.mentor is None else MentorData(
+        base_train.images, base_train.labels, fit_config(config, data.images.shape[1], seed_offset=7),
+        oof_folds=config.meta.folds if config.meta.labels == "crossfit" else 0, trained=mentor_trained)
     fit_only = None
     if meta.config.target == "tcp" and config.meta.labels == "heldout":
         fit_only = MetaData(base_train.images, predict_probs(base, base_train.images, pre, device=config.device),

@@ -50,7 +50,9 @@ def test_the_stage_configs_are_derived_from_the_sections():
     ({"meta": {"widht": 3}}, "unknown RunConfig.meta field(s) ['widht']"),
     ({"base": {"epochs": 0}}, "BaseConfig fields must be integers >= 1: {'epochs': 0}"),
     ({"base": {"lr": float("nan")}}, "lr must be a finite number > 0"),
-    ({"base": {"arch": "vgg99"}}, "unknown base architecture 'vgg99'"),
+    ({"base": {"arch_kwargs": None}}, "BaseConfig fields have the wrong type: {'arch_kwargs': 'NoneType'}"),
+    ({"data": {"download": "yes"}}, "DataConfig fields have the wrong type: {'download': 'str'}"),
+    ({"meta": {"mentor_kwargs": []}}, "MetaConfig fields have the wrong type: {'mentor_kwargs': 'list'}"),
     ({"data": {"calib_fraction": 1.5}}, "strictly between 0 and 1: {'calib_fraction': 1.5}"),
     ({"data": {"max_pool": True}}, "DataConfig fields must be integers >= 1: {'max_pool': True}"),
     ({"data": []}, "RunConfig.data must be a JSON object, got list"),
@@ -71,3 +73,42 @@ def test_sections_are_frozen_and_typed():
         RunConfig(meta={"epochs": 3})  # type: ignore[arg-type]
     assert MetaConfig(modes=["probs"]).modes == ("probs",)  # a list is kept as a tuple (hashable, comparable)
     assert BaseConfig().arch_kwargs is not BaseConfig().arch_kwargs  # no shared mutable default
+
+
+def test_what_only_training_can_check_is_checked_when_training_starts(tmp_path):
+    from metaerr_edge.errors import UnknownName
+    from metaerr_edge.pipeline import check_config, train_run
+
+    gpu_run = RunConfig(device="cuda:7")  # a run trained elsewhere on a GPU: its config reads on any machine
+    assert RunConfig.from_dict(gpu_run.to_dict()).device == "cuda:7"
+    with pytest.raises(UnknownName, match="unknown base architecture 'vgg99'; expected one of"):
+        check_config(RunConfig(base=BaseConfig(arch="vgg99")))
+    with pytest.raises(UnknownName, match="'vgg99'"):
+        train_run(RunConfig(meta=MetaConfig(mentor_arch="vgg99")), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_the_flat_keywords_of_earlier_versions_say_where_they_went():
+    with pytest.raises(ConfigError) as info:
+        RunConfig(epochs=5, meta_modes=("probs",))  # type: ignore[call-arg]
+    assert "epochs -> base=BaseConfig(epochs=...)" in str(info.value)
+    assert "meta_modes -> meta=MetaConfig(modes=...)" in str(info.value)
+
+
+def test_modes_given_as_one_string_are_a_comma_list_not_letters():
+    assert MetaConfig(modes="probs").modes == ("probs",)
+    assert MetaConfig(modes="probs, mentor").modes == ("probs", "mentor")
+
+
+def test_the_stage_configs_share_the_run_config_defaults():
+    """The library's own configs (for callers outside a run) default to what a run uses."""
+    from metaerr_edge.data import SplitConfig
+    from metaerr_edge.meta import HeadConfig, MetaFitConfig
+    from metaerr_edge.models import FitConfig
+
+    d, b, m = DataConfig(), BaseConfig(), MetaConfig()
+    fit, head, meta_fit, split = FitConfig(), HeadConfig(), MetaFitConfig(), SplitConfig()
+    assert (fit.epochs, fit.batch_size, fit.lr) == (b.epochs, b.batch_size, b.lr)
+    assert (head.hidden, head.image_width, head.mentor_arch) == (m.hidden, m.image_width, m.mentor_arch)
+    assert meta_fit.epochs == m.epochs
+    assert (split.meta_fraction, split.calib_fraction, split.test_fraction) == (d.meta_fraction, d.calib_fraction, d.test_fraction)

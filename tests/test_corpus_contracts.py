@@ -180,9 +180,9 @@ CONSUMERS = {
 def test_there_is_one_contract_reader_with_one_public_name():
     import metaerr_edge
     from metaerr_edge.fuse import export, modelfile
-    from metaerr_edge.contract import reader as modelinfo
+    from metaerr_edge.contract import reader
 
-    assert metaerr_edge.read_contract is read_contract is modelinfo.read_contract
+    assert metaerr_edge.read_contract is read_contract is reader.read_contract
     assert read_contract.__module__ == "metaerr_edge.contract.reader"
     assert not hasattr(export, "read_contract") and not hasattr(modelfile, "read_contract")  # no second name
 

@@ -226,3 +226,25 @@ def test_for_export_folds_the_log_scale_without_changing_scores(mode):
     torch.testing.assert_close(folded(x, p), meta(x, p), atol=1e-6, rtol=1e-5)
     assert folded.log_scale == (meta.log_scale if mode == "image" else 1.0)
     assert meta.log_scale != 1.0  # the original is untouched
+
+
+def test_mentor_data_and_fit_meta_refuse_what_would_be_silently_ignored():
+    from metaerr_edge.meta import MentorData, MetaData, fit_meta
+
+    x, y = np.zeros((6, 1, 8, 8), np.uint8), np.zeros(6, np.int64)
+    with pytest.raises(ConfigError, match="oof_folds must be 0 .* or >= 2, got 1"):
+        MentorData(x, y, oof_folds=1)
+    with pytest.raises(DataError, match="6 images but 5 labels"):
+        MentorData(x, y[:5])
+    with pytest.raises(ConfigError, match="is not built again"):
+        MentorData(x, y, trained=True, factory=lambda: nn.Linear(1, 1))
+    probs = np.tile(np.float32([[0.6, 0.4, 0.0]]), (40, 1))
+    labels = np.array([0, 1] * 20)
+    data = MetaData(np.zeros((40, 1, 8, 8), np.uint8), probs, labels)
+    with pytest.raises(ConfigError, match="meta mode 'probs' has no mentor; pass mentor=None"):
+        fit_meta(MetaModel(HeadConfig("probs"), 1, 3, (8, 8)), data, Preprocess([0.5], [0.5]), mentor=MentorData(x, y))
+
+
+def test_error_labels_refuse_float_predictions_of_one_dimension():
+    with pytest.raises(DataError, match="1-D predictions must be predicted labels"):
+        error_labels(np.array([0.9, 0.2, 0.7]), np.array([0, 1, 1]))

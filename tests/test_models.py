@@ -128,3 +128,25 @@ def test_an_option_an_architecture_does_not_have_is_refused():
     with pytest.raises(UnknownParameter, match="resnet18"):
         create_base("resnet18", 3, 10, (32, 32), width=32)  # torchvision's ResNet widths are fixed
     assert create_base("small_cnn", 1, 10, (8, 8), width=8).num_features == 4 * 8
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
+def test_a_run_identity_hashes_the_plain_torchvision_layout(arch):
+    """Run.identity hashes canonical_state_dict: a model exported before the seam adapter existed
+    (plain torchvision keys) still matches its run after the adapter renamed the keys."""
+    import torchvision
+
+    from metaerr_edge.meta import HeadConfig, MetaModel
+    from metaerr_edge.models.seams import canonical_state_dict
+
+    torch.manual_seed(0)
+    net = create_base(arch, 3, 10, (32, 32))
+    plain = getattr(torchvision.models, arch)(num_classes=10).state_dict()
+    canonical = canonical_state_dict(net)
+    assert sorted(canonical) == sorted(plain) and len(canonical) == len(net.state_dict())
+    pointers = {t.data_ptr() for t in canonical.values()}
+    assert all(t.data_ptr() in pointers for t in net.state_dict().values())  # the same tensors, other names
+    meta = MetaModel(HeadConfig("mentor", mentor_arch=arch), 3, 10, (32, 32))  # a mentor inside a meta-model too
+    assert {k.removeprefix("mentor.") for k in canonical_state_dict(meta) if k.startswith("mentor.")} == set(plain)
+    small = create_base("small_cnn", 1, 10, (8, 8))
+    assert list(canonical_state_dict(small)) == list(small.state_dict())  # no adapter: unchanged

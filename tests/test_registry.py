@@ -249,6 +249,7 @@ def test_scorer_params_are_what_each_scorer_reads() -> None:
         "msp": (), "entropy": (), "margin": (), "doctor-gini": (), "doctor-ratio": (), "temperature": (),
         "metaerr": ("mode",), "mc-dropout": ("passes", "stat", "seed"), "trustscore": ("k", "alpha", "max_per_class"),
         "confidnet": ("hidden", "layers", "epochs", "lr"),
+        "maxlogit-pnorm": ("p",), "rel-u": ("lam",), "logit-margin": (),
     }
     assert create_score("trustscore", k=5).params == {"k": 5, "alpha": 0.05, "max_per_class": 1000}
 
@@ -268,3 +269,18 @@ def test_every_base_is_created_with_its_defaults(name: str) -> None:
         assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     again = create_base(name, 1, 10, (28, 28), seed=0)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_backend_registered_without_an_auto_priority_is_never_tried_by_auto() -> None:
+    from metaerr_edge.runtime.session import BACKENDS, Backend, auto_order
+
+    before = auto_order()
+
+    @BACKENDS.register("plain-test-backend")  # the generic API: no auto_priority metadata at all
+    class Plain(Backend):
+        pass
+
+    try:
+        assert auto_order() == before and "plain-test-backend" not in auto_order()
+    finally:
+        BACKENDS._entries.pop("plain-test-backend", None)

@@ -228,3 +228,11 @@ def test_feature_scores_name_the_missing_seam_of_a_users_model() -> None:
 
     with pytest.raises(ConfigError, match=r"Unpooled.forward_features returned shape \(2, 1, 4, 4\); the seam contract is N x 16"):
         penultimate_features(Unpooled(), images, pre)
+
+
+def test_only_metaerr_takes_a_bracket_in_a_score_spec(digits_run):
+    from metaerr_edge.evaluate import evaluate_run, parse_score_spec
+
+    assert parse_score_spec("metaerr[image+probs]") == ("metaerr[image+probs]", "metaerr", {"mode": "image+probs"})
+    with pytest.raises(ConfigError, match=r"'trustscore\[x\]': only metaerr takes a \[meta mode\]"):
+        evaluate_run(digits_run, ["trustscore[x]"], progress=False)

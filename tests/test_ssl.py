@@ -170,6 +170,13 @@ def test_one_round_on_digits_returns_per_round_records(digits):
     assert r1.kept == 30 and 0.0 <= r1.precision <= 1.0 and r1.n_train == 130
     assert 0.0 <= r1.test_acc <= 1.0 and res.final_test_acc == r1.test_acc
     assert res.n_pool == 100 and res.to_dict()["rounds"][1]["kept"] == 30
+    torch.manual_seed(12345)  # whatever the process's RNG state before: the seed decides the run
+    again = run_pseudo_labelling(
+        digits, labelled_idx, create_selector("topk"), rounds=1, fit=FIT, seed=1,
+        arch_kwargs=TINY, pool_size=100, budgets=[30], min_steps=10,
+    )  # fmt: skip
+    assert [(r.kept, r.precision, r.test_acc) for r in again.rounds][1:] == [(r.kept, r.precision, r.test_acc) for r in res.rounds][1:]
+    assert again.rounds[0].test_acc == r0.test_acc
 
 
 def test_bad_inputs_raise_config_error(digits):

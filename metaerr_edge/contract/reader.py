@@ -40,8 +40,8 @@ import numpy as np
 from metaerr_edge.errors import ContractError
 from metaerr_edge.contract.spec import CONTRACT_KEY, OUTPUT_NAMES, THRESHOLD_INITIALIZER, Contract
 
-__all__ = ["INFO_KEYS", "ModelInfo", "TensorInfo", "elem_type_name", "format_shape", "model_info",
-           "read_contract"]
+__all__ = ["INFO_KEYS", "ModelInfo", "TensorInfo", "checked_contract", "elem_type_name", "format_shape", "info_from_bytes",
+           "load_model_file", "model_info", "read_contract", "read_model_bytes"]
 
 #: The keys of :meth:`ModelInfo.to_dict` (``metaerr-edge inspect --json``), in order.
 INFO_KEYS = (

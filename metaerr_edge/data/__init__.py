@@ -7,23 +7,34 @@
     npz.py          npz archives
     splits.py       seeded base-train / meta-train / calibration / test splits
     labels.py       error_labels: where the base is wrong (the meta-model's targets, every metric's truth)
+    shift.py        seeded CIFAR-10-C-style corruptions (validation / test families) and OOD sets
 """
 
 from metaerr_edge.data.arrays import DatasetArrays, ImageArrays, validate_dataset
 from metaerr_edge.data.labels import error_labels
+from metaerr_edge.data.shift import (CORRUPTIONS, SEVERITIES, TEST_FAMILIES, VALIDATION_FAMILIES, corrupt, families,
+                                     ood_sets, to_format)
 from metaerr_edge.data.sources import available_sources, load_dataset, register_source
 from metaerr_edge.data.splits import SPLIT_NAMES, SplitConfig, Splits, make_splits
 
 __all__ = [
+    "CORRUPTIONS",
+    "SEVERITIES",
     "SPLIT_NAMES",
+    "TEST_FAMILIES",
+    "VALIDATION_FAMILIES",
     "DatasetArrays",
     "ImageArrays",
     "SplitConfig",
     "Splits",
     "available_sources",
+    "corrupt",
     "error_labels",
+    "families",
     "load_dataset",
     "make_splits",
+    "ood_sets",
     "register_source",
+    "to_format",
     "validate_dataset",
 ]

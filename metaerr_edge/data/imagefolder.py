@@ -5,7 +5,7 @@
   files (macOS ``._x.jpg``) are not images.
 
 The ImageFolder cache (decoded arrays in :func:`metaerr_edge._fileio.cache_dir`: ``$METAERR_EDGE_CACHE``,
-else ``~/.cache/metaerr-edge``) is keyed on the SHA-256 of every image's bytes (plus its relative path,
+else ``$XDG_CACHE_HOME/metaerr-edge``, else ``~/.cache/metaerr-edge``) is keyed on the SHA-256 of every image's bytes (plus its relative path,
 class and the channel count), so an image edited in place comes back with its new pixels whatever
 its size or mtime. Hashing reads every file (about 1 s for the 60,000 small CIFAR-10 JPEGs, against
 about 10 s to decode them). A cache file that is unreadable or does not match the folder is rebuilt

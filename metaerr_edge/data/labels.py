@@ -31,6 +31,9 @@ def error_labels(prediction: npt.ArrayLike, labels: npt.ArrayLike) -> np.ndarray
                         f"got shapes {pred.shape} and {truth.shape}")
     if pred.ndim == 2:
         pred = pred.argmax(axis=1)
+    elif pred.dtype.kind not in "iub":
+        raise DataError(f"1-D predictions must be predicted labels (integers), got {pred.dtype}; pass the (N, K) "
+                        "probabilities instead, whose argmax is the prediction")
     if len(pred) != len(truth):
         raise DataError(f"{len(pred)} predictions but {len(truth)} labels; pass one label per prediction")
     return (pred != truth).astype(np.int64)

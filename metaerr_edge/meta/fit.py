@@ -85,7 +85,9 @@ class MentorData:
             ``mentor`` head then trains on out-of-fold mentor probabilities from this many mentors,
             as the base's labels are out-of-fold. ``mentor-features`` reads features, which differ
             between networks, so its head always sees the final mentor's outputs.
-        factory: builds a fresh mentor for each fold (default: the head's ``mentor_arch``).
+        factory: builds the mentor: a fresh one for each fold, then the final one, which replaces
+            ``meta.mentor`` (default: none; the folds' mentors are of the head's ``mentor_arch``
+            and ``meta.mentor`` itself is trained).
         trained: ``meta.mentor`` already holds a trained mentor; only its outputs are computed.
     """
 
@@ -95,6 +97,14 @@ class MentorData:
     oof_folds: int = 0
     factory: Callable[[], nn.Module] | None = None
     trained: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.images) != len(self.labels):
+            raise DataError(f"mentor data: {len(self.images)} images but {len(self.labels)} labels")
+        if isinstance(self.oof_folds, bool) or not isinstance(self.oof_folds, int) or self.oof_folds == 1 or self.oof_folds < 0:
+            raise ConfigError(f"oof_folds must be 0 (no out-of-fold mentors) or >= 2, got {self.oof_folds!r}")
+        if self.trained and self.factory is not None:
+            raise ConfigError("a trained mentor (trained=True) is not built again: pass factory=None")
 
 
 @dataclass(frozen=True)
@@ -150,6 +160,8 @@ def fit_meta(
             f"{len(is_error)} samples. Use more meta-train data (cross-fitting gives the most) or a weaker base."
         )
     device = config.device
+    if mentor is not None and meta.mentor is None:
+        raise ConfigError(f"meta mode {meta.config.mode!r} has no mentor; pass mentor=None")
     mentor_out = _mentor_outputs(meta, data, preprocess, mentor, device, progress) if meta.mentor is not None else None
     rows, train_only = data, np.zeros(len(data.labels), bool)
     if fit_only is not None:
@@ -174,6 +186,8 @@ def _mentor_outputs(meta: MetaModel, data: MetaData, pre: Preprocess, mentor: Me
             factory = mentor.factory or (lambda: _new_mentor(meta, c, (h, w)))
             oof, _ = crossfit_probs(factory, data.images, data.labels, pre, mentor.fit, mentor.oof_folds, progress,
                                     "mentor fold")
+        if mentor.factory is not None:  # built after the folds: its initial weights follow theirs, seed-determined
+            meta.mentor = mentor.factory()
         fit_classifier(meta.mentor, mentor.images, mentor.labels, pre, mentor.fit, progress, "mentor")
     meta.mentor.requires_grad_(False)
     if meta.feature_dim:

@@ -110,3 +110,25 @@ def mobilenet_v3_base(net: nn.Module) -> TorchvisionBase:
                                      pre_logits=pre_logits, act=act))  # fmt: skip
     legacy = {"features.": "body.features.", "classifier.0.": "body.pre_logits.", "classifier.3.": "classifier."}
     return TorchvisionBase(body, last, head_drop=drop, legacy=legacy)
+
+
+def canonical_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` with every :class:`TorchvisionBase` inside it under the plain torchvision
+    key names (``fc.weight``, not ``classifier.weight``): what a run's identity hashes, so a model
+    exported before the adapter existed still matches its run (``Run.identity``)."""
+    state = module.state_dict()
+    adapters = [(name + "." if name else "", m) for name, m in module.named_modules() if isinstance(m, TorchvisionBase)]
+    if not adapters:
+        return state
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        for prefix, adapter in adapters:
+            if key.startswith(prefix):
+                rest = key[len(prefix):]
+                new = max((n for n in adapter._legacy.values() if rest.startswith(n)), key=len, default=None)
+                if new is not None:
+                    old = next(o for o, n in adapter._legacy.items() if n == new)
+                    key = prefix + old + rest[len(new):]
+                break
+        out[key] = tensor
+    return out

@@ -114,7 +114,7 @@ def available_backends() -> tuple[str, ...]:
 
 def auto_order() -> tuple[str, ...]:
     """The backends ``backend="auto"`` tries, first choice first."""
-    ranked = sorted((e.meta["auto_priority"], e.name) for e in BACKENDS.entries() if e.meta["auto_priority"] is not None)
+    ranked = sorted((e.meta["auto_priority"], e.name) for e in BACKENDS.entries() if e.meta.get("auto_priority") is not None)
     return tuple(name for _, name in ranked)
 
 
@@ -223,7 +223,9 @@ def open_session(model: Any, backend: str = "auto", *, warmup: Sequence[int] = (
 
     Args:
         model: path to the fused ``.onnx`` (carrying its contract); for ``backend="torch"`` also a
-            ``FusedModel`` (pass ``contract=``) or a run folder.
+            ``FusedModel`` (pass ``contract=``) or a run folder (opened by the training package's
+            run opener, registered when ``metaerr_edge.pipeline`` is imported: the runtime itself never
+            imports training; without it, pass ``run.fused()`` with ``contract=run.contract()``).
         backend: a registered name (:func:`available_backends`) or ``"auto"``, which tries
             :func:`auto_order` and falls back, logging and recording every failure.
         warmup: batch sizes to run once right away (see :meth:`Session.warmup`).

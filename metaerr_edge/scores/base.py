@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from metaerr_edge.data.labels import error_labels
-from metaerr_edge.errors import UnknownParameter
+from metaerr_edge.errors import ConfigError, DataError, UnknownParameter
 from metaerr_edge.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,6 +36,17 @@ class ScoreContext:
         self.run = run
         self.seed = seed
         self._probs: dict[str, np.ndarray] = {}
+        self._extra: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def add_split(self, name: str, images: np.ndarray, labels: np.ndarray) -> None:
+        """Score another set of images too (a corrupted or OOD copy of the test split): scorers see it
+        as split ``name``, the base's probabilities on it are computed once. Fitting never reads it.
+        A label of -1 (an image of no class: OOD) is always an error of the base."""
+        if name in ("calib", "test") or name in self._extra:
+            raise ConfigError(f"split {name!r} exists already; give the added set another name")
+        if len(images) != len(labels):
+            raise DataError(f"split {name!r}: {len(images)} images but {len(labels)} labels")
+        self._extra[name] = (images, np.asarray(labels, np.int64))
 
     @property
     def base(self):
@@ -50,7 +61,7 @@ class ScoreContext:
         return len(self.run.classes)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        return self.run.split(name)
+        return self._extra[name] if name in self._extra else self.run.split(name)
 
     def labels(self, name: str) -> np.ndarray:
         if name in ("calib", "test"):
@@ -119,7 +130,7 @@ class Scorer(abc.ABC):
 def _load_builtin() -> None:
     import importlib
 
-    for mod in ("softmax", "metaerr", "temperature", "mc_dropout", "trustscore", "confidnet"):
+    for mod in ("softmax", "metaerr", "temperature", "free", "mc_dropout", "trustscore", "confidnet"):
         try:
             importlib.import_module(f"metaerr_edge.scores.{mod}")
         except ModuleNotFoundError as exc:

@@ -56,7 +56,7 @@ def mc_dropout_probs(
     Args:
         model: classifier ``normalised image -> logits`` holding at least one dropout layer.
         images_uint8: N x C x H x W uint8 images.
-        preprocess: the run's :class:`~metaerr_edge.models.fused.Preprocess` (float [0, 1] -> normalised).
+        preprocess: the run's :class:`~metaerr_edge.models.preprocess.Preprocess` (float [0, 1] -> normalised).
         passes: number of stochastic passes T.
         seed: seeds torch's RNG for the dropout masks (the global RNG state is restored afterwards).
         batch_size: images per forward pass.

@@ -20,5 +20,7 @@ class MetaErrScore(Scorer):
             return ctx.run.predictions[key].astype(np.float64)
         from metaerr_edge.meta import meta_scores
 
+        if getattr(self, "_meta", (None, None))[0] != mode:  # loaded once, not once per split
+            self._meta = (mode, ctx.run.meta(mode))
         images, _ = ctx.split(split)
-        return meta_scores(ctx.run.meta(mode), images, ctx.probs(split), ctx.preprocess).astype(np.float64)
+        return meta_scores(self._meta[1], images, ctx.probs(split), ctx.preprocess).astype(np.float64)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import torch
 from torch import nn
 
 from metaerr_edge.console import warn
@@ -166,6 +167,8 @@ def run_pseudo_labelling(
 
     def factory() -> nn.Module:
         return create_base(arch, data.channels, num_classes, data.image_size, **(arch_kwargs or {}))
+
+    torch.manual_seed(seed)  # every initial weight after this is seed-determined: the same seed, the same run
 
     def test_acc(model: nn.Module) -> float:
         return float((predict_probs(model, test.images, pre, device=fit.device).argmax(1) == test.labels).mean())

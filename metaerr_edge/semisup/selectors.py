@@ -239,7 +239,6 @@ class _MetaErrBase(Selector):
         meta = MetaModel(HeadConfig(self.mode), c, ctx.num_classes, (h, w))
         mentor = None
         if self.mode == "mentor":  # a second opinion: the base's architecture, trained on the labelled set with another seed
-            meta.mentor = ctx.factory()
             mentor = MentorData(ctx.labelled_images, ctx.labelled_labels, oof_folds=self.folds, factory=ctx.factory,
                                 fit=FitConfig(**{**ctx.fit.__dict__, "seed": ctx.fit.seed + 7919 + 101 * ctx.round}))
         try:

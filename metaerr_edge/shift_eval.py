@@ -1,0 +1,269 @@
+"""Failure prediction under shift: every score of a run on corrupted and out-of-distribution test sets.
+
+A deployed camera sees noise, blur, exposure, compression and objects of no training class; that
+is when a device must defer. :func:`evaluate_shift` takes a run's test split through each
+corruption family of one group (:func:`metaerr_edge.data.families`: ``"test"``, reported only, by
+default; ``"validation"``, the only group any choice may look at) at each severity, and adds the
+OOD sets (:func:`metaerr_edge.data.ood_sets`) mixed with the clean test split, every OOD image
+counted as a failure (whatever the base predicts, it is wrong). Per set and score: AUROC, AURC and
+AUGRC of the failure score against the base's errors on that set, and what the deployed kind of
+threshold does there: each score's threshold at ``coverage`` of the calibration split (fitted on
+clean calibration data, as deployed), and the coverage and selective risk it gives on the set.
+
+Scores are fitted once, on the run's clean non-test splits, exactly as :func:`evaluate_run` fits
+them; nothing here is fitted or chosen on a shifted set.
+
+Example:
+    >>> report = evaluate_shift(load_run("runs/fashion"), ["msp", "metaerr[probs]"], root="../shared/datasets")
+    >>> print(report.to_markdown())
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text, dumps_json, replace_files
+from metaerr_edge.data import SEVERITIES, corrupt, families, ood_sets
+from metaerr_edge.errors import ConfigError
+from metaerr_edge.evaluate import default_scores, parse_score_spec
+from metaerr_edge.metrics import augrc, auroc, aurc
+from metaerr_edge.pipeline import Run
+from metaerr_edge.scores import ScoreContext, create_score
+
+#: The per-set metrics (raw areas; tables show AURC and AUGRC x1000).
+SET_METRICS = ("auroc", "aurc", "augrc")
+OOD_KIND, CORRUPTION_KIND = "ood", "corruption"
+
+
+@dataclass
+class ShiftReport:
+    """What :func:`evaluate_shift` measured. ``sets`` rows: ``{"set", "kind", "severity", "n",
+    "error_rate", "scores": {score: {auroc, aurc, augrc, coverage, risk}}}``; the first row is the
+    clean test split (kind ``"clean"``)."""
+
+    run: str
+    dataset: str
+    arch: str
+    group: str
+    coverage: float
+    thresholds: dict[str, float | None] = field(default_factory=dict)
+    sets: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scores(self) -> list[str]:
+        return list(self.thresholds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.run, "dataset": self.dataset, "arch": self.arch, "family_group": self.group,
+                "threshold_coverage": self.coverage, "thresholds": self.thresholds, "sets": self.sets,
+                "summary": self.summary(), "skipped": self.skipped,
+                "notes": "aurc and augrc are raw areas (tables x1000); OOD sets are the clean test split plus the OOD "
+                         "images, each OOD image a failure; thresholds: each score's at the calibration coverage"}  # fmt: skip
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per score: clean AUROC, mean AUROC over the corrupted sets (all families and severities),
+        the worst corrupted cell, mean OOD AUROC, and the largest rise of selective risk at the threshold."""
+        out: dict[str, dict[str, float]] = {}
+        clean = self.sets[0]["scores"] if self.sets else {}
+        for name in self.scores:
+            rows = {kind: [s["scores"][name] for s in self.sets if s["kind"] == kind] for kind in (CORRUPTION_KIND, OOD_KIND)}
+            shifted = [r["auroc"] for r in rows[CORRUPTION_KIND] if not math.isnan(r["auroc"])]
+            rises = [r["risk"] - clean[name]["risk"] for r in rows[CORRUPTION_KIND]
+                     if r.get("risk") is not None and clean.get(name, {}).get("risk") is not None]
+            out[name] = {
+                "clean_auroc": clean.get(name, {}).get("auroc", math.nan),
+                "shift_auroc_mean": float(np.mean(shifted)) if shifted else math.nan,
+                "shift_auroc_min": float(np.min(shifted)) if shifted else math.nan,
+                "ood_auroc_mean": float(np.mean([r["auroc"] for r in rows[OOD_KIND]])) if rows[OOD_KIND] else math.nan,
+                "risk_rise_max": float(np.max(rises)) if rises else math.nan,
+            }
+        return out
+
+    def to_markdown(self) -> str:
+        names = self.scores
+        lines = [f"{self.dataset} / {self.arch}: failure prediction under shift ({self.group} corruption families, "
+                 f"OOD sets counted as failures)", ""]
+        for metric, scale, label in (("auroc", 1.0, "AUROC (higher is better)"), ("aurc", 1000.0, "AURC ×1000 (lower is better)"),
+                                     ("augrc", 1000.0, "AUGRC ×1000 (lower is better)")):  # fmt: skip
+            lines += [f"### {label}", "", "| set | severity | n | error rate | " + " | ".join(names) + " |",
+                      "|---|---|---|---|" + "---|" * len(names)]
+            for s in self.sets:
+                cells = [_fmt(s["scores"][n][metric], scale) for n in names]
+                lines.append(f"| {s['set']} | {s['severity'] or '-'} | {s['n']} | {s['error_rate']:.3f} | " + " | ".join(cells) + " |")
+            lines.append("")
+        lines += [f"### The deployed kind of threshold: each score's at {self.coverage:.0%} calibration coverage, "
+                  "then coverage / selective risk on each set", "",
+                  "| set | severity | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        for s in self.sets:
+            cells = [_cov_risk(s["scores"][n]) for n in names]
+            lines.append(f"| {s['set']} | {s['severity'] or '-'} | " + " | ".join(cells) + " |")
+        summary = self.summary()
+        lines += ["", "### Summary", "", "| score | clean AUROC | shift mean AUROC | worst shift cell | OOD mean AUROC | "
+                  "max risk rise at the threshold |", "|---|---|---|---|---|---|"]
+        for n in names:
+            r = summary[n]
+            lines.append(f"| {n} | {_fmt(r['clean_auroc'])} | {_fmt(r['shift_auroc_mean'])} | {_fmt(r['shift_auroc_min'])} | "
+                         f"{_fmt(r['ood_auroc_mean'])} | {_fmt(r['risk_rise_max'])} |")
+        for name, why in self.skipped.items():
+            lines.append(f"\nskipped {name}: {why}")
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None, scale: float = 1.0) -> str:
+    return "-" if value is None or math.isnan(value) else f"{scale * value:.4f}" if scale == 1.0 else f"{scale * value:.2f}"
+
+
+def _cov_risk(row: dict[str, Any]) -> str:
+    if row.get("coverage") is None:
+        return "-"
+    return f"{row['coverage']:.3f} / {'-' if row['risk'] is None else format(row['risk'], '.3f')}"
+
+
+def _set_row(name: str, kind: str, severity: int | None, is_error: np.ndarray) -> dict[str, Any]:
+    return {"set": name, "kind": kind, "severity": severity, "n": int(len(is_error)),
+            "error_rate": float(is_error.mean()), "scores": {}}
+
+
+def _score_metrics(score: np.ndarray, is_error: np.ndarray, threshold: float | None) -> dict[str, Any]:
+    both = 0 < int(is_error.sum()) < len(is_error)
+    row: dict[str, Any] = {"auroc": float(auroc(score, is_error)) if both else math.nan,
+                           "aurc": float(aurc(score, is_error)), "augrc": float(augrc(score, is_error))}
+    if threshold is not None:
+        accepted = score <= threshold
+        row["coverage"] = float(accepted.mean())
+        row["risk"] = float(is_error[accepted].mean()) if accepted.any() else None
+    return row
+
+
+def calibration_threshold(calib_scores: np.ndarray, coverage: float) -> float | None:
+    """The deployed rule: the threshold at ``coverage`` of the calibration scores
+    (:func:`metaerr_edge.decide.threshold_for_coverage`), or None for a score outside [0, 1] (no
+    threshold in the contract's range can be set on it)."""
+    from metaerr_edge.decide import threshold_for_coverage
+
+    s = np.asarray(calib_scores, np.float64)
+    if s.size == 0 or s.min() < 0.0 or s.max() > 1.0:
+        return None
+    return float(threshold_for_coverage(s, coverage=coverage).value)
+
+
+def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str = "test",
+                   severities: Sequence[int] = SEVERITIES, ood: bool = True, root: str | None = None,
+                   max_n: int | None = None, coverage: float = 0.9, seed: int = 0, progress: bool = True) -> ShiftReport:
+    """Every score on the run's test split under each corruption of ``group`` and on the OOD sets.
+
+    Args:
+        scores: score specs as for :func:`~metaerr_edge.evaluate.evaluate_run` (default: all).
+        group: ``"test"`` (reported only) or ``"validation"`` (the group choices may look at).
+        severities: a subset of 1..5.
+        ood: add the OOD sets of the run's dataset (:func:`~metaerr_edge.data.ood_sets`), each
+            mixed with the clean test split; ``root`` (default: the run's data root) holds them.
+        max_n: use at most this many test images (the first ones of the seeded test split).
+        coverage: the calibration coverage of each score's threshold.
+
+    Example:
+        >>> report = evaluate_shift(run, ["msp", "metaerr[probs]"], severities=(1, 3, 5), ood=False)
+    """
+    from metaerr_edge.console import progress_bar
+
+    fams = families(group)
+    sev = tuple(dict.fromkeys(int(s) for s in severities))
+    if not sev or any(s not in SEVERITIES for s in sev):
+        raise ConfigError(f"severities must be a non-empty subset of {list(SEVERITIES)}, got {list(severities)}")
+    if not 0.0 < coverage <= 1.0:
+        raise ConfigError(f"coverage must lie in (0, 1], got {coverage}")
+    images, labels = run.split("test")
+    if max_n is not None:
+        images, labels = images[:max_n], labels[:max_n]
+    ctx = ScoreContext(run, seed=seed)
+    sets: list[tuple[str, str, int | None, np.ndarray, np.ndarray]] = [("clean", "clean", None, images, labels)]
+    sets += [(f, CORRUPTION_KIND, s, corrupt(images, f, s, seed=seed), labels) for f in fams for s in sev]
+    if ood:
+        shape = (run.channels, run.height, run.width)
+        data_root = root if root is not None else run.config.data.root
+        for name, x in ood_sets(run.config.data.dataset, shape, data_root, n=len(images), seed=seed).items():
+            sets.append((f"ood:{name}", OOD_KIND, None, np.concatenate([images, x]),
+                         np.concatenate([labels, np.full(len(x), -1, labels.dtype)])))
+    split_names = []
+    for i, (name, _, severity, x, y) in enumerate(sets):
+        split_names.append(f"shift/{i}:{name}@{severity}")
+        ctx.add_split(split_names[-1], x, y)
+    report = ShiftReport(str(run.path), run.config.data.dataset, run.config.base.arch, group, float(coverage))
+    rows = [_set_row(name, kind, severity, ctx.is_error(split)) for (name, kind, severity, _, _), split in zip(sets, split_names)]
+    for spec in progress_bar(list(scores or default_scores(run)), enabled=progress, desc="scores under shift"):
+        label, name, params = parse_score_spec(spec)
+        try:
+            scorer = create_score(name, **params).fit(ctx)
+            threshold = calibration_threshold(scorer.score(ctx, "calib"), coverage)
+            values = [np.asarray(scorer.score(ctx, split), np.float64) for split in split_names]
+        except ConfigError as exc:
+            if scores:  # asked for by name: a real error
+                raise
+            report.skipped[label] = str(exc)
+            continue
+        report.thresholds[label] = threshold
+        for row, split, s in zip(rows, split_names, values):
+            row["scores"][label] = _score_metrics(s, ctx.is_error(split), threshold)
+    report.sets = rows
+    return report
+
+
+def write_shift_report(report: ShiftReport, out_dir: str | Path) -> dict[str, Path]:
+    """shift.json, shift.md and shift.png into ``out_dir``, as one set (staged, moved in together)."""
+    out_dir = Path(out_dir)
+    paths = {"json": out_dir / "shift.json", "md": out_dir / "shift.md", "png": out_dir / "shift.png"}
+    undefined = "undefined on this set: it needs both failures and successes of the base"
+    with replace_files(out_dir, [p.name for p in paths.values()]) as stage:
+        atomic_write_text(stage / paths["json"].name,
+                          dumps_json(report.to_dict(), indent=1, reasons={"auroc": undefined, "risk": "no sample accepted"}))
+        atomic_write_text(stage / paths["md"].name, report.to_markdown())
+        plot_shift(report, stage / paths["png"].name)
+    return paths
+
+
+def plot_shift(report: ShiftReport, path: str | Path) -> Path:
+    """AUROC against severity, one panel per corruption family (and one for the OOD sets), one line per score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fams = list(dict.fromkeys(s["set"] for s in report.sets if s["kind"] == CORRUPTION_KIND))
+    oods = [s for s in report.sets if s["kind"] == OOD_KIND]
+    panels = fams + (["OOD"] if oods else [])
+    cols = min(4, max(1, len(panels)))
+    rows = max(1, math.ceil(len(panels) / cols))
+    fig = Figure(figsize=(3.2 * cols, 2.6 * rows + 0.6), dpi=110)
+    clean = report.sets[0]["scores"] if report.sets else {}
+    for i, panel in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        for name in report.scores:
+            if panel == "OOD":
+                ax.plot(range(len(oods)), [s["scores"][name]["auroc"] for s in oods], marker="o", lw=1.2, label=name)
+                ax.set_xticks(range(len(oods)), [s["set"].removeprefix("ood:") for s in oods], fontsize=6)
+            else:
+                cells = [s for s in report.sets if s["set"] == panel]
+                ax.plot([0] + [s["severity"] for s in cells], [clean[name]["auroc"]] + [s["scores"][name]["auroc"] for s in cells],
+                        marker="o", ms=3, lw=1.2, label=name)  # fmt: skip
+                ax.set_xticks(range(0, 6))
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_title(panel, fontsize=8)
+        ax.set_ylim(0.3, 1.0)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+        if i % cols == 0:
+            ax.set_ylabel("AUROC", fontsize=7)
+    if panels:
+        handles, names = fig.axes[0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", ncol=min(6, len(names)), fontsize=7)
+    fig.suptitle(f"{report.dataset} / {report.arch}: AUROC vs severity (0 = clean), {report.group} families", fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    atomic_write_bytes(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    return Path(path)
