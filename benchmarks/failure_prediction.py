@@ -122,6 +122,12 @@ def run_config(args, dataset: str, seed: int, arch: str | None = None, max_pool:
     )  # fmt: skip
 
 
+def run_folder(args, config: RunConfig) -> Path:
+    """Where the run of ``config`` lives (and is reused from) under ``--runs-dir``."""
+    d, b = config.data, config.base
+    return Path(args.runs_dir) / f"{d.dataset}_{b.arch}_p{d.max_pool}_e{b.epochs}_s{config.seed}"
+
+
 def get_run(config: RunConfig, folder: Path, progress: bool) -> tuple[Run, float]:
     """Reuse a finished run folder with the same config, else train one."""
     cfg = folder / "config.json"
@@ -199,8 +205,7 @@ def meta_cost(meta: MetaModel, shape: tuple[int, ...]) -> dict:
 
 
 def one_seed(args, config: RunConfig, specs: list[str], with_variants: bool, progress: bool) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
-    folder = Path(args.runs_dir) / f"{config.data.dataset}_{config.base.arch}_p{config.data.max_pool}_e{config.base.epochs}_s{config.seed}"
-    run, train_s = get_run(config, folder, progress)
+    run, train_s = get_run(config, run_folder(args, config), progress)
     t0 = time.perf_counter()
     report = evaluate_run(run, specs, n_boot=args.n_boot, seed=config.seed, progress=progress)
     eval_s = time.perf_counter() - t0

@@ -1,0 +1,132 @@
+"""Shift benchmark: every failure score under the test corruption families and on OOD sets, per dataset.
+
+    python benchmarks/shift.py --root ../shared/datasets                      # MNIST + Fashion-MNIST, seed 0
+    python benchmarks/shift.py --root DATA --datasets cifar10 --seeds 0 1 --resume
+    python benchmarks/shift.py --readme-only                                  # re-tabulate saved JSON
+
+Per dataset and seed it opens (or trains) the run folder of ``benchmarks/failure_prediction.py`` with
+the same settings (same config: the same folder, reused), then :func:`metaerr_edge.shift_eval.evaluate_shift`
+on the **test** corruption families (reported only; nothing here chooses anything), five severities,
+and the OOD sets counted as failures. Outputs: ``benchmarks/results/shift_<dataset>.json`` (written
+after every seed: ``--resume`` skips the seeds already there), ``shift_<dataset>.png`` (seed 0) and
+the tables in ``benchmarks/README.md`` between the shift markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from failure_prediction import get_run, run_config, run_folder  # noqa: E402  (the same runs as the failure-prediction benchmark)
+
+from metaerr_edge._fileio import atomic_write_text, dumps_json, loads_json  # noqa: E402
+from metaerr_edge.shift_eval import evaluate_shift, plot_shift  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "benchmarks" / "README.md"
+BEGIN, END = "<!-- shift:begin -->", "<!-- shift:end -->"
+SCORES = ["metaerr[probs]", "metaerr[mentor]", "msp", "margin", "logit-margin", "doctor-gini", "temperature",
+          "maxlogit-pnorm", "rel-u", "mc-dropout", "trustscore", "confidnet"]
+SUMMARY = ("clean_auroc", "shift_auroc_mean", "shift_auroc_min", "ood_auroc_mean", "risk_rise_max")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from failure_prediction import parse_args as fp_args
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)  # --readme is not --readme-only
+    ap.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    ap.add_argument("--max-n", type=int, default=2000, help="test images per set (0 = the run's whole test split)")
+    ap.add_argument("--scores", nargs="+", default=SCORES)
+    ap.add_argument("--resume", action="store_true", help="keep the seeds already in the results file")
+    ap.add_argument("--readme-only", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    args, rest = ap.parse_known_args(argv)
+    args.fp = fp_args(rest)  # the failure-prediction benchmark's options (--root, --epochs, --max-pool, ...)
+    return args
+
+
+def run_dataset(args, dataset: str) -> dict:
+    path = RESULTS / f"shift_{dataset}.json"
+    doc = loads_json(path.read_text()) if args.resume and path.is_file() else {"dataset": dataset, "seeds": {}}
+    for seed in args.seeds:
+        if str(seed) in doc["seeds"]:
+            print(f"{dataset} seed {seed}: kept from {path}", flush=True)
+            continue
+        config = run_config(args.fp, dataset, seed)
+        t0 = time.perf_counter()
+        run, train_s = get_run(config, run_folder(args.fp, config), progress=not args.fp.quiet)
+        report = evaluate_shift(run, args.scores, severities=args.severities, root=args.fp.root,
+                                max_n=args.max_n or None, seed=seed, progress=not args.fp.quiet)  # fmt: skip
+        doc["seeds"][str(seed)] = {**report.to_dict(), "test_accuracy": run.summary.get("test_accuracy"),
+                                   "seconds": {"train": round(train_s, 1), "shift": round(time.perf_counter() - t0 - train_s, 1)}}  # fmt: skip
+        doc.update(config={**config.to_dict(), "seed": "per seed"}, max_n=args.max_n, severities=args.severities,
+                   torch=torch.__version__, threads=torch.get_num_threads())
+        atomic_write_text(path, dumps_json(doc, indent=1))
+        if seed == args.seeds[0]:
+            plot_shift(report, RESULTS / f"shift_{dataset}.png")
+        print(f"{dataset} seed {seed}: acc {run.summary.get('test_accuracy'):.4f} {doc['seeds'][str(seed)]['seconds']}", flush=True)
+    return doc
+
+
+def summary_table(doc: dict) -> str:
+    seeds = list(doc["seeds"].values())
+    names = list(seeds[0]["summary"])
+    acc = np.mean([s["test_accuracy"] for s in seeds])
+    cfg = doc["config"]
+    lines = [f"### {doc['dataset']}: base {cfg['base']['arch']} ({cfg['base']['epochs']} epochs, pool {cfg['data']['max_pool']}), "
+             f"clean test accuracy {acc:.4f}, {len(seeds)} seed(s), {doc.get('max_n')} test images per set", "",
+             "Test corruption families (shot and impulse noise, defocus and motion blur, brightness, JPEG, rotation), "
+             "severities " + ",".join(str(s) for s in doc["severities"]) + "; OOD sets counted as failures. Risk rise: the "
+             "largest increase, over the corrupted sets, of the selective risk at each score's 90%-calibration-coverage "
+             "threshold (- for scores outside [0, 1], which have no deployable threshold).", "",
+             "| score | clean AUROC | test-shift mean AUROC | worst (family, severity) AUROC | OOD mean AUROC | max risk rise |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for n in names:
+        cells = []
+        for key in SUMMARY:
+            vals = [s["summary"][n][key] for s in seeds if s["summary"][n].get(key) is not None]
+            cells.append(f"{np.mean(vals):.4f}" if vals else "-")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_readme() -> None:
+    docs = [loads_json(p.read_text()) for p in sorted(RESULTS.glob("shift_*.json"))]
+    parts = [summary_table(d) for d in docs if d.get("seeds")]
+    block = f"{BEGIN}\n<!-- generated by benchmarks/shift.py; edits here are overwritten -->\n\n" + "\n".join(parts) + f"\n{END}"
+    text = README.read_text()
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n## Failure prediction under shift\n\n" + block + "\n"
+    atomic_write_text(README, text)
+
+
+def main(argv=None) -> None:
+    global RESULTS, README
+    args = parse_args(argv)
+    if args.fp.out != str(RESULTS):  # --out / --readme (the failure-prediction benchmark's options) move both
+        RESULTS = Path(args.fp.out)
+    README = Path(args.fp.readme)
+    torch.set_num_threads(args.threads)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if not args.readme_only:
+        for dataset in args.datasets:
+            run_dataset(args, dataset)
+            write_readme()
+    write_readme()
+
+
+if __name__ == "__main__":
+    main()
