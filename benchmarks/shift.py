@@ -59,19 +59,24 @@ def parse_args(argv=None) -> argparse.Namespace:
 def run_dataset(args, dataset: str) -> dict:
     path = RESULTS / f"shift_{dataset}.json"
     doc = loads_json(path.read_text()) if args.resume and path.is_file() else {"dataset": dataset, "seeds": {}}
+    settings = {"config": {**run_config(args.fp, dataset, 0).to_dict(), "seed": "per seed"}, "max_n": args.max_n,
+                "severities": sorted(set(args.severities)), "scores": list(args.scores)}
+    changed = sorted(k for k, v in settings.items() if doc["seeds"] and loads_json(dumps_json(v)) != doc.get(k))
+    if changed:
+        raise SystemExit(f"{path} holds seeds run with other {', '.join(changed)}; run without --resume to start over")
+    doc.update(settings, torch=torch.__version__, threads=torch.get_num_threads())
     for seed in args.seeds:
         if str(seed) in doc["seeds"]:
             print(f"{dataset} seed {seed}: kept from {path}", flush=True)
             continue
         config = run_config(args.fp, dataset, seed)
-        t0 = time.perf_counter()
         run, train_s = get_run(config, run_folder(args.fp, config), progress=not args.fp.quiet)
-        report = evaluate_shift(run, args.scores, severities=args.severities, root=args.fp.root,
+        t0 = time.perf_counter()
+        report = evaluate_shift(run, args.scores, group="test", severities=args.severities, root=args.fp.root,
                                 max_n=args.max_n or None, seed=seed, progress=not args.fp.quiet)  # fmt: skip
         doc["seeds"][str(seed)] = {**report.to_dict(), "test_accuracy": run.summary.get("test_accuracy"),
-                                   "seconds": {"train": round(train_s, 1), "shift": round(time.perf_counter() - t0 - train_s, 1)}}  # fmt: skip
-        doc.update(config={**config.to_dict(), "seed": "per seed"}, max_n=args.max_n, severities=args.severities,
-                   torch=torch.__version__, threads=torch.get_num_threads())
+                                   "seconds": {"train": round(train_s, 1), "shift": round(time.perf_counter() - t0, 1)}}
+        doc.update(settings)
         atomic_write_text(path, dumps_json(doc, indent=1))
         if seed == args.seeds[0]:
             plot_shift(report, RESULTS / f"shift_{dataset}.png")

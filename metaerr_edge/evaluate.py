@@ -96,7 +96,7 @@ def evaluate_run(run: Run, scores: list[str] | None = None, n_boot: int = 1000, 
     for spec in progress_bar(scores or default_scores(run), enabled=progress, desc="scores"):
         label, name, params = parse_score_spec(spec)
         try:
-            scorer = create_score(name, **params).fit(ctx)
+            scorer = ctx.fit(create_score(name, **params))
             s = np.asarray(scorer.score(ctx, "test"), np.float64)
         except ConfigError as exc:
             if scores:  # asked for by name: a real error

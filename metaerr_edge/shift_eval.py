@@ -14,7 +14,7 @@ Scores are fitted once, on the run's clean non-test splits, exactly as :func:`ev
 them; nothing here is fitted or chosen on a shifted set.
 
 Example:
-    >>> report = evaluate_shift(load_run("runs/fashion"), ["msp", "metaerr[probs]"], root="../shared/datasets")
+    >>> report = evaluate_shift(load_run("runs/fashion"), ["msp", "metaerr[probs]"], group="test", root="../shared/datasets")
     >>> print(report.to_markdown())
 """
 
@@ -154,14 +154,15 @@ def calibration_threshold(calib_scores: np.ndarray, coverage: float) -> float | 
     return float(threshold_for_coverage(s, coverage=coverage).value)
 
 
-def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str = "test",
+def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str,
                    severities: Sequence[int] = SEVERITIES, ood: bool = True, root: str | None = None,
                    max_n: int | None = None, coverage: float = 0.9, seed: int = 0, progress: bool = True) -> ShiftReport:
     """Every score on the run's test split under each corruption of ``group`` and on the OOD sets.
 
     Args:
         scores: score specs as for :func:`~metaerr_edge.evaluate.evaluate_run` (default: all).
-        group: ``"test"`` (reported only) or ``"validation"`` (the group choices may look at).
+        group: ``"test"`` (reported only) or ``"validation"`` (the group choices may look at); no
+            default, so that code which chooses something says which group it looks at.
         severities: a subset of 1..5.
         ood: add the OOD sets of the run's dataset (:func:`~metaerr_edge.data.ood_sets`), each
             mixed with the clean test split; ``root`` (default: the run's data root) holds them.
@@ -169,38 +170,45 @@ def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str 
         coverage: the calibration coverage of each score's threshold.
 
     Example:
-        >>> report = evaluate_shift(run, ["msp", "metaerr[probs]"], severities=(1, 3, 5), ood=False)
+        >>> report = evaluate_shift(run, ["msp", "metaerr[probs]"], group="test", severities=(1, 3, 5), ood=False)
     """
     from metaerr_edge.console import progress_bar
 
     fams = families(group)
-    sev = tuple(dict.fromkeys(int(s) for s in severities))
+    sev = tuple(sorted({int(s) for s in severities})) if all(isinstance(s, (int, np.integer)) for s in severities) else ()
     if not sev or any(s not in SEVERITIES for s in sev):
         raise ConfigError(f"severities must be a non-empty subset of {list(SEVERITIES)}, got {list(severities)}")
     if not 0.0 < coverage <= 1.0:
         raise ConfigError(f"coverage must lie in (0, 1], got {coverage}")
+    if max_n is not None and (isinstance(max_n, bool) or not isinstance(max_n, (int, np.integer)) or max_n < 1):
+        raise ConfigError(f"max_n must be None (the whole test split) or an integer >= 1, got {max_n!r}")
     images, labels = run.split("test")
     if max_n is not None:
         images, labels = images[:max_n], labels[:max_n]
+    skipped: dict[str, str] = {}
+    oods: dict[str, np.ndarray] = {}
+    if ood:  # first: a missing OOD dataset fails before any corruption is computed
+        data_root = root if root is not None else run.config.data.root
+        oods = ood_sets(run.config.data.dataset, (run.channels, run.height, run.width), data_root, n=len(images), seed=seed)
+        if run.config.data.dataset == "digits" and data_root is None:
+            skipped["ood:fashion-mnist"] = "a digits run without a data root gets the noise set only; pass root= (--root)"
     ctx = ScoreContext(run, seed=seed)
     sets: list[tuple[str, str, int | None, np.ndarray, np.ndarray]] = [("clean", "clean", None, images, labels)]
     sets += [(f, CORRUPTION_KIND, s, corrupt(images, f, s, seed=seed), labels) for f in fams for s in sev]
-    if ood:
-        shape = (run.channels, run.height, run.width)
-        data_root = root if root is not None else run.config.data.root
-        for name, x in ood_sets(run.config.data.dataset, shape, data_root, n=len(images), seed=seed).items():
-            sets.append((f"ood:{name}", OOD_KIND, None, np.concatenate([images, x]),
-                         np.concatenate([labels, np.full(len(x), -1, labels.dtype)])))
+    for name, x in oods.items():
+        sets.append((f"ood:{name}", OOD_KIND, None, np.concatenate([images, x]),
+                     np.concatenate([labels, np.full(len(x), -1, labels.dtype)])))
     split_names = []
     for i, (name, _, severity, x, y) in enumerate(sets):
         split_names.append(f"shift/{i}:{name}@{severity}")
         ctx.add_split(split_names[-1], x, y)
-    report = ShiftReport(str(run.path), run.config.data.dataset, run.config.base.arch, group, float(coverage))
+    report = ShiftReport(str(run.path), run.config.data.dataset, run.config.base.arch, group, float(coverage),
+                         skipped=skipped)
     rows = [_set_row(name, kind, severity, ctx.is_error(split)) for (name, kind, severity, _, _), split in zip(sets, split_names)]
     for spec in progress_bar(list(scores or default_scores(run)), enabled=progress, desc="scores under shift"):
         label, name, params = parse_score_spec(spec)
         try:
-            scorer = create_score(name, **params).fit(ctx)
+            scorer = ctx.fit(create_score(name, **params))
             threshold = calibration_threshold(scorer.score(ctx, "calib"), coverage)
             values = [np.asarray(scorer.score(ctx, split), np.float64) for split in split_names]
         except ConfigError as exc:
@@ -255,7 +263,8 @@ def plot_shift(report: ShiftReport, path: str | Path) -> Path:
                 ax.set_xticks(range(0, 6))
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_title(panel, fontsize=8)
-        ax.set_ylim(0.3, 1.0)
+        lowest = min((float(y) for line in ax.get_lines() for y in line.get_ydata() if np.isfinite(y)), default=0.3)
+        ax.set_ylim(min(0.3, lowest - 0.02), 1.0)  # an AUROC far below chance stays in view
         ax.tick_params(labelsize=6)
         ax.grid(alpha=0.3)
         if i % cols == 0:

@@ -25,7 +25,7 @@ from metaerr_edge.scores.free import (
     score_module,
 )
 
-L = -math.log(1e-7)  # the log floor of maxlogit-pnorm
+L = -math.log(np.finfo(np.float32).tiny)  # the log floor of maxlogit-pnorm: the smallest normal float32 (about 87.3)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -49,6 +49,11 @@ def test_maxlogit_pnorm_hand_values() -> None:
     for p, want in expected.items():
         np.testing.assert_allclose(maxlogit_pnorm_score(P, p), want, rtol=1e-6, atol=1e-9, err_msg=f"p={p}")
         assert ((0 <= maxlogit_pnorm_score(P, p)) & (maxlogit_pnorm_score(P, p) <= 1)).all()
+    # A confident float32 softmax keeps probabilities far below 1e-7 apart: logits (g, 0, 0) centre to
+    # (2g/3, -g/3, -g/3), so p = 0 ranks gaps of 20, 25 and 40 apart instead of tying them at a floor.
+    gaps = np.array([20.0, 25.0, 40.0])
+    confident = softmax(np.stack([gaps, 0 * gaps, 0 * gaps], axis=1)).astype(np.float32)
+    np.testing.assert_allclose(maxlogit_pnorm_score(confident, 0), 1 - (2 * gaps / 3) / L, rtol=1e-5)
     with pytest.raises(ConfigError, match=r"^maxlogit-pnorm p must be None \(chosen on calib\) or an integer >= 0, got -1$"):
         maxlogit_pnorm_score(P, -1)
     with pytest.raises(ConfigError, match="got 1.5"):

@@ -11,7 +11,7 @@ import pytest
 from metaerr_edge.cli import main
 from metaerr_edge.data import TEST_FAMILIES, VALIDATION_FAMILIES, corrupt, error_labels
 from metaerr_edge.decide import threshold_for_coverage
-from metaerr_edge.errors import ConfigError
+from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.evaluate import evaluate_run
 from metaerr_edge.metrics import augrc, auroc, aurc
 from metaerr_edge.models import predict_probs
@@ -22,14 +22,15 @@ SCORES = ["msp", "metaerr[probs]", "entropy"]
 
 @pytest.fixture(scope="module")
 def report(digits_run):
-    return evaluate_shift(digits_run, SCORES, severities=(1, 5), max_n=200, progress=False)
+    return evaluate_shift(digits_run, SCORES, group="test", severities=(1, 5), max_n=200, progress=False)
 
 
 def test_the_sets_are_clean_then_each_test_family_and_severity_then_ood(report, digits_run):
     sets = [(s["set"], s["kind"], s["severity"]) for s in report.sets]
     assert sets[0] == ("clean", "clean", None)
     assert sets[1:-1] == [(f, "corruption", s) for f in TEST_FAMILIES for s in (1, 5)]
-    assert sets[-1] == ("ood:uniform_noise", "ood", None)  # digits without a data root: the noise set only
+    assert sets[-1] == ("ood:uniform_noise", "ood", None)  # digits without a data root: the noise set only,
+    assert "ood:fashion-mnist" in report.skipped  # and the report says so
     assert report.group == "test" and report.scores == SCORES
     assert all(s["n"] == 200 for s in report.sets[:-1]) and report.sets[-1]["n"] == 400  # clean + as many OOD images
 
@@ -83,7 +84,7 @@ def test_calibration_threshold_refuses_scores_outside_the_unit_interval():
 
 
 def test_the_same_call_gives_the_same_report_and_validation_families_are_another_group(report, digits_run):
-    again = evaluate_shift(digits_run, SCORES, severities=(1, 5), max_n=200, progress=False)
+    again = evaluate_shift(digits_run, SCORES, group="test", severities=(1, 5), max_n=200, progress=False)
     assert json.dumps(again.to_dict(), default=str) == json.dumps(report.to_dict(), default=str)
     val = evaluate_shift(digits_run, ["msp"], group="validation", severities=(3,), ood=False, max_n=50, progress=False)
     assert [s["set"] for s in val.sets] == ["clean", *VALIDATION_FAMILIES]
@@ -94,10 +95,13 @@ def test_the_same_call_gives_the_same_report_and_validation_families_are_another
     ({"severities": (0, 3)}, "severities must be a non-empty subset of [1, 2, 3, 4, 5]"),
     ({"severities": ()}, "severities must be a non-empty subset"),
     ({"coverage": 0.0}, "coverage must lie in (0, 1]"),
+    ({"max_n": 0}, "max_n must be None (the whole test split) or an integer >= 1, got 0"),
+    ({"max_n": -1}, "got -1"),
+    ({"severities": (5, "x")}, "severities must be a non-empty subset"),
 ])  # fmt: skip
 def test_bad_arguments_are_one_line(digits_run, kwargs, message):
     with pytest.raises(ConfigError) as info:
-        evaluate_shift(digits_run, ["msp"], progress=False, **kwargs)
+        evaluate_shift(digits_run, ["msp"], progress=False, **{"group": "test", **kwargs})
     assert message in str(info.value)
 
 
@@ -125,3 +129,54 @@ def test_the_cli_writes_the_shift_report_and_refuses_shift_options_without_shift
     assert err.count("\n") == 1 and "--severities, --no-ood only apply with --shift" in err
     assert main(["evaluate", str(digits_run.path), "--shift", "--severities", "7"]) == 2
     assert "expected comma-separated severities from 1 to 5" in capsys.readouterr().err
+
+
+def test_fitting_never_reads_the_test_split_or_an_added_set(digits_run):
+    from metaerr_edge.scores import ScoreContext, Scorer
+
+    class Peeking(Scorer):
+        name = "peeking"
+
+        def __init__(self, split: str) -> None:
+            super().__init__()
+            self.split = split
+
+        def fit(self, ctx):
+            ctx.probs(self.split)
+            return self
+
+        def score(self, ctx, split):
+            return 1 - ctx.probs(split).max(1)
+
+    ctx = ScoreContext(digits_run)
+    images, labels = digits_run.split("test")
+    ctx.add_split("shift/jpeg", images[:20], labels[:20])
+    for split in ("test", "shift/jpeg"):
+        with pytest.raises(ConfigError, match=f"failure score 'peeking' read split '{split}' while fitting"):
+            ctx.fit(Peeking(split))
+    scorer = ctx.fit(Peeking("calib"))  # calibration data is what fitting may read
+    assert scorer.score(ctx, "shift/jpeg").shape == (20,) and ctx._fitting is None
+    for taken in ("test", "base_train", "pool", "shift/jpeg"):  # a run split cannot be shadowed
+        with pytest.raises(ConfigError, match=f"split '{taken}' exists already"):
+            ctx.add_split(taken, images[:2], labels[:2])
+    with pytest.raises(DataError, match="labels must be class indices 0..9 or -1"):
+        ctx.add_split("shift/bad", images[:2], np.array([3, 10]))
+
+
+def test_a_missing_ood_dataset_fails_before_any_corruption(digits_run, tmp_path, monkeypatch):
+    from metaerr_edge import shift_eval
+
+    calls = []
+    monkeypatch.setattr(shift_eval, "corrupt", lambda *a, **k: calls.append(a) or a[0])
+    with pytest.raises(DataError, match="FashionMNIST"):
+        evaluate_shift(digits_run, ["msp"], group="test", root=str(tmp_path), progress=False)  # an empty root
+    assert calls == []
+
+
+def test_coverage_one_thresholds_at_the_largest_calibration_score(digits_run):
+    rep = evaluate_shift(digits_run, ["msp"], group="validation", severities=(1,), ood=False, max_n=40, coverage=1.0,
+                         progress=False)
+    calib = 1 - digits_run.predictions["calib_probs"].max(1)
+    test = 1 - digits_run.predictions["test_probs"][:40].max(1)
+    assert rep.thresholds["msp"] == pytest.approx(calib.max())
+    assert rep.sets[0]["scores"]["msp"]["coverage"] == pytest.approx(np.mean(test <= calib.max()))

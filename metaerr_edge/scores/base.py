@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from metaerr_edge.data.labels import error_labels
+from metaerr_edge.data.splits import SPLIT_NAMES
 from metaerr_edge.errors import ConfigError, DataError, UnknownParameter
 from metaerr_edge.registry import Registry
 
@@ -37,16 +38,35 @@ class ScoreContext:
         self.seed = seed
         self._probs: dict[str, np.ndarray] = {}
         self._extra: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._fitting: str | None = None
 
     def add_split(self, name: str, images: np.ndarray, labels: np.ndarray) -> None:
         """Score another set of images too (a corrupted or OOD copy of the test split): scorers see it
-        as split ``name``, the base's probabilities on it are computed once. Fitting never reads it.
-        A label of -1 (an image of no class: OOD) is always an error of the base."""
-        if name in ("calib", "test") or name in self._extra:
-            raise ConfigError(f"split {name!r} exists already; give the added set another name")
+        as split ``name``, the base's probabilities on it are computed once. Fitting never reads it
+        (:meth:`fit`). A label of -1 (an image of no class: OOD) is always an error of the base."""
+        if name in (*SPLIT_NAMES, "pool") or name in self._extra:
+            raise ConfigError(f"split {name!r} exists already (a run split or an added one); give the added set "
+                              "another name")
         if len(images) != len(labels):
             raise DataError(f"split {name!r}: {len(images)} images but {len(labels)} labels")
-        self._extra[name] = (images, np.asarray(labels, np.int64))
+        labels = np.asarray(labels, np.int64)
+        if labels.size and (labels.min() < -1 or labels.max() >= self.num_classes):
+            raise DataError(f"split {name!r}: labels must be class indices 0..{self.num_classes - 1} or -1 (no class)")
+        self._extra[name] = (images, labels)
+
+    def fit(self, scorer: "Scorer") -> "Scorer":
+        """``scorer.fit(self)``, refusing any read of the test split or an added split meanwhile:
+        what is reported is never what is fitted on (the project's first rule, enforced here)."""
+        self._fitting = scorer.name
+        try:
+            return scorer.fit(self)
+        finally:
+            self._fitting = None
+
+    def _check_readable(self, name: str) -> None:
+        if self._fitting is not None and (name == "test" or name in self._extra):
+            raise ConfigError(f"failure score {self._fitting!r} read split {name!r} while fitting; a score fits on the "
+                              "calibration and training splits only (what is reported is never fitted on)")
 
     @property
     def base(self):
@@ -61,15 +81,18 @@ class ScoreContext:
         return len(self.run.classes)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        self._check_readable(name)
         return self._extra[name] if name in self._extra else self.run.split(name)
 
     def labels(self, name: str) -> np.ndarray:
+        self._check_readable(name)
         if name in ("calib", "test"):
             return self.run.predictions[f"{name}_labels"]
         return self.split(name)[1]
 
     def probs(self, name: str) -> np.ndarray:
         """The deployed base model's softmax on a split (cached; calib/test come from the run folder)."""
+        self._check_readable(name)
         if name in ("calib", "test"):
             return self.run.predictions[f"{name}_probs"]
         if name not in self._probs:

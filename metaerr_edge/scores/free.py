@@ -4,12 +4,14 @@ All of them read the base's probabilities ``p`` (N x K) only; higher = more like
 
 * ``maxlogit-pnorm`` (Cattelan & Silva, "How to fix a broken confidence estimator: evaluating
   post-hoc methods for selective classification with deep neural networks", UAI 2024).
-  ``z = log(max(p, 1e-7))``; ``z_c = z - mean_k z_k`` (the centred logits: ``log p`` differs from
+  ``z = log(max(p, f))`` with ``f`` the smallest normal float32 (``PROB_FLOOR``, about 1.2e-38:
+  a float32 softmax still tells apart probabilities far below 1e-7, and flooring there would tie every
+  row whose top logit leads by more than 16); ``z_c = z - mean_k z_k`` (the centred logits: ``log p`` differs from
   the logits by a per-row constant, which centring removes); confidence
   ``c = max_k z_c,k / ||z_c||_p``, with ``p = 0`` meaning no normalisation (MaxLogit of the
   centred logits). Failure score ``1 - c / B``, a rank-preserving map into [0, 1]: ``B = 1`` for
   ``p >= 1`` (``0 <= max_k z_c,k <= ||z_c||_inf <= ||z_c||_p``, so ``0 <= c <= 1``) and
-  ``B = -ln(1e-7)`` for ``p = 0`` (``max_k z_c,k <= max z - min z <= -ln 1e-7``). A uniform row
+  ``B = -ln f`` (about 87.3) for ``p = 0`` (``max_k z_c,k <= max z - min z <= -ln f``). A uniform row
   (``z_c = 0``) gets ``c = 0``. ``p`` is chosen in {0, ..., 8} by the lowest AURC on the calib
   split; when no ``p`` beats MSP's calib AURC the score falls back to MSP (the paper's safeguard).
   No temperature: ``c / T`` ranks the rows as ``c`` does, so T cannot change AURC or AUROC; the
@@ -51,6 +53,7 @@ from metaerr_edge.data.labels import error_labels
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.metrics import aurc
 from metaerr_edge.scores.base import ScoreContext, Scorer, register_score
+from metaerr_edge.scores.temperature import PROB_FLOOR
 
 __all__ = [
     "FUSABLE_SCORES", "LAMBDA_GRID", "P_GRID", "FreeScoreModule", "LogitMargin", "MaxLogitPNorm", "RelU",
@@ -60,8 +63,7 @@ __all__ = [
 
 P_GRID: tuple[int, ...] = tuple(range(9))  # p = 0 (no normalisation), 1, ..., 8
 LAMBDA_GRID: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
-_EPS = 1e-7  # the probability floor before log in maxlogit-pnorm
-_TINY = float(torch.finfo(torch.float32).tiny)  # a float32-safe floor before every other log / division
+_TINY = PROB_FLOOR  # the floor of a probability before a log or a division (the temperature score's too)
 
 
 # --- the scores as torch functions of probs (float64 in `score`, float32 in the fused graph) -------------
@@ -94,10 +96,10 @@ def _temperature(p: Tensor, temperature: float) -> Tensor:
 
 
 def _maxlogit_pnorm(p: Tensor, norm: int) -> Tensor:
-    z = p.clamp_min(_EPS).log()
+    z = p.clamp_min(_TINY).log()
     zc = z - z.mean(dim=1, keepdim=True)
     if norm == 0:
-        return 1.0 - zc.amax(dim=1) / -math.log(_EPS)
+        return 1.0 - zc.amax(dim=1) / -math.log(_TINY)
     scale = zc.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)  # ||z_c||_p = scale * ||z_c / scale||_p, no overflow
     unit = zc / scale
     # ||unit||_p >= max|unit| = 1 unless z_c = 0, where the clamp makes c = 0 / 1 = 0

@@ -12,10 +12,13 @@ from metaerr_edge.errors import DataError
 from metaerr_edge.scores.base import ScoreContext, Scorer, register_score
 
 _LOG_T_BOUNDS = (-4.0, 4.0)  # T in [0.018, 55]
+#: The floor of a probability before its log, in every free score and its fused module alike: the
+#: smallest normal float32 (probabilities come from a float32 softmax; an exact 0 becomes this).
+PROB_FLOOR = float(np.finfo(np.float32).tiny)
 
 
 def _log_probs(probs: np.ndarray) -> np.ndarray:
-    return np.log(np.clip(probs.astype(np.float64), 1e-300, None))
+    return np.log(np.clip(probs.astype(np.float64), PROB_FLOOR, None))
 
 
 def scaled_probs(probs: np.ndarray, temperature: float) -> np.ndarray:
