@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -14,7 +15,9 @@ from metaerr_edge._fileio import dumps_json
 from metaerr_edge.metrics import auroc, aurc, bootstrap_ci, failure_metrics, risk_coverage_curve
 from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text
 from metaerr_edge.pipeline import Run
-from metaerr_edge.scores import ScoreContext, available_scores, create_score
+from metaerr_edge.scores import ScoreContext, Scorer, available_scores, create_score
+
+T = TypeVar("T")
 
 def parse_score_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     """``"metaerr[image]"`` -> (label, name, params). Plain names take no params."""
@@ -80,6 +83,25 @@ class EvalReport:
         return "\n".join(lines) + "\n"
 
 
+def each_score(ctx: ScoreContext, specs: Sequence[str] | None, use: Callable[[Scorer], T], skipped: dict[str, str],
+               progress: bool = True, desc: str = "scores") -> Iterator[tuple[str, T]]:
+    """``(label, use(scorer))`` for every spec (default: :func:`default_scores`), each scorer fitted on
+    ``ctx`` first (:meth:`ScoreContext.fit`). A score that cannot run on this run (a ConfigError) is
+    recorded in ``skipped`` when it came from the default list, and raised when it was asked for."""
+    from metaerr_edge.console import progress_bar
+
+    for spec in progress_bar(list(specs or default_scores(ctx.run)), enabled=progress, desc=desc):
+        label, name, params = parse_score_spec(spec)
+        try:
+            out = use(ctx.fit(create_score(name, **params)))
+        except ConfigError as exc:
+            if specs:  # asked for by name: a real error
+                raise
+            skipped[label] = str(exc)
+            continue
+        yield label, out
+
+
 def evaluate_run(run: Run, scores: list[str] | None = None, n_boot: int = 1000, seed: int = 0, progress: bool = True) -> EvalReport:
     """Fit (on non-test splits) and score every requested failure score on the test split.
 
@@ -87,22 +109,13 @@ def evaluate_run(run: Run, scores: list[str] | None = None, n_boot: int = 1000, 
         >>> report = evaluate_run(load_run("runs/digits"), ["msp", "metaerr[probs]"])
         >>> print(report.to_markdown())
     """
-    from metaerr_edge.console import progress_bar
-
     ctx = ScoreContext(run, seed=seed)
     is_error = ctx.is_error("test")
     report = EvalReport(str(run.path), run.config.data.dataset, run.config.base.arch, int(len(is_error)),
                         float(is_error.mean()), float(1 - is_error.mean()), is_error=is_error)  # fmt: skip
-    for spec in progress_bar(scores or default_scores(run), enabled=progress, desc="scores"):
-        label, name, params = parse_score_spec(spec)
-        try:
-            scorer = ctx.fit(create_score(name, **params))
-            s = np.asarray(scorer.score(ctx, "test"), np.float64)
-        except ConfigError as exc:
-            if scores:  # asked for by name: a real error
-                raise
-            report.skipped[label] = str(exc)
-            continue
+    test_scores = each_score(ctx, scores, lambda scorer: np.asarray(scorer.score(ctx, "test"), np.float64),
+                             report.skipped, progress, "scores")
+    for label, s in test_scores:
         row = failure_metrics(s, is_error)
         ci_auc, ci_aurc = bootstrap_ci(auroc, s, is_error, n_boot, seed=seed), bootstrap_ci(aurc, s, is_error, min(n_boot, 300), seed=seed)
         row.update(auroc_low=ci_auc.low, auroc_high=ci_auc.high, aurc_low=ci_aurc.low, aurc_high=ci_aurc.high)

@@ -31,10 +31,10 @@ import numpy as np
 from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text, dumps_json, replace_files
 from metaerr_edge.data import SEVERITIES, corrupt, families, ood_sets
 from metaerr_edge.errors import ConfigError
-from metaerr_edge.evaluate import default_scores, parse_score_spec
+from metaerr_edge.evaluate import each_score
 from metaerr_edge.metrics import augrc, auroc, aurc
 from metaerr_edge.pipeline import Run
-from metaerr_edge.scores import ScoreContext, create_score
+from metaerr_edge.scores import ScoreContext
 
 #: The per-set metrics (raw areas; tables show AURC and AUGRC x1000).
 SET_METRICS = ("auroc", "aurc", "augrc")
@@ -172,8 +172,6 @@ def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str,
     Example:
         >>> report = evaluate_shift(run, ["msp", "metaerr[probs]"], group="test", severities=(1, 3, 5), ood=False)
     """
-    from metaerr_edge.console import progress_bar
-
     fams = families(group)
     sev = tuple(sorted({int(s) for s in severities})) if all(isinstance(s, (int, np.integer)) for s in severities) else ()
     if not sev or any(s not in SEVERITIES for s in sev):
@@ -205,17 +203,11 @@ def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str,
     report = ShiftReport(str(run.path), run.config.data.dataset, run.config.base.arch, group, float(coverage),
                          skipped=skipped)
     rows = [_set_row(name, kind, severity, ctx.is_error(split)) for (name, kind, severity, _, _), split in zip(sets, split_names)]
-    for spec in progress_bar(list(scores or default_scores(run)), enabled=progress, desc="scores under shift"):
-        label, name, params = parse_score_spec(spec)
-        try:
-            scorer = ctx.fit(create_score(name, **params))
-            threshold = calibration_threshold(scorer.score(ctx, "calib"), coverage)
-            values = [np.asarray(scorer.score(ctx, split), np.float64) for split in split_names]
-        except ConfigError as exc:
-            if scores:  # asked for by name: a real error
-                raise
-            report.skipped[label] = str(exc)
-            continue
+    def use(scorer):
+        threshold = calibration_threshold(scorer.score(ctx, "calib"), coverage)
+        return threshold, [np.asarray(scorer.score(ctx, split), np.float64) for split in split_names]
+
+    for label, (threshold, values) in each_score(ctx, scores, use, report.skipped, progress, "scores under shift"):
         report.thresholds[label] = threshold
         for row, split, s in zip(rows, split_names, values):
             row["scores"][label] = _score_metrics(s, ctx.is_error(split), threshold)
