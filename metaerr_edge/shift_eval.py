@@ -55,6 +55,7 @@ class ShiftReport:
     thresholds: dict[str, float | None] = field(default_factory=dict)
     sets: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    test_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)  # rows of the test split used
 
     @property
     def scores(self) -> list[str]:
@@ -63,7 +64,7 @@ class ShiftReport:
     def to_dict(self) -> dict[str, Any]:
         return {"run": self.run, "dataset": self.dataset, "arch": self.arch, "family_group": self.group,
                 "threshold_coverage": self.coverage, "thresholds": self.thresholds, "sets": self.sets,
-                "summary": self.summary(), "skipped": self.skipped,
+                "summary": self.summary(), "skipped": self.skipped, "n_test_used": int(len(self.test_indices)),
                 "notes": "aurc and augrc are raw areas (tables x1000); OOD sets are the clean test split plus the OOD "
                          "images, each OOD image a failure; thresholds: each score's at the calibration coverage"}  # fmt: skip
 
@@ -166,7 +167,8 @@ def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str,
         severities: a subset of 1..5.
         ood: add the OOD sets of the run's dataset (:func:`~metaerr_edge.data.ood_sets`), each
             mixed with the clean test split; ``root`` (default: the run's data root) holds them.
-        max_n: use at most this many test images (the first ones of the seeded test split).
+        max_n: use at most this many test images: a seeded random subset of the test split
+            (``report.test_indices``), not its first images (a split may be sorted by class).
         coverage: the calibration coverage of each score's threshold.
 
     Example:
@@ -181,8 +183,10 @@ def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str,
     if max_n is not None and (isinstance(max_n, bool) or not isinstance(max_n, (int, np.integer)) or max_n < 1):
         raise ConfigError(f"max_n must be None (the whole test split) or an integer >= 1, got {max_n!r}")
     images, labels = run.split("test")
-    if max_n is not None:
-        images, labels = images[:max_n], labels[:max_n]
+    # A seeded random subset, never the first max_n: a test split may be ordered by class (ImageFolder).
+    picked = np.arange(len(labels)) if max_n is None or max_n >= len(labels) else np.sort(
+        np.random.default_rng(seed).choice(len(labels), size=int(max_n), replace=False))
+    images, labels = images[picked], labels[picked]
     skipped: dict[str, str] = {}
     oods: dict[str, np.ndarray] = {}
     if ood:  # first: a missing OOD dataset fails before any corruption is computed
@@ -201,7 +205,7 @@ def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str,
         split_names.append(f"shift/{i}:{name}@{severity}")
         ctx.add_split(split_names[-1], x, y)
     report = ShiftReport(str(run.path), run.config.data.dataset, run.config.base.arch, group, float(coverage),
-                         skipped=skipped)
+                         skipped=skipped, test_indices=picked)
     rows = [_set_row(name, kind, severity, ctx.is_error(split)) for (name, kind, severity, _, _), split in zip(sets, split_names)]
     def use(scorer):
         threshold = calibration_threshold(scorer.score(ctx, "calib"), coverage)

@@ -35,12 +35,21 @@ def test_the_sets_are_clean_then_each_test_family_and_severity_then_ood(report, 
     assert all(s["n"] == 200 for s in report.sets[:-1]) and report.sets[-1]["n"] == 400  # clean + as many OOD images
 
 
+def test_max_n_takes_a_seeded_random_subset_not_the_first_images(report, digits_run):
+    idx = report.test_indices
+    assert len(idx) == 200 and len(set(idx.tolist())) == 200 and (np.diff(idx) > 0).all()
+    assert idx.max() > 200  # spread over the whole split (which may be ordered by class)
+    n = len(digits_run.split("test")[1])
+    assert np.array_equal(idx, np.sort(np.random.default_rng(0).choice(n, size=200, replace=False)))
+
+
 def test_the_clean_row_is_what_evaluate_reports(report, digits_run):
     clean = evaluate_run(digits_run, SCORES, n_boot=10, progress=False)
     images, labels = digits_run.split("test")
-    err = error_labels(digits_run.predictions["test_probs"][:200], labels[:200])
+    idx = report.test_indices
+    err = error_labels(digits_run.predictions["test_probs"][idx], labels[idx])
     for name in SCORES:
-        s = clean.scores[name][:200]
+        s = clean.scores[name][idx]
         row = report.sets[0]["scores"][name]
         assert row["auroc"] == pytest.approx(auroc(s, err)) and row["aurc"] == pytest.approx(aurc(s, err))
         assert row["augrc"] == pytest.approx(augrc(s, err))
@@ -48,9 +57,9 @@ def test_the_clean_row_is_what_evaluate_reports(report, digits_run):
 
 def test_a_corrupted_set_is_scored_on_the_corrupted_images(report, digits_run):
     images, labels = digits_run.split("test")
-    x = corrupt(images[:200], "jpeg", 5, seed=0)
+    x = corrupt(images[report.test_indices], "jpeg", 5, seed=0)
     probs = predict_probs(digits_run.base, x, digits_run.preprocess)
-    err = error_labels(probs, labels[:200])
+    err = error_labels(probs, labels[report.test_indices])
     row = next(s for s in report.sets if s["set"] == "jpeg" and s["severity"] == 5)
     assert row["error_rate"] == pytest.approx(err.mean())
     assert row["scores"]["msp"]["auroc"] == pytest.approx(auroc(1 - probs.max(1), err))
@@ -66,8 +75,9 @@ def test_each_threshold_is_fitted_on_calib_and_applied_to_every_set(report, digi
     t = threshold_for_coverage(calib, coverage=0.9).value
     assert report.thresholds["msp"] == pytest.approx(t)
     assert report.thresholds["entropy"] is None  # entropy is not in [0, 1]: no deployable threshold
-    s = 1 - digits_run.predictions["test_probs"][:200].max(1)
-    err = error_labels(digits_run.predictions["test_probs"][:200], digits_run.split("test")[1][:200])
+    idx = report.test_indices
+    s = 1 - digits_run.predictions["test_probs"][idx].max(1)
+    err = error_labels(digits_run.predictions["test_probs"][idx], digits_run.split("test")[1][idx])
     row = report.sets[0]["scores"]["msp"]
     assert row["coverage"] == pytest.approx(np.mean(s <= t)) and row["risk"] == pytest.approx(err[s <= t].mean())
     assert "coverage" not in report.sets[0]["scores"]["entropy"]
@@ -177,6 +187,6 @@ def test_coverage_one_thresholds_at_the_largest_calibration_score(digits_run):
     rep = evaluate_shift(digits_run, ["msp"], group="validation", severities=(1,), ood=False, max_n=40, coverage=1.0,
                          progress=False)
     calib = 1 - digits_run.predictions["calib_probs"].max(1)
-    test = 1 - digits_run.predictions["test_probs"][:40].max(1)
+    test = 1 - digits_run.predictions["test_probs"][rep.test_indices].max(1)
     assert rep.thresholds["msp"] == pytest.approx(calib.max())
     assert rep.sets[0]["scores"]["msp"]["coverage"] == pytest.approx(np.mean(test <= calib.max()))
