@@ -61,6 +61,12 @@ class ShiftReport:
     def scores(self) -> list[str]:
         return list(self.thresholds)
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "ShiftReport":
+        """A report back from :meth:`to_dict` (e.g. shift.json), enough to tabulate and plot it again."""
+        return cls(doc["run"], doc["dataset"], doc["arch"], doc["family_group"], doc["threshold_coverage"],
+                   dict(doc["thresholds"]), list(doc["sets"]), dict(doc.get("skipped", {})))
+
     def to_dict(self) -> dict[str, Any]:
         return {"run": self.run, "dataset": self.dataset, "arch": self.arch, "family_group": self.group,
                 "threshold_coverage": self.coverage, "thresholds": self.thresholds, "sets": self.sets,
@@ -246,16 +252,19 @@ def plot_shift(report: ShiftReport, path: str | Path) -> Path:
     rows = max(1, math.ceil(len(panels) / cols))
     fig = Figure(figsize=(3.2 * cols, 2.6 * rows + 0.6), dpi=110)
     clean = report.sets[0]["scores"] if report.sets else {}
+    palette = matplotlib.colormaps["tab20" if len(report.scores) > 10 else "tab10"]
+    style = {name: {"color": palette(j % palette.N), "ls": "-" if j < palette.N else "--"} for j, name in enumerate(report.scores)}
     for i, panel in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
         for name in report.scores:
             if panel == "OOD":
-                ax.plot(range(len(oods)), [s["scores"][name]["auroc"] for s in oods], marker="o", lw=1.2, label=name)
+                ax.plot(range(len(oods)), [s["scores"][name]["auroc"] for s in oods], marker="o", lw=1.2, label=name,
+                        **style[name])
                 ax.set_xticks(range(len(oods)), [s["set"].removeprefix("ood:") for s in oods], fontsize=6)
             else:
                 cells = [s for s in report.sets if s["set"] == panel]
                 ax.plot([0] + [s["severity"] for s in cells], [clean[name]["auroc"]] + [s["scores"][name]["auroc"] for s in cells],
-                        marker="o", ms=3, lw=1.2, label=name)  # fmt: skip
+                        marker="o", ms=3, lw=1.2, label=name, **style[name])  # fmt: skip
                 ax.set_xticks(range(0, 6))
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_title(panel, fontsize=8)

@@ -125,6 +125,8 @@ def test_the_report_files_are_written_as_one_set(report, tmp_path):
     md = paths["md"].read_text()
     assert "| jpeg | 5 |" in md and "### Summary" in md and "| ood:uniform_noise | - |" in md
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    back = type(report).from_dict(doc)  # a report read back from its JSON tabulates the same
+    assert back.scores == report.scores and back.to_markdown().replace("nan", "-") == report.to_markdown().replace("nan", "-")
     assert not math.isnan(doc["summary"]["metaerr[probs]"]["shift_auroc_mean"])
 
 
