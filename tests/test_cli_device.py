@@ -26,10 +26,10 @@ from metaerr_edge.cli import COMMANDS
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the fast legacy exporter, on purpose
 
 BLOCKED = ("torch", "torchvision", "onnx", "onnxscript", "onnxslim", "sklearn", "scipy", "matplotlib", "tqdm")
-SITECUSTOMIZE = f'''
+SITECUSTOMIZE = '''
 import sys
 
-BLOCKED = {BLOCKED!r}
+BLOCKED = {blocked!r}
 
 
 class _Absent:
@@ -43,7 +43,7 @@ class _Absent:
 
 
 sys.meta_path.insert(0, _Absent)
-'''
+'''.replace("{{", "{").replace("}}", "}")
 SCRIPT = Path(sys.executable).with_name("metaerr-edge")
 
 
@@ -63,7 +63,7 @@ def device(tmp_path_factory, tiny_model):
     for i in range(5):
         Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), "L").save(frames / f"{i}.png")
     (root / "site").mkdir()
-    (root / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    (root / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE.replace("{blocked!r}", repr(BLOCKED)))
     import metaerr_edge
 
     package_root = Path(metaerr_edge.__file__).resolve().parents[1]  # the same package as this test process
@@ -97,6 +97,23 @@ def test_help_and_version_need_no_training_stack(device):
     for name in COMMANDS:
         sub = run(name, "--help")
         assert sub.returncode == 0 and "usage: metaerr-edge " + name in sub.stdout, (name, sub.stderr[-500:])
+
+
+def test_help_needs_not_even_pillow(device, tmp_path):
+    """Parsing imports no image library either: every --help works where pillow is missing too."""
+    run, model, _ = device
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE.replace("{blocked!r}", repr((*BLOCKED, "PIL"))))
+    import metaerr_edge
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(metaerr_edge.__file__).resolve().parents[1])])}
+    probe = subprocess.run([sys.executable, "-c", "import PIL"], capture_output=True, text=True, env=env)
+    assert probe.returncode == 1 and "No module named 'PIL'" in probe.stderr  # the blocker works
+    for name in ("", *COMMANDS):
+        args = [name, "--help"] if name else ["--help"]
+        done = subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (name, done.stderr[-500:])
 
 
 def test_inspect_predict_and_bench_run_on_onnxruntime(device):

@@ -77,14 +77,16 @@ import io
 import os
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from metaerr_edge.data.sources import SOURCES, available_sources, load_dataset
-from metaerr_edge.errors import ConfigError, DataError, UnknownName
+from metaerr_edge.errors import ConfigError, DataError, UnknownName, require
 from metaerr_edge.registry import Registry
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["CORRUPTIONS", "FAMILY_GROUPS", "NOISE_SET", "OOD_SOURCES", "SEVERITIES", "TEST_FAMILIES",
            "VALIDATION_FAMILIES", "brightness", "contrast", "corrupt", "defocus_blur", "families",
@@ -140,13 +142,19 @@ def _rng(seed: int, *keys: str | int) -> np.random.Generator:
     return np.random.default_rng(words)
 
 
+def _pil() -> Any:
+    """PIL's Image module, imported when a corruption or a resize first needs it (not at start-up)."""
+    return require("PIL.Image", "pillow", "image corruptions and OOD sets")
+
+
 def _per_image(x: np.ndarray, fn: Callable[[Image.Image, int], Image.Image], size: tuple[int, int] | None = None
                ) -> np.ndarray:
     """``fn(PIL image, index)`` on each image of ``x`` (uint8 NCHW); ``size`` (H, W): of the results."""
     n, c, h, w = x.shape
     out = np.empty((n, c) + (size or (h, w)), np.uint8)
+    pil = _pil()
     for i, img in enumerate(x):
-        res = np.asarray(fn(Image.fromarray(img[0] if c == 1 else img.transpose(1, 2, 0)), i))
+        res = np.asarray(fn(pil.fromarray(img[0] if c == 1 else img.transpose(1, 2, 0)), i))
         out[i] = res[None] if res.ndim == 2 else res.transpose(2, 0, 1)
     return out
 
@@ -270,10 +278,12 @@ def contrast(images: np.ndarray, factor: float, rng: np.random.Generator) -> np.
 def jpeg(images: np.ndarray, quality: int, rng: np.random.Generator) -> np.ndarray:
     """A JPEG round trip through PIL at ``quality``."""
 
+    pil = _pil()
+
     def roundtrip(im: Image.Image, i: int) -> Image.Image:
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=quality)
-        return Image.open(buf)
+        return pil.open(buf)
 
     return _per_image(images, roundtrip)
 
@@ -283,14 +293,15 @@ def pixelate(images: np.ndarray, fraction: float, rng: np.random.Generator) -> n
     """Box-downsampled to ``fraction`` of each side (at least 1 px), then box-upsampled back."""
     h, w = images.shape[2:]
     small = (max(1, int(w * fraction)), max(1, int(h * fraction)))
-    return _per_image(images, lambda im, i: im.resize(small, Image.Resampling.BOX).resize((w, h), Image.Resampling.BOX))
+    box = _pil().Resampling.BOX
+    return _per_image(images, lambda im, i: im.resize(small, box).resize((w, h), box))
 
 
 @_family("geometric", (10, 15, 20, 30, 45))
 def rotation(images: np.ndarray, degrees: float, rng: np.random.Generator) -> np.ndarray:
     """A rotation by ``degrees`` about the centre (image ``i``: ``(-1)**i * degrees``), bilinear, black corners."""
-    return _per_image(images, lambda im, i: im.rotate(degrees if i % 2 == 0 else -degrees,
-                                                      resample=Image.Resampling.BILINEAR, fillcolor=0))
+    bilinear = _pil().Resampling.BILINEAR
+    return _per_image(images, lambda im, i: im.rotate(degrees if i % 2 == 0 else -degrees, resample=bilinear, fillcolor=0))
 
 
 # ---------------------------------------------------------------- the seeded entry point and the split
@@ -364,7 +375,8 @@ def to_format(images: np.ndarray, shape: Sequence[int]) -> np.ndarray:
         luma = x.astype(np.uint32).transpose(0, 2, 3, 1) @ np.array([299, 587, 114], np.uint32)
         x = ((luma + 500) // 1000).astype(np.uint8)[:, None]
     if x.shape[2:] != (h, w):
-        x = _per_image(x, lambda im, i: im.resize((w, h), Image.Resampling.BILINEAR), (h, w))
+        bilinear = _pil().Resampling.BILINEAR
+        x = _per_image(x, lambda im, i: im.resize((w, h), bilinear), (h, w))
     if x.shape[1] == 1 and c == 3:
         x = np.repeat(x, 3, axis=1)
     return np.ascontiguousarray(x)
