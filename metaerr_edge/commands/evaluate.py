@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
 def _run_shift(args: argparse.Namespace, run_, scores: list[str] | None) -> int:
     from metaerr_edge.shift_eval import evaluate_shift, write_shift_report
 
-    report = evaluate_shift(run_, scores, group=args.families or "test", severities=args.severities or (1, 2, 3, 4, 5),
-                            ood=not args.no_ood, root=args.root, max_n=args.max_n,
-                            coverage=0.9 if args.coverage is None else args.coverage, progress=not args.quiet)  # fmt: skip
+    given = {k: v for k, v in (("severities", args.severities), ("coverage", args.coverage)) if v is not None}
+    report = evaluate_shift(run_, scores, group=args.families or "test", ood=not args.no_ood, root=args.root,
+                            max_n=args.max_n, progress=not args.quiet, **given)  # evaluate_shift's defaults otherwise
     paths = write_shift_report(report, args.out or run_.path)
     print(report.to_markdown())
     print("wrote " + ", ".join(str(p) for p in paths.values()))

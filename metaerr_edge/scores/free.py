@@ -39,6 +39,7 @@ part of them; the others lie in [0, 1].
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -63,7 +64,6 @@ __all__ = [
 
 P_GRID: tuple[int, ...] = tuple(range(9))  # p = 0 (no normalisation), 1, ..., 8
 LAMBDA_GRID: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
-_TINY = PROB_FLOOR  # the floor of a probability before a log or a division (the temperature score's too)
 
 
 # --- the scores as torch functions of probs (float64 in `score`, float32 in the fused graph) -------------
@@ -74,7 +74,7 @@ def _msp(p: Tensor) -> Tensor:
 
 
 def _entropy(p: Tensor) -> Tensor:
-    return -(p * p.clamp_min(_TINY).log()).sum(dim=1)
+    return -(p * p.clamp_min(PROB_FLOOR).log()).sum(dim=1)
 
 
 def _margin(p: Tensor) -> Tensor:
@@ -92,14 +92,14 @@ def _ratio(p: Tensor) -> Tensor:
 
 
 def _temperature(p: Tensor, temperature: float) -> Tensor:
-    return 1.0 - torch.softmax(p.clamp_min(_TINY).log() / temperature, dim=1).amax(dim=1)
+    return 1.0 - torch.softmax(p.clamp_min(PROB_FLOOR).log() / temperature, dim=1).amax(dim=1)
 
 
 def _maxlogit_pnorm(p: Tensor, norm: int) -> Tensor:
-    z = p.clamp_min(_TINY).log()
+    z = p.clamp_min(PROB_FLOOR).log()
     zc = z - z.mean(dim=1, keepdim=True)
     if norm == 0:
-        return 1.0 - zc.amax(dim=1) / -math.log(_TINY)
+        return 1.0 - zc.amax(dim=1) / -math.log(PROB_FLOOR)
     scale = zc.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)  # ||z_c||_p = scale * ||z_c / scale||_p, no overflow
     unit = zc / scale
     # ||unit||_p >= max|unit| = 1 unless z_c = 0, where the clamp makes c = 0 / 1 = 0
@@ -113,7 +113,7 @@ def _relu(p: Tensor, matrix: Tensor) -> Tensor:
 
 def _logit_margin(p: Tensor) -> Tensor:
     top = p.topk(2, dim=1).values
-    return top[:, 1] / top[:, 0].clamp_min(_TINY)
+    return top[:, 1] / top[:, 0].clamp_min(PROB_FLOOR)
 
 
 class FreeScoreModule(nn.Module):
@@ -295,13 +295,13 @@ def _calib(ctx: ScoreContext, name: str) -> tuple[np.ndarray, np.ndarray]:
 class _TorchScorer(Scorer):
     """A free scorer whose ``score`` is its own fusable module run in float64."""
 
+    @abc.abstractmethod
     def as_module(self) -> FreeScoreModule:
         """The fitted score as ``forward(x, probs) -> [N]`` for :class:`FusedModel` (``x`` unused).
 
         Example:
             >>> FusedModel(base, create_score("logit-margin").as_module(), preprocess)
         """
-        raise NotImplementedError
 
     def score(self, ctx: ScoreContext, split: str) -> np.ndarray:
         return self.as_module().numpy(ctx.probs(split))
