@@ -30,12 +30,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from metaerr_edge.errors import ConfigError
-from metaerr_edge.options import EPOCHS, batch_size, device_name, fold_count, name_list, positive_float, positive_int, seed
+from metaerr_edge.options import (EPOCHS, batch_size, device_name, fold_count, name_list, positive_float, positive_int,
+                                  seed, view_count)
 
 META_MODES = ("probs", "image", "image+probs", "mentor", "mentor-features")
 AUGMENTATIONS = ("auto", "none", "shift", "shift_flip")
 #: The registered base architectures, for --help only (the registry needs torch; a test keeps them equal).
-ARCH_HELP = "small_cnn, resnet18 (CIFAR stem), mobilenet_v3_small"
+ARCH_HELP = "small_cnn, resnet9 (fast-CIFAR residual net), resnet18 (CIFAR stem), mobilenet_v3_small"
 
 
 def option(default: Any, help: str, *, flag: str | None = None, parse: Callable[[str], Any] | None = None,
@@ -129,6 +130,9 @@ class MetaConfig:
     mentor_kwargs: dict = option({}, "keyword arguments of the mentor architecture", cli=False)
     hidden: int = option(64, "width of the head's hidden layers", cli=False)
     image_width: int = option(16, "width of the image encoder of the image modes", cli=False)
+    shift_views: int = option(0, "corrupted views of each meta-train image (validation corruption families, random "
+                              "severity), labelled by calling the base: the meta-model also learns failure under "
+                              "shift; 0 = clean images only", parse=view_count)
 
     def __post_init__(self) -> None:
         _check_types("MetaConfig", self, {"labels": str, "target": str, "mentor_arch": str, "mentor_kwargs": dict})
@@ -146,6 +150,7 @@ class MetaConfig:
             raise ConfigError(f"meta target must be 'auto', 'error' or 'tcp', got {self.target!r}")
         _check_int("MetaConfig", {"folds": self.folds}, low=2)
         _check_int("MetaConfig", {"epochs": self.epochs, "hidden": self.hidden, "image_width": self.image_width})
+        _check_int("MetaConfig", {"shift_views": self.shift_views}, low=0, high=16)
 
     def target_of(self, mode: str) -> str:
         """``target="auto"``: "tcp" for mentor-features (its best recipe in benchmarks/README.md), else "error"."""

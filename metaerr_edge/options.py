@@ -56,6 +56,11 @@ def round_count(text: str) -> int:
     return _int(text, 0, 1000)
 
 
+def view_count(text: str) -> int:
+    """Corrupted views per image: an integer from 0 to 16."""
+    return _int(text, 0, 16)
+
+
 def seconds(text: str) -> float:
     """A duration in seconds, from 0 to one hour."""
     return _float(text, lambda v: 0 <= v <= 3600, "a number of seconds from 0 to 3600")

@@ -34,7 +34,7 @@ from torch import nn
 
 from metaerr_edge.console import warn
 from metaerr_edge.config import RunConfig
-from metaerr_edge.data import DatasetArrays, ImageArrays, SplitConfig, Splits, load_dataset, make_splits
+from metaerr_edge.data import DatasetArrays, ImageArrays, SplitConfig, Splits, load_dataset, make_splits, shift_views
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text, dumps_json, write_npz
 from metaerr_edge.contract.spec import Contract, InputSpec, ThresholdSpec
@@ -285,8 +285,13 @@ def check_architecture_fits(arch: str, channels: int, num_classes: int, size: tu
                           f"expected (2, {num_classes}) logits")
 
 
-def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = True) -> Run:
+def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = True,
+              base_from: str | os.PathLike | None = None) -> Run:
     """Train the base model and every requested MetaErr mode; write the run folder.
+
+    ``base_from``: a run folder trained with the same data, base settings, seed and error labels;
+    its base (and, where the recipe allows, its mentor) is reused instead of trained again, so only
+    the meta-models are new (trying another meta preset on a base that took an hour to train).
 
     The folder is written whole: its files go into a hidden folder beside ``out_dir``, with
     ``manifest.json`` last, which then replaces ``out_dir`` in one step
@@ -327,19 +332,34 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
             check_architecture_fits(config.meta.mentor_arch, c, k, (h, w), config.meta.mentor_kwargs, role="mentor")
         pool = splits.arrays(data, "pool")
         calib, test = splits.arrays(data, "calib"), splits.arrays(data, "test")
-        # 1. Error labels on data the base did not train on.
-        if config.meta.labels == "crossfit":
-            meta_x, meta_y = pool.images, pool.labels
-            meta_probs, _ = crossfit_probs(new_base, meta_x, meta_y, pre, fit, config.meta.folds, progress, "base fold")
+        reuse = _base_source(base_from, config, out) if base_from is not None else None
+        crossfit = config.meta.labels == "crossfit"
+        meta_split = pool if crossfit else splits.arrays(data, "meta_train")
+        mentor_train = pool if crossfit else splits.arrays(data, "base_train")
+        meta_x, meta_y = meta_split.images, meta_split.labels
+        views_x = shift_views(meta_x, config.meta.shift_views, config.seed) if config.meta.shift_views else None
+        views_p: np.ndarray | None = None
+        # 1. Error labels on data the base did not train on (views: the same rows, corrupted).
+        if reuse is not None:
+            base, meta_probs = reuse.base, reuse.predictions["meta_train_probs"]
+        elif crossfit:
+            if views_x is not None:
+                views_p = np.zeros((len(views_x), k), np.float32)
+                rows_of = np.arange(len(views_x)).reshape(config.meta.shift_views, len(meta_x))
+
+                def score_views(model: nn.Module, held: np.ndarray) -> None:
+                    idx = rows_of[:, held].reshape(-1)
+                    views_p[idx] = predict_probs(model, views_x[idx], pre, device=config.device)
+            meta_probs, _ = crossfit_probs(new_base, meta_x, meta_y, pre, fit, config.meta.folds, progress, "base fold",
+                                           on_fold=score_views if views_x is not None else None)  # fmt: skip
             base = fit_classifier(new_base(), pool.images, pool.labels, pre, fit, progress, "base (all)")
-            mentor_train = pool
         else:
-            base_tr, meta_tr = splits.arrays(data, "base_train"), splits.arrays(data, "meta_train")
-            base = fit_classifier(new_base(), base_tr.images, base_tr.labels, pre, fit, progress, "base")
-            meta_x, meta_y = meta_tr.images, meta_tr.labels
+            base = fit_classifier(new_base(), mentor_train.images, mentor_train.labels, pre, fit, progress, "base")
             meta_probs = predict_probs(base, meta_x, pre, device=config.device)
-            mentor_train = base_tr
+        if views_x is not None and views_p is None:  # held-out rows: the deployed base never saw them
+            views_p = predict_probs(base, views_x, pre, device=config.device)
         meta_data = MetaData(meta_x, meta_probs, meta_y)
+        views = None if views_x is None else MetaData(views_x, views_p, np.tile(meta_y, config.meta.shift_views))
         is_error = meta_data.is_error
         preds: dict[str, np.ndarray] = {
             "calib_probs": predict_probs(base, calib.images, pre, device=config.device),
@@ -347,13 +367,16 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
             "test_probs": predict_probs(base, test.images, pre, device=config.device),
             "test_labels": test.labels,
             "meta_train_is_error": is_error,
+            "meta_train_probs": meta_probs,  # what base_from= reuses (out-of-fold for cross-fit runs)
         }
         # 2. One meta-model per input mode.
         meta_results, meta_ckpts = {}, {}
         for i, mode in enumerate(config.meta.modes):
             torch.manual_seed(config.seed + 100 + i)  # the head's initial weights depend on the seed only
             meta = MetaModel(head_config(config, mode), c, k, (h, w))
-            result = fit_meta_mode(meta, config, meta_data, mentor_train, base, pre, meta_fit_config(config, i), progress)
+            trained = reuse is not None and _reuse_mentor(meta, reuse, config, mode)
+            result = fit_meta_mode(meta, config, meta_data, mentor_train, base, pre, meta_fit_config(config, i), progress,
+                                   mentor_trained=trained, views=views)  # fmt: skip
             meta_results[mode] = asdict(result)
             for split, arr in (("calib", calib), ("test", test)):
                 preds[f"{split}_score_{mode}"] = meta_scores(meta, arr.images, preds[f"{split}_probs"], pre, device=config.device)
@@ -364,6 +387,8 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
             "split_sizes": splits.sizes(),
             "meta_train_n": int(len(is_error)),
             "meta_train_errors": int(is_error.sum()),
+            **({} if views is None else {"shift_view_n": int(len(views.labels)), "shift_view_errors": int(views.is_error.sum())}),
+            **({} if reuse is None else {"base_from": str(reuse.path)}),
             "meta": meta_results,
             "train_seconds": round(time.perf_counter() - t0, 2),
             "torch": torch.__version__,
@@ -384,7 +409,8 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
 
 
 def fit_meta_mode(meta: MetaModel, config: RunConfig, data: MetaData, base_train: ImageArrays, base: nn.Module,
-                  pre: Preprocess, fit: MetaFitConfig, progress: bool = True, mentor_trained: bool = False) -> MetaFitResult:
+                  pre: Preprocess, fit: MetaFitConfig, progress: bool = True, mentor_trained: bool = False,
+                  views: MetaData | None = None) -> MetaFitResult:
     """Fit one meta-model the way ``train_run`` does: the run's settings turned into plain data for
     :func:`metaerr_edge.meta.fit_meta` (the one recipe).
 
@@ -402,8 +428,43 @@ def fit_meta_mode(meta: MetaModel, config: RunConfig, data: MetaData, base_train
     if meta.config.target == "tcp" and config.meta.labels == "heldout":
         fit_only = MetaData(base_train.images, predict_probs(base, base_train.images, pre, device=config.device),
                             base_train.labels)
-    return fit_meta(meta, data, pre, fit, mentor=mentor, fit_only=fit_only, progress=progress,
+    return fit_meta(meta, data, pre, fit, mentor=mentor, fit_only=fit_only, views=views, progress=progress,
                     desc=f"meta [{meta.config.mode}]")
+
+
+def _base_source(base_from: str | os.PathLike, config: RunConfig, out: Path) -> Run:
+    """The run whose base ``train_run(base_from=...)`` reuses, checked to be the same base recipe."""
+    src = Run(base_from)
+    if src.path.resolve() == out.resolve():
+        raise ConfigError(f"--base-from {src.path} is the output folder itself; write the new run to another folder")
+    old = src.config
+    same = {"data": old.data == config.data, "base": old.base == config.base, "seed": old.seed == config.seed,
+            "error labels": (old.meta.labels, old.meta.folds if old.meta.labels == "crossfit" else 0)
+            == (config.meta.labels, config.meta.folds if config.meta.labels == "crossfit" else 0)}  # fmt: skip
+    differ = [k for k, ok in same.items() if not ok]
+    if differ:
+        raise ConfigError(f"--base-from {src.path}: its {', '.join(differ)} settings differ from this run's, so its base is "
+                          "not the one this run would train; pass the same data, base, seed and error-label options")
+    if "meta_train_probs" not in src.predictions:
+        raise ConfigError(f"--base-from {src.path}: the run predates reusable bases (no meta_train_probs in its "
+                          "predictions.npz); train it again once, or train this run without --base-from")
+    if config.meta.shift_views and config.meta.labels == "crossfit":
+        raise ConfigError("--shift-views with cross-fit labels scores each view with the fold model that did not see it, "
+                          "and a reused run keeps no fold models; use --error-labels heldout, or train without --base-from")
+    return src
+
+
+def _reuse_mentor(meta: MetaModel, src: Run, config: RunConfig, mode: str) -> bool:
+    """Load the mentor of ``src`` into ``meta`` where it is the one this run would train; True if so.
+    (Cross-fit ``mentor`` heads need the out-of-fold mentors, which runs do not keep.)"""
+    if meta.mentor is None or (mode == "mentor" and config.meta.labels == "crossfit"):
+        return False
+    same = (src.config.meta.mentor_arch, src.config.meta.mentor_kwargs) == (config.meta.mentor_arch, config.meta.mentor_kwargs)
+    for m in src.config.meta.modes if same else ():
+        if m in ("mentor", "mentor-features"):
+            meta.mentor.load_state_dict(src.meta(m).mentor.state_dict())
+            return True
+    return False
 
 
 def _save_torch(path: Path, obj: dict) -> None:

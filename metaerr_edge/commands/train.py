@@ -31,6 +31,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a base classifier and its MetaErr meta-model into a run folder")
     add_train_options(p)
     p.add_argument("-o", "--out", default="runs/latest", help="run folder to write (default: %(default)s)")
+    p.add_argument("--base-from", metavar="RUN", default=None,
+                   help="reuse the base (and mentor) of this run folder, trained with the same data, base, seed and "
+                        "error-label options: only the meta-models are trained")  # fmt: skip
     return p
 
 
@@ -38,6 +41,6 @@ def run(args: argparse.Namespace) -> int:
     from metaerr_edge.pipeline import train_run
 
     out = check_run_folder(args.out)
-    run_ = train_run(config_from_args(args), out, progress=not args.quiet)
+    run_ = train_run(config_from_args(args), out, progress=not args.quiet, base_from=args.base_from)
     print(dumps_json({"run": str(run_.path), **run_.summary}, indent=2))
     return 0

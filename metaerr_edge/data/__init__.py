@@ -13,7 +13,7 @@
 from metaerr_edge.data.arrays import DatasetArrays, ImageArrays, validate_dataset
 from metaerr_edge.data.labels import error_labels
 from metaerr_edge.data.shift import (CORRUPTIONS, SEVERITIES, TEST_FAMILIES, VALIDATION_FAMILIES, corrupt, families,
-                                     ood_sets, to_format)
+                                     ood_sets, shift_views, to_format)
 from metaerr_edge.data.sources import available_sources, load_dataset, register_source
 from metaerr_edge.data.splits import SPLIT_NAMES, SplitConfig, Splits, make_splits
 
@@ -35,6 +35,7 @@ __all__ = [
     "make_splits",
     "ood_sets",
     "register_source",
+    "shift_views",
     "to_format",
     "validate_dataset",
 ]

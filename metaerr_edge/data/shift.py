@@ -331,6 +331,34 @@ TEST_FAMILIES: tuple[str, ...] = ("shot_noise", "impulse_noise", "defocus_blur",
 FAMILY_GROUPS = ("validation", "test")
 
 
+def shift_views(images: np.ndarray, copies: int, seed: int = 0) -> np.ndarray:
+    """``copies`` corrupted views of each image, for training a meta-model on failure under shift.
+
+    View ``v`` of image ``i`` is row ``v * N + i`` of the result (copy-major, uint8, same shape per
+    image). Each view takes one :data:`VALIDATION_FAMILIES` family and one severity 1..5, drawn
+    uniformly from a generator fixed by ``seed``: only the validation group, because training is a
+    choice, and the test families are kept for reporting (:data:`TEST_FAMILIES`).
+
+    Example:
+        >>> shift_views(x, 2, seed=0).shape == (2 * len(x), *x.shape[1:])
+        True
+    """
+    x = _check_images(images)
+    copies = _check_int(copies, "copies", 1)
+    rng = _rng(seed, "shift_views")
+    n = len(x)
+    family_of = rng.integers(0, len(VALIDATION_FAMILIES), copies * n)
+    severity_of = rng.integers(1, len(SEVERITIES) + 1, copies * n)
+    out = np.empty((copies * n, *x.shape[1:]), np.uint8)
+    source = np.tile(np.arange(n), copies)
+    for f, family in enumerate(VALIDATION_FAMILIES):
+        for severity in SEVERITIES:
+            rows = np.flatnonzero((family_of == f) & (severity_of == severity))
+            if len(rows):
+                out[rows] = corrupt(x[source[rows]], family, severity, seed=seed + int(rows[0]))
+    return out
+
+
 def families(group: str) -> tuple[str, ...]:
     """The families of ``group``: ``"validation"`` (may inform choices) or ``"test"`` (reported only)."""
     if group == "validation":

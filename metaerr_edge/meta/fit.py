@@ -134,6 +134,7 @@ def fit_meta(
     *,
     mentor: MentorData | None = None,
     fit_only: MetaData | None = None,
+    views: MetaData | None = None,
     progress: bool = True,
     desc: str = "meta",
 ) -> MetaFitResult:
@@ -142,8 +143,11 @@ def fit_meta(
     The mentor modes first train ``meta.mentor`` on ``mentor`` (unless ``mentor.trained``), then
     precompute its outputs once (it is frozen). ``fit_only``: rows used for fitting but never for
     validation (a ``target="tcp"`` head with held-out labels also learns from the base's own
-    training rows, ConfidNet's recipe). Validation is a stratified ``config.val_fraction`` of
-    ``data`` and always scores the error labels. ``target="error"`` heads: class-weighted BCE
+    training rows, ConfidNet's recipe). ``views``: corrupted copies of ``data``'s images with the
+    base's probabilities on them (:func:`metaerr_edge.data.shift_views`: row ``v * N + i`` is a view
+    of row ``i``), fitted and validated on like ``data``, a view always on the same side of the split
+    as its source image; the mentor modes read them through the final mentor. Validation is a
+    stratified ``config.val_fraction`` of ``data`` (and its views) and always scores the error labels. ``target="error"`` heads: class-weighted BCE
     (errors up-weighted by ``n_correct / n_error`` unless ``config.balanced`` is False);
     ``target="tcp"`` heads: MSE to the base's true-class probability.
 
@@ -162,15 +166,26 @@ def fit_meta(
     device = config.device
     if mentor is not None and meta.mentor is None:
         raise ConfigError(f"meta mode {meta.config.mode!r} has no mentor; pass mentor=None")
+    n = len(data.labels)
+    if views is not None and (len(views.labels) == 0 or len(views.labels) % n or views.images.shape[1:] != data.images.shape[1:]):
+        raise DataError(f"views: {len(views.labels)} rows of {views.images.shape[1:]} images for {n} meta rows of "
+                        f"{data.images.shape[1:]}; expected a whole number of views of each meta image "
+                        "(metaerr_edge.data.shift_views)")
     mentor_out = _mentor_outputs(meta, data, preprocess, mentor, device, progress) if meta.mentor is not None else None
-    rows, train_only = data, np.zeros(len(data.labels), bool)
+    val = np.zeros(n, bool)
+    val[stratified_holdout(data.is_error, config.val_fraction, config.seed)] = True
+    parts = [data]
+    if views is not None:
+        parts.append(views)
+        val = np.concatenate([val, np.tile(val, len(views.labels) // n)])
     if fit_only is not None:
-        rows = MetaData(np.concatenate([data.images, fit_only.images]), np.concatenate([data.probs, fit_only.probs]),
-                        np.concatenate([data.labels, fit_only.labels]))
-        train_only = np.arange(len(rows.labels)) >= len(data.labels)
-        if mentor_out is not None:
-            mentor_out = np.concatenate([mentor_out, mentor_outputs(meta, fit_only.images, preprocess, device=device)])
-    return _train_head(meta, rows, preprocess, config, mentor_out, train_only, progress, desc)
+        parts.append(fit_only)
+        val = np.concatenate([val, np.zeros(len(fit_only.labels), bool)])
+    rows = data if len(parts) == 1 else MetaData(*(np.concatenate([getattr(p, f) for p in parts])
+                                                    for f in ("images", "probs", "labels")))
+    if mentor_out is not None:
+        mentor_out = np.concatenate([mentor_out] + [mentor_outputs(meta, p.images, preprocess, device=device) for p in parts[1:]])
+    return _train_head(meta, rows, preprocess, config, mentor_out, val, progress, desc)
 
 
 def _mentor_outputs(meta: MetaModel, data: MetaData, pre: Preprocess, mentor: MentorData | None, device: str,
@@ -189,7 +204,7 @@ def _mentor_outputs(meta: MetaModel, data: MetaData, pre: Preprocess, mentor: Me
         if mentor.factory is not None:  # built after the folds: its initial weights follow theirs, seed-determined
             meta.mentor = mentor.factory()
         fit_classifier(meta.mentor, mentor.images, mentor.labels, pre, mentor.fit, progress, "mentor")
-    meta.mentor.requires_grad_(False)
+    meta.mentor.requires_grad_(False).eval()
     if meta.feature_dim:
         meta.set_feature_stats(pre(to_float(mentor.images)))
     return oof if oof is not None else mentor_outputs(meta, data.images, pre, device=device)
@@ -202,8 +217,8 @@ def _new_mentor(meta: MetaModel, channels: int, size: tuple[int, int]) -> nn.Mod
 
 
 def _train_head(meta: MetaModel, data: MetaData, preprocess: Preprocess, config: MetaFitConfig,
-                mentor_out: np.ndarray | None, train_only: np.ndarray, progress: bool, desc: str) -> MetaFitResult:
-    """The training loop of :func:`fit_meta` (``train_only`` rows are never validated on)."""
+                mentor_out: np.ndarray | None, val: np.ndarray, progress: bool, desc: str) -> MetaFitResult:
+    """The training loop of :func:`fit_meta` (``val``: the rows validated on, never fitted)."""
     from sklearn.metrics import roc_auc_score
 
     images, probs, is_error = data.images, data.probs, data.is_error
@@ -211,9 +226,6 @@ def _train_head(meta: MetaModel, data: MetaData, preprocess: Preprocess, config:
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    eligible = np.flatnonzero(~train_only)
-    val = np.zeros(len(is_error), bool)
-    val[eligible[stratified_holdout(is_error[eligible], config.val_fraction, config.seed)]] = True
     x_all = to_float(images) if meta.config.uses_image else None  # a mentor's outputs come precomputed
     p_all = torch.from_numpy(probs.astype(np.float32))
     m_all = None if mentor_out is None else torch.from_numpy(mentor_out.astype(np.float32))

@@ -156,6 +156,7 @@ class MetaModel(nn.Module):
     @torch.no_grad()
     def set_feature_stats(self, x: torch.Tensor) -> None:
         """Standardise the mentor's features with their mean/std on ``x`` (normalised images)."""
+        self.mentor.eval()  # a mentor loaded into a fresh (training-mode) MetaModel must not update its BatchNorm here
         f = torch.cat([self.mentor.forward_features(x[i : i + 512]).float() for i in range(0, len(x), 512)])
         self.feature_mean.copy_(f.mean(0))
         self.feature_std.copy_(f.std(0) + 1e-6)

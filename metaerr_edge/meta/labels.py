@@ -39,12 +39,15 @@ def crossfit_probs(
     progress: bool = True,
     desc: str = "fold",
     extra: tuple[np.ndarray, np.ndarray] | None = None,
+    on_fold: Callable[[nn.Module, np.ndarray], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold probabilities: k models, each scoring the fold it did not see.
 
     Returns ``(oof_probs, fold_id)``; row ``i`` of ``oof_probs`` comes from the model trained
     without fold ``fold_id[i]``. ``extra`` (images, labels) joins every fold model's training data
-    and is never scored (e.g. the pseudo-labels the deployed base also trained on).
+    and is never scored (e.g. the pseudo-labels the deployed base also trained on). ``on_fold(model,
+    held)`` is called with each fold model and the indices it did not see (e.g. to score corrupted
+    views of those rows out of fold too).
 
     Example:
         >>> oof, folds = crossfit_probs(lambda: create_base("small_cnn", 1, 10, (8, 8)), x, y, pre, FitConfig(), k=5)
@@ -65,5 +68,7 @@ def crossfit_probs(
         if oof is None:
             oof = np.zeros((len(images), p.shape[1]), np.float32)
         oof[held] = p
+        if on_fold is not None:
+            on_fold(model, np.flatnonzero(held))
     assert oof is not None
     return oof, folds

@@ -83,6 +83,60 @@ def small_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], w
     return SmallCNN(in_channels, num_classes, width=width, dropout=dropout)
 
 
+class _Residual(nn.Module):
+    """conv -> max-pool -> BN -> GELU, then ``x + conv-BN-GELU(x)``: one stage of :class:`ResNet9`."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.down = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2),
+                                  nn.BatchNorm2d(cout), nn.GELU())  # fmt: skip
+        self.body = nn.Sequential(nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.down(x)
+        return x + self.body(x)
+
+
+class ResNet9(nn.Module):
+    """The fast-CIFAR residual net (the DAWNBench ResNet-9 layout at airbench's widths): a 3x3 stem,
+    three residual stages that each halve the side, global max-pool, dropout, linear head.
+
+    About 0.29 GFLOPs per 32x32 image at the default widths (ResNet-18 with the CIFAR stem: 0.56).
+    Seams as :class:`SmallCNN`.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, int, int] = (64, 256, 256),
+                 stem: int = 24, dropout: float = 0.2) -> None:  # fmt: skip
+        super().__init__()
+        a, b, c = (int(w) for w in widths)
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.GELU(),
+            _Residual(stem, a), _Residual(a, b), _Residual(b, c),
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+        )  # fmt: skip
+        self.head_drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(c, num_classes)
+        self.num_features = c
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.head_drop(self.features(x)))
+
+
+@register_base("resnet9")
+def resnet9(in_channels: int, num_classes: int, image_size: tuple[int, int], widths: tuple[int, int, int] = (64, 256, 256),
+            dropout: float = 0.2) -> nn.Module:  # fmt: skip
+    """The benchmark's converged CIFAR-10 base (88%+ in about half an hour a run on 2 CPU cores,
+    benchmarks/README.md). Needs images of at least 8x8 (three halvings)."""
+    if len(tuple(widths)) != 3:
+        from metaerr_edge.errors import ConfigError
+
+        raise ConfigError(f"resnet9 widths: three stage widths, e.g. [64, 256, 256]; got {widths!r}")
+    return ResNet9(in_channels, num_classes, tuple(widths), dropout=dropout)
+
+
 @register_base("resnet18")
 def resnet18(in_channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
     """torchvision ResNet-18 with the CIFAR stem: 3x3 stride-1 first conv, no max-pool. No dropout, and
