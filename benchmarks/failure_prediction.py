@@ -63,6 +63,15 @@ PLOTTED = ("metaerr[selected]", "metaerr[probs]", "metaerr[mentor]", "msp", "tem
 SUMMARY_KEYS = ("auroc", "aurc", "eaurc", "augrc", "aupr_error", "fpr95tpr", "risk@cov90")
 
 
+#: MetaErr candidates trained on each run's base (``train_run(base_from=run)``: base and mentor
+#: reused, only meta-models new), scored as ``metaerr[MODE@NAME]``. ``views2``: meta-training also on
+#: two corrupted views of each meta-train image (validation families only, ``--shift-views 2``).
+CANDIDATES = {
+    "views2": {"modes": ("probs", "mentor", "mentor-features"), "shift_views": 2},
+    "features": {"modes": ("mentor-features",)},
+}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", default="../shared/datasets", help="folder holding MNIST/, FashionMNIST/, CIFAR10-jpeg/")
@@ -147,14 +156,27 @@ def run_folder(args, config: RunConfig) -> Path:
     return Path(args.runs_dir) / f"{d.dataset}_{b.arch}_p{d.max_pool}_e{b.epochs}_b{b.batch_size}_s{config.seed}"
 
 
-def get_run(config: RunConfig, folder: Path, progress: bool) -> tuple[Run, float]:
-    """Reuse a finished run folder with the same config, else train one."""
+def get_run(config: RunConfig, folder: Path, progress: bool, base_from: Path | None = None) -> tuple[Run, float]:
+    """Reuse a finished run folder with the same config, else train one (on ``base_from``'s base)."""
     cfg = folder / "config.json"
     if cfg.is_file() and RunConfig.from_dict(json.loads(cfg.read_text())["config"]) == config:
         return Run(folder), float(json.loads(cfg.read_text())["summary"].get("train_seconds", 0.0))
     t0 = time.perf_counter()
-    run = train_run(config, folder, progress=progress)
+    run = train_run(config, folder, progress=progress, base_from=base_from)
     return run, time.perf_counter() - t0
+
+
+def candidate_runs(anchor: Run, progress: bool) -> dict[str, Run]:
+    """The :data:`CANDIDATES` runs on ``anchor``'s base, in folders beside it (reused when unchanged)."""
+    out = {}
+    for name, changes in CANDIDATES.items():
+        config = dataclasses.replace(anchor.config, meta=dataclasses.replace(anchor.config.meta, **changes))
+        out[name], _ = get_run(config, Path(f"{anchor.path}__{name}"), progress, base_from=anchor.path)
+    return out
+
+
+def candidate_specs(cands: dict[str, Run]) -> list[str]:
+    return [f"metaerr[{mode}@{name}]" for name, run in cands.items() for mode in run.config.meta.modes]
 
 
 def row_metrics(s_test: np.ndarray, err_test: np.ndarray, s_cal: np.ndarray | None, err_cal: np.ndarray, n_boot: int, seed: int) -> dict:
@@ -226,17 +248,23 @@ def meta_cost(meta: MetaModel, shape: tuple[int, ...]) -> dict:
 def one_seed(args, config: RunConfig, specs: list[str], with_variants: bool, progress: bool) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
     run, train_s = get_run(config, run_folder(args, config), progress)
     t0 = time.perf_counter()
-    report = evaluate_run(run, specs, n_boot=args.n_boot, seed=config.seed, progress=progress)
+    cands = candidate_runs(run, progress) if with_variants else {}
+    cand_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report = evaluate_run(run, specs + candidate_specs(cands), n_boot=args.n_boot, seed=config.seed, progress=progress,
+                          meta_runs=cands)  # fmt: skip
     eval_s = time.perf_counter() - t0
     err_cal = error_labels(run.predictions["calib_probs"], run.predictions["calib_labels"])
     rows = dict(report.rows)
-    for mode in run.config.meta.modes:  # calib metrics of the trained MetaErr modes, for selection
-        s_cal = run.predictions[f"calib_score_{mode}"].astype(np.float64)
-        rows[f"metaerr[{mode}]"].update(calib_auroc=float(auroc(s_cal, err_cal)), calib_aurc=float(aurc(s_cal, err_cal)))
+    shape = (run.channels, run.height, run.width)
+    costs = {"base": cost(run.base, shape)}
+    for name, r in {"": run, **cands}.items():  # calib metrics of the trained MetaErr modes (for selection) and costs
+        for mode in r.config.meta.modes:
+            label = f"metaerr[{mode}{'@' + name if name else ''}]"
+            s_cal = r.predictions[f"calib_score_{mode}"].astype(np.float64)
+            rows[label].update(calib_auroc=float(auroc(s_cal, err_cal)), calib_aurc=float(aurc(s_cal, err_cal)))
+            costs[label] = meta_cost(r.meta(mode), shape)
     scores = dict(report.scores)
-    costs = {"base": cost(run.base, (run.channels, run.height, run.width))}
-    for mode in run.config.meta.modes:
-        costs[f"metaerr[{mode}]"] = meta_cost(run.meta(mode), (run.channels, run.height, run.width))
     t1 = time.perf_counter()
     if with_variants:
         extra, extra_costs = metaerr_variants(run, args, progress)
@@ -254,7 +282,9 @@ def one_seed(args, config: RunConfig, specs: list[str], with_variants: bool, pro
         "seed": config.seed, "test_accuracy": report.test_accuracy, "error_rate": report.error_rate, "n_test": report.n_test,
         "n_calib": len(err_cal), "split_sizes": run.summary.get("split_sizes"), "meta_train_errors": run.summary.get("meta_train_errors"),
         "selected": best, "rows": rows, "skipped": report.skipped, "costs": costs,
-        "seconds": {"train": round(train_s, 1), "evaluate": round(eval_s, 1), "variants": round(variants_s, 1)},
+        "candidates": sorted(cands),
+        "seconds": {"train": round(train_s, 1), "candidates": round(cand_s, 1), "evaluate": round(eval_s, 1),
+                    "variants": round(variants_s, 1)},
     }  # fmt: skip
     return result, scores, report.is_error
 
@@ -278,7 +308,7 @@ def run_dataset(args, dataset: str, progress: bool) -> dict:
     if args.resume and path.is_file():
         old = loads_json(path.read_text())
         if old["config"] == {**run_config(args, dataset, 0).to_dict(), "seed": "per seed"}:
-            done = {s["seed"]: s for s in old["seeds"]}
+            done = {s["seed"]: s for s in old["seeds"] if s.get("candidates") == sorted(CANDIDATES)}
             t0 -= old.get("wall_seconds", 0.0)
     for seed in args.seeds:
         config = run_config(args, dataset, seed)

@@ -5,9 +5,14 @@
     python benchmarks/shift.py --readme-only                                  # re-tabulate saved JSON
 
 Per dataset and seed it opens (or trains) the run folder of ``benchmarks/failure_prediction.py`` with
-the same settings (same config: the same folder, reused), then :func:`metaerr_edge.shift_eval.evaluate_shift`
-on the **test** corruption families (reported only; nothing here chooses anything), five severities,
-and the OOD sets counted as failures. Outputs: ``benchmarks/results/shift_<dataset>.json`` (written
+the same settings (same config: the same folder, reused) and its MetaErr candidates (``CANDIDATES``
+there: the same base, other meta-models), then :func:`metaerr_edge.shift_eval.evaluate_shift` twice:
+
+- **selection**: the calibration split under the **validation** corruption families (the only
+  numbers any choice of preset or default may look at), clean calib AUROC and mean shifted AUROC;
+- **report**: the test split under the **test** corruption families (reported only; nothing is
+  chosen on it), five severities, and the OOD sets counted as failures.
+ Outputs: ``benchmarks/results/shift_<dataset>.json`` (written
 after every seed: ``--resume`` skips the seeds already there), ``shift_<dataset>.png`` (seed 0) and
 the tables in ``benchmarks/README.md`` between the shift markers.
 """
@@ -26,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from failure_prediction import get_run, run_config, run_folder  # noqa: E402  (the same runs as the failure-prediction benchmark)
+from failure_prediction import (candidate_runs, candidate_specs, get_run, run_config,  # noqa: E402  (the same runs as the
+                                run_folder)  # failure-prediction benchmark, and the same candidates on their bases)
 
 from metaerr_edge._fileio import atomic_write_text, dumps_json, loads_json  # noqa: E402
 from metaerr_edge.shift_eval import ShiftReport, evaluate_shift, plot_shift  # noqa: E402
@@ -47,6 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     ap.add_argument("--max-n", type=int, default=2000, help="test images per set (0 = the run's whole test split)")
+    ap.add_argument("--calib-n", type=int, default=1000, help="calibration images per validation-family set (selection)")
     ap.add_argument("--scores", nargs="+", default=SCORES)
     ap.add_argument("--resume", action="store_true", help="keep the seeds already in the results file")
     ap.add_argument("--readme-only", action="store_true")
@@ -60,7 +67,7 @@ def run_dataset(args, dataset: str) -> dict:
     path = RESULTS / f"shift_{dataset}.json"
     doc = loads_json(path.read_text()) if args.resume and path.is_file() else {"dataset": dataset, "seeds": {}}
     settings = {"config": {**run_config(args.fp, dataset, 0).to_dict(), "seed": "per seed"}, "max_n": args.max_n,
-                "severities": sorted(set(args.severities)), "scores": list(args.scores)}
+                "severities": sorted(set(args.severities)), "scores": list(args.scores), "calib_n": args.calib_n}
     changed = sorted(k for k, v in settings.items() if doc["seeds"] and loads_json(dumps_json(v)) != doc.get(k))
     if changed:
         raise SystemExit(f"{path} holds seeds run with other {', '.join(changed)}; run without --resume to start over")
@@ -70,12 +77,21 @@ def run_dataset(args, dataset: str) -> dict:
             print(f"{dataset} seed {seed}: kept from {path}", flush=True)
             continue
         config = run_config(args.fp, dataset, seed)
-        run, train_s = get_run(config, run_folder(args.fp, config), progress=not args.fp.quiet)
+        progress = not args.fp.quiet
+        run, train_s = get_run(config, run_folder(args.fp, config), progress=progress)
+        cands = candidate_runs(run, progress)
+        metaerr = [f"metaerr[{m}]" for m in run.config.meta.modes] + candidate_specs(cands)
         t0 = time.perf_counter()
-        report = evaluate_shift(run, args.scores, group="test", severities=args.severities, root=args.fp.root,
-                                max_n=args.max_n or None, seed=seed, progress=not args.fp.quiet)  # fmt: skip
+        chosen_on = evaluate_shift(run, ["msp"] + metaerr, group="validation", split="calib", severities=args.severities,
+                                   ood=False, max_n=args.calib_n or None, seed=seed, progress=progress, meta_runs=cands)
+        select_s = time.perf_counter() - t0
+        report = evaluate_shift(run, list(dict.fromkeys(args.scores + metaerr)), group="test", severities=args.severities,
+                                root=args.fp.root, max_n=args.max_n or None, seed=seed, progress=progress, meta_runs=cands)
         doc["seeds"][str(seed)] = {**report.to_dict(), "test_accuracy": run.summary.get("test_accuracy"),
-                                   "seconds": {"train": round(train_s, 1), "shift": round(time.perf_counter() - t0, 1)}}
+                                   "selection": {"split": "calib", "families": "validation", "n": args.calib_n,
+                                                 "summary": chosen_on.summary()},
+                                   "seconds": {"train": round(train_s, 1), "select": round(select_s, 1),
+                                               "shift": round(time.perf_counter() - t0 - select_s, 1)}}  # fmt: skip
         doc.update(settings)
         atomic_write_text(path, dumps_json(doc, indent=1))
         print(f"{dataset} seed {seed}: acc {run.summary.get('test_accuracy'):.4f} {doc['seeds'][str(seed)]['seconds']}", flush=True)

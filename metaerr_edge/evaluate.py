@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -102,14 +102,18 @@ def each_score(ctx: ScoreContext, specs: Sequence[str] | None, use: Callable[[Sc
         yield label, out
 
 
-def evaluate_run(run: Run, scores: list[str] | None = None, n_boot: int = 1000, seed: int = 0, progress: bool = True) -> EvalReport:
+def evaluate_run(run: Run, scores: list[str] | None = None, n_boot: int = 1000, seed: int = 0, progress: bool = True,
+                 meta_runs: Mapping[str, Run] | None = None) -> EvalReport:
     """Fit (on non-test splits) and score every requested failure score on the test split.
+
+    ``meta_runs``: runs trained on this run's base (``train_run(base_from=...)``), whose meta-models
+    the specs name as ``metaerr[MODE@NAME]``.
 
     Example:
         >>> report = evaluate_run(load_run("runs/digits"), ["msp", "metaerr[probs]"])
         >>> print(report.to_markdown())
     """
-    ctx = ScoreContext(run, seed=seed)
+    ctx = ScoreContext(run, seed=seed, meta_runs=meta_runs)
     is_error = ctx.is_error("test")
     report = EvalReport(str(run.path), run.config.data.dataset, run.config.base.arch, int(len(is_error)),
                         float(is_error.mean()), float(1 - is_error.mean()), is_error=is_error)  # fmt: skip

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ class ShiftReport:
     thresholds: dict[str, float | None] = field(default_factory=dict)
     sets: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    split: str = "test"  # the run's split the sets are made from ("calib": for choosing, never reported)
     test_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)  # rows of the test split used
 
     @property
@@ -65,10 +66,10 @@ class ShiftReport:
     def from_dict(cls, doc: dict[str, Any]) -> "ShiftReport":
         """A report back from :meth:`to_dict` (e.g. shift.json), enough to tabulate and plot it again."""
         return cls(doc["run"], doc["dataset"], doc["arch"], doc["family_group"], doc["threshold_coverage"],
-                   dict(doc["thresholds"]), list(doc["sets"]), dict(doc.get("skipped", {})))
+                   dict(doc["thresholds"]), list(doc["sets"]), dict(doc.get("skipped", {})), doc.get("split", "test"))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run": self.run, "dataset": self.dataset, "arch": self.arch, "family_group": self.group,
+        return {"run": self.run, "dataset": self.dataset, "arch": self.arch, "family_group": self.group, "split": self.split,
                 "threshold_coverage": self.coverage, "thresholds": self.thresholds, "sets": self.sets,
                 "summary": self.summary(), "skipped": self.skipped, "n_test_used": int(len(self.test_indices)),
                 "notes": "aurc and augrc are raw areas (tables x1000); OOD sets are the clean test split plus the OOD "
@@ -163,7 +164,8 @@ def calibration_threshold(calib_scores: np.ndarray, coverage: float) -> float | 
 
 def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str,
                    severities: Sequence[int] = SEVERITIES, ood: bool = True, root: str | None = None,
-                   max_n: int | None = None, coverage: float = 0.9, seed: int = 0, progress: bool = True) -> ShiftReport:
+                   max_n: int | None = None, coverage: float = 0.9, seed: int = 0, progress: bool = True,
+                   split: str = "test", meta_runs: Mapping[str, Run] | None = None) -> ShiftReport:
     """Every score on the run's test split under each corruption of ``group`` and on the OOD sets.
 
     Args:
@@ -176,6 +178,12 @@ def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str,
         max_n: use at most this many test images: a seeded random subset of the test split
             (``report.test_indices``), not its first images (a split may be sorted by class).
         coverage: the calibration coverage of each score's threshold.
+        split: ``"test"`` (reported), or ``"calib"`` to choose between meta-models (with
+            ``group="validation"``) without looking at the test split. Scores fitted on the
+            calibration split (temperature, MaxLogit-pNorm, REL-U, ...) are then scored on their own
+            fitting data: compare MetaErr variants there, not the fitted baselines.
+        meta_runs: runs on this run's base (``train_run(base_from=...)``) named in ``scores`` as
+            ``metaerr[MODE@NAME]``: their meta-models on the same sets, the base called once.
 
     Example:
         >>> report = evaluate_shift(run, ["msp", "metaerr[probs]"], group="test", severities=(1, 3, 5), ood=False)
@@ -188,7 +196,9 @@ def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str,
         raise ConfigError(f"coverage must lie in (0, 1], got {coverage}")
     if max_n is not None and (isinstance(max_n, bool) or not isinstance(max_n, (int, np.integer)) or max_n < 1):
         raise ConfigError(f"max_n must be None (the whole test split) or an integer >= 1, got {max_n!r}")
-    images, labels = run.split("test")
+    if split not in ("test", "calib"):
+        raise ConfigError(f"split must be 'test' or 'calib', got {split!r}")
+    images, labels = run.split(split)
     # A seeded random subset, never the first max_n: a test split may be ordered by class (ImageFolder).
     picked = np.arange(len(labels)) if max_n is None or max_n >= len(labels) else np.sort(
         np.random.default_rng(seed).choice(len(labels), size=int(max_n), replace=False))
@@ -200,7 +210,7 @@ def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str,
         oods = ood_sets(run.config.data.dataset, (run.channels, run.height, run.width), data_root, n=len(images), seed=seed)
         if run.config.data.dataset == "digits" and data_root is None:
             skipped["ood:fashion-mnist"] = "a digits run without a data root gets the noise set only; pass root= (--root)"
-    ctx = ScoreContext(run, seed=seed)
+    ctx = ScoreContext(run, seed=seed, meta_runs=meta_runs)
     sets: list[tuple[str, str, int | None, np.ndarray, np.ndarray]] = [("clean", "clean", None, images, labels)]
     sets += [(f, CORRUPTION_KIND, s, corrupt(images, f, s, seed=seed), labels) for f in fams for s in sev]
     for name, x in oods.items():
@@ -211,7 +221,7 @@ def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str,
         split_names.append(f"shift/{i}:{name}@{severity}")
         ctx.add_split(split_names[-1], x, y)
     report = ShiftReport(str(run.path), run.config.data.dataset, run.config.base.arch, group, float(coverage),
-                         skipped=skipped, test_indices=picked)
+                         skipped=skipped, split=split, test_indices=picked)
     rows = [_set_row(name, kind, severity, ctx.is_error(split)) for (name, kind, severity, _, _), split in zip(sets, split_names)]
     def use(scorer):
         threshold = calibration_threshold(scorer.score(ctx, "calib"), coverage)

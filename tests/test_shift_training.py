@@ -199,3 +199,35 @@ def test_feature_statistics_leave_a_loaded_mentors_batchnorm_alone():
     for key, tensor in meta.mentor.state_dict().items():
         assert torch.equal(tensor, before[key]), key
     assert float(meta.feature_std.min()) > 0
+
+
+def test_meta_runs_score_another_runs_meta_models_on_this_runs_base(tmp_path):
+    from metaerr_edge.evaluate import evaluate_run
+    from metaerr_edge.meta import meta_scores
+    from metaerr_edge.shift_eval import evaluate_shift
+
+    cfg = RunConfig(base=BaseConfig(epochs=2), meta=MetaConfig(modes=("probs",), labels="heldout", epochs=2))
+    anchor = train_run(cfg, tmp_path / "a", progress=False)
+    other = train_run(RunConfig(base=cfg.base, meta=MetaConfig(modes=("probs",), labels="heldout", epochs=2, shift_views=1)),
+                      tmp_path / "b", progress=False, base_from=tmp_path / "a")  # fmt: skip
+    report = evaluate_run(anchor, ["metaerr[probs]", "metaerr[probs@v]"], n_boot=10, progress=False, meta_runs={"v": other})
+    np.testing.assert_array_equal(report.scores["metaerr[probs@v]"], other.predictions["test_score_probs"].astype(np.float64))
+    assert not np.array_equal(report.scores["metaerr[probs@v]"], report.scores["metaerr[probs]"])
+    # on added sets, the other run's meta-model reads this context's base probabilities
+    shifted = evaluate_shift(anchor, ["metaerr[probs@v]"], group="validation", split="calib", severities=(2,), ood=False,
+                             max_n=50, progress=False, meta_runs={"v": other})  # fmt: skip
+    assert shifted.split == "calib" and shifted.to_dict()["split"] == "calib" and len(shifted.test_indices) == 50
+    images = anchor.split("calib")[0][shifted.test_indices]
+    expected = meta_scores(other.meta("probs"), images, anchor.predictions["calib_probs"][shifted.test_indices], other.preprocess)
+    clean = shifted.sets[0]
+    is_error = error_labels(anchor.predictions["calib_probs"][shifted.test_indices], anchor.split("calib")[1][shifted.test_indices])
+    from metaerr_edge.metrics import auroc
+
+    assert clean["scores"]["metaerr[probs@v]"]["auroc"] == pytest.approx(auroc(expected.astype(np.float64), is_error))
+    with pytest.raises(ConfigError, match="no meta run named 'w'"):
+        evaluate_run(anchor, ["metaerr[probs@w]"], progress=False, meta_runs={"v": other})
+    stranger = train_run(RunConfig(base=cfg.base, meta=cfg.meta, seed=3), tmp_path / "c", progress=False)
+    with pytest.raises(ConfigError, match="another base or other data"):
+        evaluate_run(anchor, ["metaerr[probs@s]"], progress=False, meta_runs={"s": stranger})
+    with pytest.raises(ConfigError, match="split must be 'test' or 'calib'"):
+        evaluate_shift(anchor, ["msp"], group="validation", split="meta_train", ood=False, progress=False)

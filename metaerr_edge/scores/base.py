@@ -33,9 +33,14 @@ class ScoreContext:
         >>> ctx.probs("test").shape
     """
 
-    def __init__(self, run: "Run", seed: int = 0) -> None:
+    def __init__(self, run: "Run", seed: int = 0, meta_runs: Mapping[str, "Run"] | None = None) -> None:
+        """``meta_runs``: other runs on the same base and splits (``train_run(base_from=run)``) whose
+        meta-models are scored here too, as ``metaerr[MODE@NAME]``; checked to share the base."""
         self.run = run
         self.seed = seed
+        self.meta_runs = dict(meta_runs or {})
+        for name, other in self.meta_runs.items():
+            _check_same_base(run, other, name)
         self._probs: dict[str, np.ndarray] = {}
         self._extra: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._fitting: str | None = None
@@ -67,6 +72,19 @@ class ScoreContext:
         if self._fitting is not None and (name == "test" or name in self._extra):
             raise ConfigError(f"failure score {self._fitting!r} read split {name!r} while fitting; a score fits on the "
                               "calibration and training splits only (what is reported is never fitted on)")
+
+    def meta_run(self, mode: str | None) -> tuple["Run", str]:
+        """``(run, mode)`` of a metaerr ``mode`` spec: ``"probs"`` (this run), ``"probs@NAME"``
+        (``meta_runs[NAME]``) or None (this run's deployed mode)."""
+        if mode is None:
+            return self.run, self.run.config.meta.modes[0]
+        mode, _, name = str(mode).partition("@")
+        if not name:
+            return self.run, mode
+        if name not in self.meta_runs:
+            raise ConfigError(f"metaerr[{mode}@{name}]: no meta run named {name!r}; this context has "
+                              f"{sorted(self.meta_runs) or 'none'} (pass meta_runs={{'{name}': load_run(...)}})")
+        return self.meta_runs[name], mode
 
     @property
     def base(self):
@@ -108,6 +126,16 @@ class ScoreContext:
     def train_split(self) -> str:
         """The split the deployed base model trained on."""
         return "pool" if self.run.config.meta.labels == "crossfit" else "base_train"
+
+
+def _check_same_base(run: "Run", other: "Run", name: str) -> None:
+    import torch
+
+    same = other.config.data == run.config.data and other.config.seed == run.config.seed and all(
+        torch.equal(a, b) for a, b in zip(run.base.state_dict().values(), other.base.state_dict().values()))
+    if not same or run.base.state_dict().keys() != other.base.state_dict().keys():
+        raise ConfigError(f"meta run {name!r} ({other.path}) has another base or other data than {run.path}; "
+                          "only a run trained with base_from= this run (the same base and splits) can be compared here")
 
 
 class Scorer(abc.ABC):
