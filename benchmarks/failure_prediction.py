@@ -65,10 +65,13 @@ SUMMARY_KEYS = ("auroc", "aurc", "eaurc", "augrc", "aupr_error", "fpr95tpr", "ri
 
 #: MetaErr candidates trained on each run's base (``train_run(base_from=run)``: base and mentor
 #: reused, only meta-models new), scored as ``metaerr[MODE@NAME]``. ``views2``: meta-training also on
-#: two corrupted views of each meta-train image (validation families only, ``--shift-views 2``).
+#: two corrupted views of each meta-train image (validation families only, ``--shift-views 2``);
+#: ``stack``: the head stacked on the best free score of its training rows (``--meta-skip auto``).
 CANDIDATES = {
     "views2": {"modes": ("probs", "mentor", "mentor-features"), "shift_views": 2},
     "features": {"modes": ("mentor-features",)},
+    "stack": {"modes": ("probs", "mentor", "mentor-features"), "skip": "auto"},
+    "stack-views2": {"modes": ("probs", "mentor", "mentor-features"), "skip": "auto", "shift_views": 2},
 }
 
 

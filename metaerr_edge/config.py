@@ -36,6 +36,8 @@ from metaerr_edge.options import (EPOCHS, batch_size, device_name, fold_count, n
 META_MODES = ("probs", "image", "image+probs", "mentor", "mentor-features")
 AUGMENTATIONS = ("auto", "none", "shift", "shift_flip")
 #: The registered base architectures, for --help only (the registry needs torch; a test keeps them equal).
+#: What a head can be stacked on (``MetaConfig.skip``): free scores of the base's probabilities.
+META_SKIPS = ("none", "auto", "msp", "margin", "gini", "entropy")
 ARCH_HELP = "small_cnn, resnet9 (fast-CIFAR residual net), resnet18 (CIFAR stem), mobilenet_v3_small"
 
 
@@ -130,12 +132,17 @@ class MetaConfig:
     mentor_kwargs: dict = option({}, "keyword arguments of the mentor architecture", cli=False)
     hidden: int = option(64, "width of the head's hidden layers", cli=False)
     image_width: int = option(16, "width of the image encoder of the image modes", cli=False)
+    skip: str = option("none", "stack the head on a free score: its logit = logit(score) + MLP, the untrained head "
+                       "being the score (msp, margin, gini, entropy; auto: the best on the head's training rows)",
+                       flag="--meta-skip", choices=META_SKIPS)
     shift_views: int = option(0, "corrupted views of each meta-train image (validation corruption families, random "
                               "severity), labelled by calling the base: the meta-model also learns failure under "
                               "shift; 0 = clean images only", parse=view_count)
 
     def __post_init__(self) -> None:
-        _check_types("MetaConfig", self, {"labels": str, "target": str, "mentor_arch": str, "mentor_kwargs": dict})
+        _check_types("MetaConfig", self, {"labels": str, "target": str, "mentor_arch": str, "mentor_kwargs": dict, "skip": str})
+        if self.skip not in META_SKIPS:
+            raise ConfigError(f"meta skip must be one of {list(META_SKIPS)}, got {self.skip!r}")
         # "probs,mentor" (as on the command line) or a sequence; a bare string is not split into letters
         modes = tuple(m.strip() for m in self.modes.split(",")) if isinstance(self.modes, str) else tuple(self.modes)
         object.__setattr__(self, "modes", modes)  # a list from JSON or the API is kept as a tuple

@@ -92,7 +92,7 @@ def fit_config(config: RunConfig, channels: int, seed_offset: int = 0) -> FitCon
 def head_config(config: RunConfig, mode: str) -> HeadConfig:
     m = config.meta
     return HeadConfig(mode, m.hidden, m.image_width, mentor_arch=m.mentor_arch, mentor_kwargs=dict(m.mentor_kwargs),
-                      target=m.target_of(mode))  # fmt: skip
+                      target=m.target_of(mode), skip="none" if mode == "image" else m.skip)  # fmt: skip
 
 
 def meta_fit_config(config: RunConfig, index: int = 0) -> MetaFitConfig:

@@ -11,6 +11,7 @@ error labels (or MSE to the true-class probability), checkpoint chosen on meta-v
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from torch import nn
 from metaerr_edge.console import progress_bar, warn
 from metaerr_edge.data.labels import error_labels
 from metaerr_edge.errors import ConfigError, DataError
-from metaerr_edge.meta.heads import MetaModel
+from metaerr_edge.meta.heads import SKIP_SCORES, MetaModel, skip_score
 from metaerr_edge.meta.labels import crossfit_probs
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.models.training import FitConfig, fit_classifier, resolve_device, run_batched, to_float
@@ -183,9 +184,23 @@ def fit_meta(
         val = np.concatenate([val, np.zeros(len(fit_only.labels), bool)])
     rows = data if len(parts) == 1 else MetaData(*(np.concatenate([getattr(p, f) for p in parts])
                                                     for f in ("images", "probs", "labels")))
+    if meta.config.skip == "auto":
+        meta.config = dataclasses.replace(meta.config, skip=choose_skip(rows.probs[~val], rows.is_error[~val]))
     if mentor_out is not None:
         mentor_out = np.concatenate([mentor_out] + [mentor_outputs(meta, p.images, preprocess, device=device) for p in parts[1:]])
     return _train_head(meta, rows, preprocess, config, mentor_out, val, progress, desc)
+
+
+def choose_skip(probs: np.ndarray, is_error: np.ndarray) -> str:
+    """The free score of :data:`~metaerr_edge.meta.heads.SKIP_SCORES` with the best AUROC on these
+    rows (the head's training rows; ties: the first, MSP)."""
+    from sklearn.metrics import roc_auc_score
+
+    if not 0 < int(is_error.sum()) < len(is_error):
+        return SKIP_SCORES[0]
+    p = torch.from_numpy(probs.astype(np.float32))
+    aucs = [float(roc_auc_score(is_error, skip_score(p, name).numpy())) for name in SKIP_SCORES]
+    return SKIP_SCORES[int(np.argmax(aucs))]
 
 
 def _mentor_outputs(meta: MetaModel, data: MetaData, pre: Preprocess, mentor: MentorData | None, device: str,
@@ -257,6 +272,19 @@ def _train_head(meta: MetaModel, data: MetaData, preprocess: Preprocess, config:
         return xb, p_all[idx].to(device), mb
 
     best = (-1.0, -1, copy.deepcopy(meta.state_dict()))
+
+    def val_auroc(epoch: int) -> float:
+        meta.eval()
+        with torch.no_grad():
+            scores = torch.cat([meta(*batch(va_idx[s : s + 1024])) for s in range(0, len(va_idx), 1024)])
+        if not bool(torch.isfinite(scores).all()):
+            raise ConfigError(f"{desc} diverged in epoch {epoch + 1}: its failure scores are NaN. Lower the meta-model's "
+                              f"learning rate (now {config.lr:g}), or check the base's probabilities (a diverged base?)")
+        y_val = y_all[va_idx].numpy()
+        return float(roc_auc_score(y_val, scores.cpu().numpy())) if 0 < y_val.sum() < len(y_val) else 0.5
+
+    if meta.config.skip != "none":  # epoch 0 is the free score itself: kept unless training beats it
+        best = (val_auroc(-1), -1, copy.deepcopy(meta.state_dict()))
     bar = progress_bar(range(config.epochs), enabled=progress, desc=desc)
     for epoch in bar:
         meta.train()
@@ -269,14 +297,7 @@ def _train_head(meta: MetaModel, data: MetaData, preprocess: Preprocess, config:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        meta.eval()
-        with torch.no_grad():
-            scores = torch.cat([meta(*batch(va_idx[s : s + 1024])) for s in range(0, len(va_idx), 1024)])
-        if not bool(torch.isfinite(scores).all()):
-            raise ConfigError(f"{desc} diverged in epoch {epoch + 1}: its failure scores are NaN. Lower the meta-model's "
-                              f"learning rate (now {config.lr:g}), or check the base's probabilities (a diverged base?)")
-        y_val = y_all[va_idx].numpy()
-        auc = float(roc_auc_score(y_val, scores.cpu().numpy())) if 0 < y_val.sum() < len(y_val) else 0.5
+        auc = val_auroc(epoch)
         if auc > best[0]:
             best = (auc, epoch, copy.deepcopy(meta.state_dict()))
         bar.set_postfix(val_auroc=f"{auc:.4f}", best=f"{best[0]:.4f}", refresh=False)

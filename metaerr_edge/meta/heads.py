@@ -12,6 +12,12 @@ Input modes (``metaerr_edge.config.META_MODES`` is the one list):
   strongest mode in benchmarks/README.md (with ``target="tcp"``); the mentor is read through its
   ``forward_features`` / ``classifier`` seams (:mod:`metaerr_edge.models.seams`): any registered base.
 
+Skip (``HeadConfig.skip``): the head's logit is ``logit(free score) + MLP(features)`` with the MLP's
+last layer starting at zero, so the untrained head *is* that free score (MSP, margin, Gini or
+normalised entropy of the base's probabilities, :data:`SKIP_SCORES`; ``"auto"``: the one with the
+best AUROC on the rows the head learns from) and training keeps the epoch-0 head unless validation
+says otherwise: a stacked head at least as good as its best input, on meta-validation.
+
 Targets: ``"error"`` (default) fits ``P(base wrong)`` with a class-weighted BCE on the error labels;
 ``"tcp"`` regresses the base's true-class probability (ConfidNet's target, read off the base's
 *outputs*, so still black-box) and scores ``1 - predicted TCP``.
@@ -19,15 +25,20 @@ Targets: ``"error"`` (default) fits ``P(base wrong)`` with a class-weighted BCE 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
-from metaerr_edge.config import META_MODES
+from metaerr_edge.config import META_MODES, META_SKIPS
 from metaerr_edge.errors import ConfigError
 
 TARGETS = ("error", "tcp")
+#: Free failure scores a head can stack on (``HeadConfig.skip``); each maps probabilities to [0, 1].
+SKIP_SCORES = META_SKIPS[2:]  # ("msp", "margin", "gini", "entropy")
+SKIPS = META_SKIPS
+_SKIP_EPS = 1e-6
 _LOG_FLOOR = 1e-7
 _LOG_SCALE = 1.0 / 8.0
 
@@ -43,12 +54,17 @@ class HeadConfig:
     mentor_arch: str = "small_cnn"
     mentor_kwargs: dict = field(default_factory=dict)
     target: str = "error"
+    skip: str = "none"
 
     def __post_init__(self) -> None:
         if self.mode not in META_MODES:
             raise ConfigError(f"unknown meta-model mode {self.mode!r}; expected one of {list(META_MODES)}")
         if self.target not in TARGETS:
             raise ConfigError(f"unknown meta-model target {self.target!r}; expected one of {list(TARGETS)}")
+        if self.skip not in SKIPS:
+            raise ConfigError(f"unknown head skip {self.skip!r}; expected one of {list(SKIPS)}")
+        if self.skip != "none" and self.mode == "image":
+            raise ConfigError("mode 'image' reads no probabilities, so it has no free score to stack on; use skip='none'")
 
     @property
     def uses_mentor(self) -> bool:
@@ -74,6 +90,22 @@ def sorted_prob_features(probs: torch.Tensor, k: int, log_scale: float = _LOG_SC
     """
     p = torch.topk(probs, k, dim=1).values
     return torch.cat([p, _log_probs(p, log_scale)], dim=1)
+
+
+def skip_score(probs: torch.Tensor, name: str, k: int | None = None) -> torch.Tensor:
+    """A free failure score in [0, 1] of the base's probabilities (:data:`SKIP_SCORES`); ``k``: the
+    number of classes as a Python int (a constant in an exported graph; default: ``probs.shape[1]``)."""
+    if name == "msp":
+        return 1.0 - probs.max(dim=1).values
+    if name == "margin":
+        top = torch.topk(probs, 2, dim=1).values
+        return 1.0 - (top[:, 0] - top[:, 1])
+    if name == "gini":
+        return 1.0 - (probs * probs).sum(dim=1)
+    if name == "entropy":
+        k = k or probs.shape[1]
+        return -(probs * torch.log(probs.clamp_min(_LOG_FLOOR))).sum(dim=1) / math.log(k)
+    raise ConfigError(f"unknown skip score {name!r}; expected one of {list(SKIP_SCORES)}")
 
 
 def mentor_features(probs: torch.Tensor, mentor_probs: torch.Tensor, k: int, log_scale: float = _LOG_SCALE) -> torch.Tensor:
@@ -142,6 +174,9 @@ class MetaModel(nn.Module):
             nn.Linear(n_in, h), nn.ReLU(inplace=True), nn.Dropout(config.dropout),
             nn.Linear(h, h), nn.ReLU(inplace=True), nn.Linear(h, 1),
         )  # fmt: skip
+        if config.skip != "none":  # the untrained head is the free score itself
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
 
     def mentor_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """What the head reads from the mentor: its probabilities (``mentor``), or its standardised
@@ -179,7 +214,12 @@ class MetaModel(nn.Module):
 
     def logit(self, x: torch.Tensor | None, probs: torch.Tensor, mentor_out: torch.Tensor | None = None) -> torch.Tensor:
         """The head's raw output: logit of P(error), or (``target="tcp"``) logit of the predicted TCP."""
-        return self.head(self.features(x, probs, mentor_out)).reshape(-1)
+        raw = self.head(self.features(x, probs, mentor_out)).reshape(-1)
+        if self.config.skip in SKIP_SCORES:
+            s = skip_score(probs.float(), self.config.skip, self.num_classes).clamp(_SKIP_EPS, 1.0 - _SKIP_EPS)
+            free = torch.log(s) - torch.log1p(-s)  # logit of the free failure score
+            raw = raw + (-free if self.config.target == "tcp" else free)
+        return raw
 
     def forward(self, x: torch.Tensor | None, probs: torch.Tensor, mentor_out: torch.Tensor | None = None) -> torch.Tensor:
         raw = torch.sigmoid(self.logit(x, probs, mentor_out))
