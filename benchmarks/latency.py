@@ -42,10 +42,15 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SECTION = "## Latency"
-MODES = ("probs", "image+probs", "mentor", "mentor-features")
+#: The meta-models timed: every input mode, and the stacked heads (a free score + the MLP, ``skip``).
+HEADS = {"probs": {}, "image+probs": {}, "mentor": {}, "mentor-features": {"target": "tcp"},
+         "probs,stack": {"skip": "margin"}, "mentor,stack": {"skip": "margin"}, "mentor-features,stack": {"target": "tcp", "skip": "margin"}}
+MODES = tuple(HEADS)
 ARCHS = {  # name -> (registry arch, channels, height, width)
     "small_cnn": ("small_cnn", 1, 28, 28),
     "mobilenet_v3_small": ("mobilenet_v3_small", 3, 32, 32),
+    "resnet9": ("resnet9", 3, 32, 32),
+    "resnet18": ("resnet18", 3, 32, 32),
 }
 NUM_CLASSES = 10
 TARGET_PRICE = 1.10  # fused[probs] / base, median, ORT CPU, batch 1 and 32
@@ -66,7 +71,7 @@ def build_models(arch: str, channels: int, h: int, w: int) -> dict[str, Any]:
     torch.manual_seed(0)
     pre = Preprocess([0.5] * channels, [0.25] * channels)
     base = create_base(arch, channels, NUM_CLASSES, (h, w)).eval()
-    metas = {m: MetaModel(HeadConfig(m), channels, NUM_CLASSES, (h, w)).eval() for m in MODES}
+    metas = {m: MetaModel(HeadConfig(m.split(",")[0], **kw), channels, NUM_CLASSES, (h, w)).eval() for m, kw in HEADS.items()}
     return {"pre": pre, "base": base, "metas": metas}
 
 
@@ -144,7 +149,7 @@ def export_all(name: str, models: dict[str, Any], channels: int, h: int, w: int,
     for mode, meta in models["metas"].items():
         fused = FusedModel(base, meta, pre, 0.5).eval()
         paths[f"fused[{mode}]"] = export_onnx(fused, contract, work / f"{name}_fused_{mode}.onnx").path
-        uses_image = mode != "probs"
+        uses_image = meta.config.mode != "probs"
         examples = (x, probs) if uses_image else (probs,)
         in_names = ["image", "probs"] if uses_image else ["probs"]
         paths[f"meta[{mode}]"] = export_plain((MetaOnly if uses_image else MetaProbsOnly)(pre, meta, 0.5), examples, in_names,
