@@ -176,19 +176,22 @@ def fit_meta(
     val = np.zeros(n, bool)
     val[stratified_holdout(data.is_error, config.val_fraction, config.seed)] = True
     parts = [data]
+    groups = np.zeros(n, np.int8)  # validation AUROC: the mean over the clean rows and the views, each on its own
     if views is not None:
         parts.append(views)
         val = np.concatenate([val, np.tile(val, len(views.labels) // n)])
+        groups = np.concatenate([groups, np.ones(len(views.labels), np.int8)])
     if fit_only is not None:
         parts.append(fit_only)
         val = np.concatenate([val, np.zeros(len(fit_only.labels), bool)])
+        groups = np.concatenate([groups, np.full(len(fit_only.labels), 2, np.int8)])
     rows = data if len(parts) == 1 else MetaData(*(np.concatenate([getattr(p, f) for p in parts])
                                                     for f in ("images", "probs", "labels")))
     if meta.config.skip == "auto":
         meta.config = dataclasses.replace(meta.config, skip=choose_skip(rows.probs[~val], rows.is_error[~val]))
     if mentor_out is not None:
         mentor_out = np.concatenate([mentor_out] + [mentor_outputs(meta, p.images, preprocess, device=device) for p in parts[1:]])
-    return _train_head(meta, rows, preprocess, config, mentor_out, val, progress, desc)
+    return _train_head(meta, rows, preprocess, config, mentor_out, val, groups, progress, desc)
 
 
 def choose_skip(probs: np.ndarray, is_error: np.ndarray) -> str:
@@ -232,8 +235,10 @@ def _new_mentor(meta: MetaModel, channels: int, size: tuple[int, int]) -> nn.Mod
 
 
 def _train_head(meta: MetaModel, data: MetaData, preprocess: Preprocess, config: MetaFitConfig,
-                mentor_out: np.ndarray | None, val: np.ndarray, progress: bool, desc: str) -> MetaFitResult:
-    """The training loop of :func:`fit_meta` (``val``: the rows validated on, never fitted)."""
+                mentor_out: np.ndarray | None, val: np.ndarray, groups: np.ndarray, progress: bool,
+                desc: str) -> MetaFitResult:
+    """The training loop of :func:`fit_meta` (``val``: the rows validated on, never fitted; the
+    validation AUROC is the mean of the AUROCs within each of ``groups``: clean rows, views)."""
     from sklearn.metrics import roc_auc_score
 
     images, probs, is_error = data.images, data.probs, data.is_error
@@ -280,8 +285,10 @@ def _train_head(meta: MetaModel, data: MetaData, preprocess: Preprocess, config:
         if not bool(torch.isfinite(scores).all()):
             raise ConfigError(f"{desc} diverged in epoch {epoch + 1}: its failure scores are NaN. Lower the meta-model's "
                               f"learning rate (now {config.lr:g}), or check the base's probabilities (a diverged base?)")
-        y_val = y_all[va_idx].numpy()
-        return float(roc_auc_score(y_val, scores.cpu().numpy())) if 0 < y_val.sum() < len(y_val) else 0.5
+        y_val, s_val, g_val = y_all[va_idx].numpy(), scores.cpu().numpy(), groups[va_idx.numpy()]
+        aucs = [float(roc_auc_score(y_val[g_val == g], s_val[g_val == g])) for g in np.unique(g_val)
+                if 0 < y_val[g_val == g].sum() < (g_val == g).sum()]  # fmt: skip
+        return float(np.mean(aucs)) if aucs else 0.5
 
     if meta.config.skip != "none":  # epoch 0 is the free score itself: kept unless training beats it
         best = (val_auroc(-1), -1, copy.deepcopy(meta.state_dict()))
