@@ -269,6 +269,48 @@ def _default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
 
 
+#: Named MetaErr recipes, by what they cost and buy: field path -> value, applied by ``--preset``
+#: (an option given explicitly wins). Chosen from the benchmark's calibration numbers (validation
+#: corruption families on the calibration split; benchmarks/README.md, attempts log).
+PRESETS: dict[str, dict[str, Any]] = {
+    "cheap": {"meta.modes": ("probs",), "meta.skip": "auto", "meta.shift_views": 2},
+    "robust": {"meta.modes": ("mentor",), "meta.skip": "auto", "meta.shift_views": 2},
+}
+PRESET_HELP = {
+    "cheap": "the probabilities head stacked on the best free score, trained on clean and corrupted views: "
+             "about +0-8%% latency (a few graph nodes)",
+    "robust": "a small mentor network's second opinion, stacked and trained on corrupted views: the best "
+              "failure score under shift, for the mentor's latency",
+}
+
+
+def _remember(namespace: argparse.Namespace, dest: str) -> None:
+    setattr(namespace, "_given", set(getattr(namespace, "_given", ())) | {dest})
+
+
+class _Given(argparse._StoreAction):
+    """Store the value and remember that the option was given (a ``--preset`` leaves it alone)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        _remember(namespace, self.dest)
+
+
+class _GivenFlag(argparse._StoreTrueAction):
+    """``store_true`` that remembers it was given (as :class:`_Given`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        _remember(namespace, self.dest)
+
+
+def add_preset_option(parser: argparse.ArgumentParser) -> None:
+    """``--preset NAME``: a named recipe of :data:`PRESETS`; options given explicitly win over it."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="a named MetaErr recipe; options given explicitly override it. " +
+                             "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))  # fmt: skip
+
+
 def add_config_options(parser: argparse.ArgumentParser, only: Sequence[str] | None = None,
                        defaults: Mapping[str, Any] | None = None, helps: Mapping[str, str] | None = None) -> None:
     """Add one option per command-line field of :class:`RunConfig`, help and default from the field.
@@ -285,22 +327,26 @@ def add_config_options(parser: argparse.ArgumentParser, only: Sequence[str] | No
         default = (defaults or {}).get(path, _default(f))
         help_text = (helps or {}).get(path, f.metadata["help"])
         if f.type in ("bool", bool):
-            parser.add_argument(_flag(f), action="store_true", help=help_text)
+            parser.add_argument(_flag(f), action=_GivenFlag, help=help_text)
             continue
         shown = ",".join(default) if isinstance(default, tuple) else default
-        parser.add_argument(_flag(f), type=f.metadata["parse"], choices=f.metadata["choices"], default=default,
+        parser.add_argument(_flag(f), action=_Given, type=f.metadata["parse"], choices=f.metadata["choices"], default=default,
                             help=f"{help_text} (default: {shown})" if default is not None else help_text)
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> RunConfig:
-    """The :class:`RunConfig` the parsed options ask for (fields without an option keep their default)."""
+    """The :class:`RunConfig` the parsed options ask for (fields without an option keep their default;
+    with ``--preset``, its fields take the preset's value unless their option was given)."""
     values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     top: dict[str, Any] = {}
+    preset = PRESETS[args.preset] if getattr(args, "preset", None) else {}
+    given = getattr(args, "_given", set())
     for path, f in _cli_fields(RunConfig):
         dest = _flag(f).lstrip("-").replace("-", "_")
         if not hasattr(args, dest):
             continue
         section, _, name = path.rpartition(".")
-        (values[section] if section else top)[name] = getattr(args, dest)
+        value = preset[path] if path in preset and dest not in given else getattr(args, dest)
+        (values[section] if section else top)[name] = value
     sections = {name: SECTIONS[name](**vals) for name, vals in values.items()}
     return RunConfig(**sections, **top, **overrides)

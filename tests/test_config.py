@@ -112,3 +112,25 @@ def test_the_stage_configs_share_the_run_config_defaults():
     assert (head.hidden, head.image_width, head.mentor_arch) == (m.hidden, m.image_width, m.mentor_arch)
     assert meta_fit.epochs == m.epochs
     assert (split.meta_fraction, split.calib_fraction, split.test_fraction) == (d.meta_fraction, d.calib_fraction, d.test_fraction)
+
+
+def test_a_preset_sets_its_fields_and_an_option_given_explicitly_wins():
+    import argparse
+
+    from metaerr_edge.commands.train import add_parser
+    from metaerr_edge.config import PRESETS, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    plain = config_from_args(parser.parse_args(["train"]))
+    for name, fields_ in PRESETS.items():
+        cfg = config_from_args(parser.parse_args(["train", "--preset", name]))
+        for path, value in fields_.items():
+            section, _, field_name = path.partition(".")
+            assert getattr(getattr(cfg, section), field_name) == value, (name, path)
+        assert cfg.base == plain.base and cfg.data == plain.data  # a preset touches its own fields only
+    # an explicit option wins, even when it spells the field's default
+    cfg = config_from_args(parser.parse_args(["train", "--preset", "robust", "--shift-views", "0", "--meta-skip", "none"]))
+    assert (cfg.meta.modes, cfg.meta.shift_views, cfg.meta.skip) == (PRESETS["robust"]["meta.modes"], 0, "none")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--preset", "fastest"])

@@ -354,7 +354,7 @@ def _options(parser: argparse.ArgumentParser) -> dict[str, dict[str, tuple]]:
         for action in p._actions:
             for flag in action.option_strings:
                 kind = (getattr(action.type, "__name__", action.type), tuple(action.choices or ()), action.nargs,
-                        type(action).__name__)
+                        next(c.__name__ for c in type(action).__mro__ if c.__module__ == "argparse"))
                 table.setdefault(flag, {})[name] = kind
     return table
 

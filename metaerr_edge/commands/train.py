@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from metaerr_edge.config import add_config_options, config_from_args
+from metaerr_edge.config import add_config_options, add_preset_option, config_from_args
 from metaerr_edge.data import available_sources
 from metaerr_edge.errors import ConfigError
 from metaerr_edge._fileio import dumps_json
@@ -30,6 +30,7 @@ def check_run_folder(out: str) -> Path:
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a base classifier and its MetaErr meta-model into a run folder")
     add_train_options(p)
+    add_preset_option(p)
     p.add_argument("-o", "--out", default="runs/latest", help="run folder to write (default: %(default)s)")
     p.add_argument("--base-from", metavar="RUN", default=None,
                    help="reuse the base (and mentor) of this run folder, trained with the same data, base, seed and "
