@@ -6,7 +6,8 @@ A run folder holds everything later stages need::
     run/splits.npz           the seeded split indices
     run/base.pt              base architecture + weights
     run/meta_<mode>.pt       one meta-model per trained input mode (the first is deployed)
-    run/predictions.npz      base probabilities and meta scores on calib and test, labels
+    run/predictions.npz      base probabilities and meta scores on calib and test, labels, and the
+                             base's probabilities on the meta-train rows (what base_from= reuses)
     run/manifest.json        sha256 and size of every file above, written last
 
 A run is written whole: into a hidden temporary folder beside the target, which then replaces the
