@@ -22,6 +22,7 @@ op type against the base graph's, to say where the failure score's time goes.
     python benchmarks/latency.py --quick               # a short smoke run (not for publishing)
     python benchmarks/latency.py --device cuda --quick # the GPU variant: torch eager / CUDA graphs
     python benchmarks/latency.py --readme-only         # re-tabulate saved JSON into README.md
+    python benchmarks/latency.py --archs small_cnn resnet9 --batches 1 32 --tag presets_ --no-readme  # frontier
 """
 
 from __future__ import annotations
@@ -316,7 +317,7 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
     env["bench_threads"] = {"onnxruntime_intra_op": args.threads, "onnxruntime_inter_op": 1,
                             "torch": torch.get_num_threads()}
     extra["targets"] = check_targets(results, pairs, args.archs, args.batches)
-    tag = "cpu" if not args.quick else "cpu_quick"
+    tag = f"{args.tag}cpu" + ("_quick" if args.quick else "")
     save_json(args.out / f"latency_{tag}.json", results, env, extra, pairs=pairs, include_samples=True)
     for name in args.archs:
         mine = [dataclasses.replace(r, name=r.name.split("/", 1)[1]) for r in results if r.name.startswith(name + "/")]
@@ -417,7 +418,7 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
                 pairs.append((f"{name}/fused[{mode}]/{kind}", f"{name}/base/{kind}"))
         pairs += [(f"{name}/{k}/torch-eager", f"{name}/{k}/torch-cudagraph") for k in ("base", "fused[probs]")]
     env = environment()
-    tag = "gpu" if not args.quick else "gpu_quick"
+    tag = f"{args.tag}gpu" + ("_quick" if args.quick else "")
     save_json(args.out / f"latency_{tag}.json", results, env, {"timing": dataclasses.asdict(cfg), "rounds": args.rounds},
               pairs=pairs, include_samples=True)
     plot_latency(results, args.out / f"latency_{tag}.png", kind="device", log_scale=True)
@@ -576,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--readme-only", action="store_true", help="re-tabulate saved JSON, measure nothing")
     p.add_argument("--no-readme", action="store_true")
+    p.add_argument("--tag", default="", help="prefix of the result files: latency_<tag>cpu.json (e.g. presets_ for the "
+                   "quality/latency frontier: --archs small_cnn resnet9 --batches 1 32 --tag presets_ --no-readme)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.quick:

@@ -68,7 +68,7 @@ def test_auto_chooses_the_best_free_score_on_the_training_rows_and_keeps_it_when
     np.testing.assert_allclose(out, skip_score(torch.from_numpy(data.probs), "margin").clamp(1e-6, 1 - 1e-6).numpy(), atol=2e-6)
 
 
-@pytest.mark.parametrize("mode", ["probs", "mentor-features"])
+@pytest.mark.parametrize("mode", ["probs", "mentor", "mentor-features"])
 def test_a_stacked_run_trains_exports_and_verifies(tmp_path, mode):
     """A stacked head is a real run option: saved resolved, loaded back the same, fused, exported, verified."""
     from metaerr_edge.config import BaseConfig, MetaConfig, RunConfig
