@@ -83,28 +83,23 @@ def _log_probs(p: torch.Tensor, scale: float = _LOG_SCALE) -> torch.Tensor:
     return logp * scale if scale != 1.0 else logp  # scale 1.0: folded into the next layer (no Mul node)
 
 
-def sorted_prob_features(probs: torch.Tensor, k: int, log_scale: float = _LOG_SCALE) -> torch.Tensor:
-    """Descending probabilities and their scaled logs: 2K class-identity-free features.
-
-    ``topk`` with a Python-int ``k`` (rather than ``sort``) exports as one TopK node with a constant k.
-    """
-    p = torch.topk(probs, k, dim=1).values
-    return torch.cat([p, _log_probs(p, log_scale)], dim=1)
-
-
 def skip_score(probs: torch.Tensor, name: str, k: int | None = None) -> torch.Tensor:
     """A free failure score in [0, 1] of the base's probabilities (:data:`SKIP_SCORES`); ``k``: the
     number of classes as a Python int (a constant in an exported graph; default: ``probs.shape[1]``)."""
+    k = k or probs.shape[1]
+    return _skip_from_sorted(torch.topk(probs, k, dim=1).values, name, k)
+
+
+def _skip_from_sorted(top: torch.Tensor, name: str, k: int) -> torch.Tensor:
+    """:func:`skip_score` of probabilities already sorted in descending order (the head's own TopK)."""
     if name == "msp":
-        return 1.0 - probs.max(dim=1).values
+        return 1.0 - top[:, 0]
     if name == "margin":
-        top = torch.topk(probs, 2, dim=1).values
         return 1.0 - (top[:, 0] - top[:, 1])
     if name == "gini":
-        return 1.0 - (probs * probs).sum(dim=1)
+        return 1.0 - (top * top).sum(dim=1)
     if name == "entropy":
-        k = k or probs.shape[1]
-        return -(probs * torch.log(probs.clamp_min(_LOG_FLOOR))).sum(dim=1) / math.log(k)
+        return -(top * torch.log(top.clamp_min(_LOG_FLOOR))).sum(dim=1) / math.log(k)
     raise ConfigError(f"unknown skip score {name!r}; expected one of {list(SKIP_SCORES)}")
 
 
@@ -197,13 +192,17 @@ class MetaModel(nn.Module):
         self.feature_std.copy_(f.std(0) + 1e-6)
 
     def features(
-        self, x: torch.Tensor | None, probs: torch.Tensor, mentor_out: torch.Tensor | None = None
+        self, x: torch.Tensor | None, probs: torch.Tensor, mentor_out: torch.Tensor | None = None,
+        top: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The head's input; ``top``: ``probs`` sorted in descending order, when already computed."""
         parts = []
         if self.encoder is not None:
             parts.append(self.encoder(x))
         if self.config.mode != "image":
-            parts.append(sorted_prob_features(probs, self.num_classes, self.log_scale))
+            if top is None:
+                top = torch.topk(probs, self.num_classes, dim=1).values
+            parts.append(torch.cat([top, _log_probs(top, self.log_scale)], dim=1))
         if self.mentor is not None:
             if mentor_out is None:
                 mentor_out = self.mentor_outputs(x)
@@ -214,12 +213,13 @@ class MetaModel(nn.Module):
 
     def logit(self, x: torch.Tensor | None, probs: torch.Tensor, mentor_out: torch.Tensor | None = None) -> torch.Tensor:
         """The head's raw output: logit of P(error), or (``target="tcp"``) logit of the predicted TCP."""
-        raw = self.head(self.features(x, probs, mentor_out)).reshape(-1)
-        if self.config.skip in SKIP_SCORES:
-            s = skip_score(probs.float(), self.config.skip, self.num_classes).clamp(_SKIP_EPS, 1.0 - _SKIP_EPS)
-            free = torch.log(s) - torch.log1p(-s)  # logit of the free failure score
-            raw = raw + (-free if self.config.target == "tcp" else free)
-        return raw
+        if self.config.skip not in SKIP_SCORES:
+            return self.head(self.features(x, probs, mentor_out)).reshape(-1)
+        top = torch.topk(probs, self.num_classes, dim=1).values  # one TopK node for the features and the skip
+        raw = self.head(self.features(x, probs, mentor_out, top)).reshape(-1)
+        s = _skip_from_sorted(top.float(), self.config.skip, self.num_classes).clamp(_SKIP_EPS, 1.0 - _SKIP_EPS)
+        free = torch.log(s / (1.0 - s))  # logit of the free failure score
+        return raw + (-free if self.config.target == "tcp" else free)
 
     def forward(self, x: torch.Tensor | None, probs: torch.Tensor, mentor_out: torch.Tensor | None = None) -> torch.Tensor:
         raw = torch.sigmoid(self.logit(x, probs, mentor_out))
