@@ -251,17 +251,17 @@ def meta_cost(meta: MetaModel, shape: tuple[int, ...]) -> dict:
 def one_seed(args, config: RunConfig, specs: list[str], with_variants: bool, progress: bool) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
     run, train_s = get_run(config, run_folder(args, config), progress)
     t0 = time.perf_counter()
-    cands = candidate_runs(run, progress) if with_variants else {}
+    cand_runs = candidate_runs(run, progress) if with_variants else {}
     cand_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    report = evaluate_run(run, specs + candidate_specs(cands), n_boot=args.n_boot, seed=config.seed, progress=progress,
-                          meta_runs=cands)  # fmt: skip
+    report = evaluate_run(run, specs + candidate_specs(cand_runs), n_boot=args.n_boot, seed=config.seed, progress=progress,
+                          meta_runs=cand_runs)  # fmt: skip
     eval_s = time.perf_counter() - t0
     err_cal = error_labels(run.predictions["calib_probs"], run.predictions["calib_labels"])
     rows = dict(report.rows)
     shape = (run.channels, run.height, run.width)
     costs = {"base": cost(run.base, shape)}
-    for name, r in {"": run, **cands}.items():  # calib metrics of the trained MetaErr modes (for selection) and costs
+    for name, r in {"": run, **cand_runs}.items():  # calib metrics of the trained MetaErr modes (for selection) and costs
         for mode in r.config.meta.modes:
             label = f"metaerr[{mode}{'@' + name if name else ''}]"
             s_cal = r.predictions[f"calib_score_{mode}"].astype(np.float64)
@@ -285,7 +285,7 @@ def one_seed(args, config: RunConfig, specs: list[str], with_variants: bool, pro
         "seed": config.seed, "test_accuracy": report.test_accuracy, "error_rate": report.error_rate, "n_test": report.n_test,
         "n_calib": len(err_cal), "split_sizes": run.summary.get("split_sizes"), "meta_train_errors": run.summary.get("meta_train_errors"),
         "selected": best, "rows": rows, "skipped": report.skipped, "costs": costs,
-        "candidates": sorted(cands),
+        "candidates": sorted(cand_runs),
         "seconds": {"train": round(train_s, 1), "candidates": round(cand_s, 1), "evaluate": round(eval_s, 1),
                     "variants": round(variants_s, 1)},
     }  # fmt: skip
@@ -310,7 +310,7 @@ def run_dataset(args, dataset: str, progress: bool) -> dict:
     done: dict[int, dict] = {}
     if args.resume and path.is_file():
         old = loads_json(path.read_text())
-        if old["config"] == {**run_config(args, dataset, 0).to_dict(), "seed": "per seed"}:
+        if old["config"] == loads_json(dumps_json({**run_config(args, dataset, 0).to_dict(), "seed": "per seed"})):
             done = {s["seed"]: s for s in old["seeds"] if s.get("candidates") == sorted(CANDIDATES)}
             t0 -= old.get("wall_seconds", 0.0)
     for seed in args.seeds:
