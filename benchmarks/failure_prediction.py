@@ -148,7 +148,8 @@ def run_config(args, dataset: str, seed: int, arch: str | None = None, max_pool:
                    max_pool=mp or None, max_test=mt or None),
         BaseConfig(name, dict(args.arch_kwargs) if arch in (None, args.arch) else {}, epochs=epochs or args.epochs or recipe["epochs"],
                    batch_size=args.batch_size or recipe["batch_size"]),
-        MetaConfig(modes=("probs", "mentor"), labels="heldout", epochs=args.meta_epochs, mentor_arch=args.mentor_arch),
+        MetaConfig(modes=("probs", "mentor"), labels="heldout", epochs=args.meta_epochs, mentor_arch=args.mentor_arch,
+                   skip="none"),  # the plain heads; the stacked ones are candidates
         seed=seed, device=args.device,
     )  # fmt: skip
 

@@ -132,7 +132,7 @@ class MetaConfig:
     mentor_kwargs: dict = option({}, "keyword arguments of the mentor architecture", cli=False)
     hidden: int = option(64, "width of the head's hidden layers", cli=False)
     image_width: int = option(16, "width of the image encoder of the image modes", cli=False)
-    skip: str = option("none", "stack the head on a free score: its logit = logit(score) + MLP, the untrained head "
+    skip: str = option("auto", "stack the head on a free score: its logit = logit(score) + MLP, the untrained head "
                        "being the score (msp, margin, gini, entropy; auto: the best on the head's training rows)",
                        flag="--meta-skip", choices=META_SKIPS)
     shift_views: int = option(0, "corrupted views of each meta-train image (validation corruption families, random "
@@ -221,7 +221,12 @@ def _section(cls: type, raw: Any, where: str) -> Any:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown {where} field(s) {unknown}; known: {sorted(known)}")
-    return cls(**raw)
+    return cls(**{**_LEGACY_DEFAULTS.get(cls.__name__, {}), **raw})
+
+
+#: What a field meant in a config written before the field existed, where that differs from today's
+#: default (a run trained before stacked heads had none, whatever the default is now).
+_LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"MetaConfig": {"skip": "none"}}
 
 
 #: Where each key of a flat (pre-nesting) config.json went.
