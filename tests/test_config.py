@@ -131,7 +131,7 @@ def test_a_preset_sets_its_fields_and_an_option_given_explicitly_wins():
             assert getattr(getattr(cfg, section), field_name) == value, (name, path)
         assert cfg.base == plain.base and cfg.data == plain.data  # a preset touches its own fields only
     # an explicit option wins, even when it spells the field's default
-    cfg = config_from_args(parser.parse_args(["train", "--preset", "robust", "--shift-views", "0", "--meta-skip", "none"]))
-    assert (cfg.meta.modes, cfg.meta.shift_views, cfg.meta.skip) == (PRESETS["robust"]["meta.modes"], 0, "none")
+    cfg = config_from_args(parser.parse_args(["train", "--preset", "robust", "--shift-views", "0", "--meta-skip", "auto"]))
+    assert (cfg.meta.modes, cfg.meta.shift_views, cfg.meta.skip) == (PRESETS["robust"]["meta.modes"], 0, "auto")
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--preset", "fastest"])
