@@ -7,7 +7,8 @@
     npz.py          npz archives
     splits.py       seeded base-train / meta-train / calibration / test splits
     labels.py       error_labels: where the base is wrong (the meta-model's targets, every metric's truth)
-    shift.py        seeded CIFAR-10-C-style corruptions (validation / test families) and OOD sets
+    shift.py        seeded CIFAR-10-C-style corruptions (validation / test families), OOD sets, and
+                    shift_views (corrupted copies for meta-training: validation families only)
 """
 
 from metaerr_edge.data.arrays import DatasetArrays, ImageArrays, validate_dataset
