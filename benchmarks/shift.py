@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from failure_prediction import (candidate_runs, candidate_specs, get_run, run_config,  # noqa: E402  (the same runs as the
-                                run_folder)  # failure-prediction benchmark, and the same candidates on their bases)
+from failure_prediction import (CANDIDATES, candidate_runs, candidate_specs, get_run,  # noqa: E402  (the same runs as
+                                run_config, run_folder)  # the failure-prediction benchmark, the same candidates)
 
 from metaerr_edge._fileio import atomic_write_text, dumps_json, loads_json  # noqa: E402
 from metaerr_edge.shift_eval import ShiftReport, evaluate_shift, plot_shift  # noqa: E402
@@ -144,8 +144,6 @@ LATENCY_FILE, LATENCY_ARCH = "latency_presets_cpu.json", {"mnist": "small_cnn", 
 def latency_key(label: str) -> str | None:
     """The latency benchmark's head for a score label: ``metaerr[mentor@stack-views2]`` -> ``mentor,stack``
     (views change training only, not the graph); None for the free baselines (a few nodes on the base)."""
-    from failure_prediction import CANDIDATES
-
     if not label.startswith("metaerr["):
         return None
     mode, _, cand = label[len("metaerr["):-1].partition("@")

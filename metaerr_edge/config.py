@@ -35,9 +35,9 @@ from metaerr_edge.options import (EPOCHS, batch_size, device_name, fold_count, n
 
 META_MODES = ("probs", "image", "image+probs", "mentor", "mentor-features")
 AUGMENTATIONS = ("auto", "none", "shift", "shift_flip")
-#: The registered base architectures, for --help only (the registry needs torch; a test keeps them equal).
 #: What a head can be stacked on (``MetaConfig.skip``): free scores of the base's probabilities.
 META_SKIPS = ("none", "auto", "msp", "margin", "gini", "entropy")
+#: The registered base architectures, for --help only (the registry needs torch; a test keeps them equal).
 ARCH_HELP = "small_cnn, resnet9 (fast-CIFAR residual net), resnet18 (CIFAR stem), mobilenet_v3_small"
 
 

@@ -239,16 +239,21 @@ class Run:
             '3f0c9a2e81b7'
         """
         mode = self.mode(mode)
+        return {"dataset": self.config.data.dataset, "meta_mode": mode, "splits_sha256": self.splits_sha256,
+                "weights_sha256": _weights_sha256((("base.pt", self.base), (f"meta_{mode}.pt", self.meta(mode))))}
+
+    @cached_property
+    def splits_sha256(self) -> str:
+        """sha256 of the split indices (part of :meth:`identity`)."""
         splits = hashlib.sha256()
         for name, array in sorted(self.splits.to_npz_dict().items()):
             splits.update(name.encode() + b":" + np.ascontiguousarray(array).tobytes())
-        weights = hashlib.sha256()  # of the tensors, not the files: torch.save's zip names vary between saves
-        for name, module in (("base.pt", self.base), (f"meta_{mode}.pt", self.meta(mode))):
-            for key, tensor in sorted(canonical_state_dict(module).items()):
-                weights.update(f"{name}:{key}:{tuple(tensor.shape)}:{tensor.dtype}:".encode())
-                weights.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return {"dataset": self.config.data.dataset, "meta_mode": mode, "splits_sha256": splits.hexdigest(),
-                "weights_sha256": weights.hexdigest()}
+        return splits.hexdigest()
+
+    @cached_property
+    def base_sha256(self) -> str:
+        """sha256 of the base's weights alone: equal for runs that share a base (``base_from=``)."""
+        return _weights_sha256((("base.pt", self.base),))
 
     def contract(self, layout: str = "NCHW", threshold: ThresholdSpec | None = None, mode: str | None = None) -> Contract:
         mode = self.mode(mode)
@@ -258,6 +263,16 @@ class Run:
             meta={"mode": mode, "labels": self.config.meta.labels, "folds": self.config.meta.folds, "run": self.identity(mode)},
             metrics=self.test_metrics(mode),
         )  # fmt: skip
+
+
+def _weights_sha256(modules) -> str:
+    """sha256 of ``(file name, module)`` pairs' tensors, not of the files: torch.save's zip names vary."""
+    weights = hashlib.sha256()
+    for name, module in modules:
+        for key, tensor in sorted(canonical_state_dict(module).items()):
+            weights.update(f"{name}:{key}:{tuple(tensor.shape)}:{tensor.dtype}:".encode())
+            weights.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return weights.hexdigest()
 
 
 def load_run(path: str | os.PathLike) -> Run:

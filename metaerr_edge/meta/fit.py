@@ -148,8 +148,8 @@ def fit_meta(
     base's probabilities on them (:func:`metaerr_edge.data.shift_views`: row ``v * N + i`` is a view
     of row ``i``), fitted and validated on like ``data``, a view always on the same side of the split
     as its source image; the mentor modes read them through the final mentor. Validation is a
-    stratified ``config.val_fraction`` of ``data`` (and its views) and always scores the error labels. ``target="error"`` heads: class-weighted BCE
-    (errors up-weighted by ``n_correct / n_error`` unless ``config.balanced`` is False);
+    stratified ``config.val_fraction`` of ``data`` (and its views) and always scores the error
+    labels. ``target="error"`` heads: class-weighted BCE (errors up-weighted by ``n_correct / n_error`` unless ``config.balanced`` is False);
     ``target="tcp"`` heads: MSE to the base's true-class probability.
 
     Example:

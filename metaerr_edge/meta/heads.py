@@ -37,7 +37,6 @@ from metaerr_edge.errors import ConfigError
 TARGETS = ("error", "tcp")
 #: Free failure scores a head can stack on (``HeadConfig.skip``); each maps probabilities to [0, 1].
 SKIP_SCORES = META_SKIPS[2:]  # ("msp", "margin", "gini", "entropy")
-SKIPS = META_SKIPS
 _SKIP_EPS = 1e-6
 _LOG_FLOOR = 1e-7
 _LOG_SCALE = 1.0 / 8.0
@@ -61,8 +60,8 @@ class HeadConfig:
             raise ConfigError(f"unknown meta-model mode {self.mode!r}; expected one of {list(META_MODES)}")
         if self.target not in TARGETS:
             raise ConfigError(f"unknown meta-model target {self.target!r}; expected one of {list(TARGETS)}")
-        if self.skip not in SKIPS:
-            raise ConfigError(f"unknown head skip {self.skip!r}; expected one of {list(SKIPS)}")
+        if self.skip not in META_SKIPS:
+            raise ConfigError(f"unknown head skip {self.skip!r}; expected one of {list(META_SKIPS)}")
         if self.skip != "none" and self.mode == "image":
             raise ConfigError("mode 'image' reads no probabilities, so it has no free score to stack on; use skip='none'")
 

@@ -129,11 +129,8 @@ class ScoreContext:
 
 
 def _check_same_base(run: "Run", other: "Run", name: str) -> None:
-    import torch
-
-    same = other.config.data == run.config.data and other.config.seed == run.config.seed and all(
-        torch.equal(a, b) for a, b in zip(run.base.state_dict().values(), other.base.state_dict().values()))
-    if not same or run.base.state_dict().keys() != other.base.state_dict().keys():
+    same = other.config.data == run.config.data and other.splits_sha256 == run.splits_sha256
+    if not (same and other.base_sha256 == run.base_sha256):
         raise ConfigError(f"meta run {name!r} ({other.path}) has another base or other data than {run.path}; "
                           "only a run trained with base_from= this run (the same base and splits) can be compared here")
 
