@@ -209,5 +209,5 @@ def test_the_benchmarks_use_public_functions_only(script):
 
 def test_the_command_holds_no_timing_or_rendering_logic():
     names = {n for m, n in _imports(REPO / "metaerr_edge" / "commands" / "bench.py") if m == "metaerr_edge.bench"}
-    assert {"measure_variants", "open_variants", "bench_markdown", "plot_bench"} <= names
+    assert {"measure_variants", "open_model_variants", "bench_markdown", "plot_bench"} <= names
     assert not hasattr(bench_cmd, "measure_interleaved") and not hasattr(bench_cmd, "Variant")

@@ -52,6 +52,8 @@ from metaerr_edge.bench.variants import (
     Variant,
     check_parity,
     measure_variants,
+    model_tags,
+    open_model_variants,
     open_variants,
     thread_counts,
 )
@@ -75,6 +77,8 @@ __all__ = [
     "measure_device",
     "measure_interleaved",
     "measure_variants",
+    "model_tags",
+    "open_model_variants",
     "open_variants",
     "plot_bench",
     "plot_latency",

@@ -105,6 +105,98 @@ def open_variants(model: str | Path, contract: Contract, backends: Sequence[str]
         yield variants
 
 
+def model_tags(contracts: Sequence[Contract], models: Sequence[str | Path]) -> list[str]:
+    """One short tag per model for result names: its precision ("fp32", "int8", "fp16"), or its
+    file stem where two models share a precision.
+
+    Example:
+        >>> model_tags([fp32_contract, int8_contract], ["m.onnx", "m.int8.onnx"])
+        ['fp32', 'int8']
+    """
+    names = [c.precision_name for c in contracts]
+    return [n if names.count(n) == 1 else Path(m).stem for n, m in zip(names, models)]
+
+
+@contextmanager
+def open_model_variants(models: Sequence[str | Path], contracts: Sequence[Contract], backends: Sequence[str],
+                        batches: Sequence[int], *, fused: Any = None, base_alone: bool = False,
+                        device: str = "cpu", cuda_graphs: bool = False, threads: int | None = None,
+                        seed: int = 0) -> Iterator[tuple[list[Variant], list[tuple[str, str]]]]:
+    """:func:`open_variants` for several fused graphs of one model (e.g. FP32 and INT8), side by side.
+
+    Yields (variants, pairs to report as ratios). With one model the names are ``fused/<backend>``
+    (and ``base/<backend>``); with several, ``fused[<tag>]/<backend>`` (:func:`model_tags`).
+    ``base_alone`` adds, on ONNX Runtime backends, the base half of each graph (its label and probs
+    outputs extracted with onnx: preprocessing, base, softmax, argmax). The torch backend runs the
+    run's FP32 model, so it is timed against the FP32 graphs only.
+
+    Raises:
+        ConfigError: graphs whose inputs differ (they would not take the same batch).
+    """
+    first = contracts[0].input
+    for model, contract in zip(models[1:], contracts[1:]):
+        if contract.input != first:
+            raise ConfigError(f"{model} takes {contract.input.layout} {contract.input.dtype} "
+                              f"{list(contract.input.shape)}, {models[0]} {first.layout} {first.dtype} "
+                              f"{list(first.shape)}: bench compares graphs of one input (export them alike)")
+    tags = model_tags(contracts, models) if len(models) > 1 else [""]
+    with ExitStack() as stack:
+        variants: list[Variant] = []
+        pairs: list[tuple[str, str]] = []
+        for model, contract, tag in zip(models, contracts, tags):
+            mine = [b for b in backends if b != "torch" or contract.precision_name == "fp32"]
+            opened = stack.enter_context(open_variants(model, contract, mine, batches, fused=fused, device=device,
+                                                       cuda_graphs=cuda_graphs, threads=threads, seed=seed))
+            if base_alone:
+                opened += [_base_variant(model, contract, b, threads) for b in mine if b.startswith("onnxruntime")]
+            for v in opened:
+                v.name = v.name.replace("fused/", f"fused[{tag}]/" if tag else "fused/", 1).replace(
+                    "base/", f"base[{tag}]/" if tag else "base/", 1)
+            variants += opened
+        names = [v.name for v in variants]
+        if len(models) == 1:
+            pairs = [(n, names[0]) for n in names[1:] if n.startswith("fused")]
+        else:  # every graph against the first one on the same backend, fused and base alike
+            for n in names:
+                kind, _, backend = n.partition("/")
+                ref = f"{kind.split('[')[0]}[{tags[0]}]/{backend}"
+                if n != ref and ref in names:
+                    pairs.append((n, ref))
+        for n in names:  # the price of the failure score: each fused graph against its own base
+            if n.startswith("base"):
+                pairs.append(("fused" + n[len("base"):], n))
+        yield variants, pairs
+
+
+def _base_variant(model: str | Path, contract: Contract, backend: str, threads: int | None) -> Variant:
+    """The base half of a fused graph (outputs label and probs only) in an ONNX Runtime session; each
+    call validates its input as ``Session.predict`` does, so the two compare like for like."""
+    from metaerr_edge.errors import require
+
+    onnx = require("onnx", "metaerr-edge[train]", "bench --base-alone (extracting the base from the fused graph)")
+    from onnx.utils import Extractor
+
+    from metaerr_edge.runtime.ort_backend import CPU, CUDA, open_ort_inference_session
+
+    full = onnx.load(str(model))
+    base = Extractor(full).extract_model([full.graph.input[0].name], ["label", "probs"])
+    providers = [CPU] if backend == "onnxruntime" else [CUDA, CPU]
+    session = open_ort_inference_session(base.SerializeToString(), providers, intra_op_num_threads=threads,
+                                         source=f"the base half of {model}")
+    name = session.get_inputs()[0].name
+    notes = {"backend": backend, "providers": list(session.get_providers()), "device": "cpu" if backend == "onnxruntime"
+             else backend, "host_time": "wall time of the input validation of Session.predict, then InferenceSession.run "
+                                        "on the base half of the graph (outputs label, probs)",
+             "copies_included": backend != "onnxruntime", "cuda_graphs": False,
+             "spin_wait": "not configured (the runtime's default)", "device_time": None}
+    if threads is None:
+        notes["intra_op_num_threads"] = thread_counts(None)["onnxruntime_intra_op"]
+    from metaerr_edge.runtime.validate import validate_images
+
+    return Variant(f"base/{backend}", backend, lambda x: session.run(None, {name: validate_images(x, contract)}),
+                   notes=notes)
+
+
 def _torch_variants(model: str | Path, fused: Any, contract: Contract, batches: Sequence[int], device: str,
                     cuda_graphs: bool, threads: int | None, seed: int, stack: ExitStack) -> list[Variant]:
     import torch

@@ -8,7 +8,9 @@ time, eager and (``--cuda-graphs``) replayed. :mod:`metaerr_edge.bench` does the
 
 Writes ``bench.json`` (per-call samples kept, for ``metaerr-edge tradeoff --bench``), ``bench.md``,
 ``bench.png`` (host latency distribution) and ``bench_device.png`` (when device times were taken).
-Results are named ``fused/<backend>`` (``fused/torch+cudagraph`` for the replayed graph).
+Results are named ``fused/<backend>`` (``fused/torch+cudagraph`` for the replayed graph); with several
+models (``bench model.onnx model.int8.onnx``) ``fused[fp32]/<backend>``, ``fused[int8]/<backend>``, and
+``--base-alone`` adds ``base[...]/<backend>``, the graph's base half (the price of the failure score).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from metaerr_edge.bench import (
     bench_markdown,
     environment,
     measure_variants,
-    open_variants,
+    open_model_variants,
     plot_bench,
     save_json,
     thread_counts,
@@ -36,7 +38,12 @@ from metaerr_edge._fileio import atomic_write_text
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="latency of the fused graph per backend and batch size (trtexec conventions)")
-    p.add_argument("model", help="fused .onnx written by `metaerr-edge export`")
+    p.add_argument("models", nargs="+", metavar="model",
+                   help="fused .onnx written by `metaerr-edge export` (several: e.g. the FP32 and INT8 graphs, timed "
+                        "side by side)")  # fmt: skip
+    p.add_argument("--base-alone", action="store_true",
+                   help="also time the base half of each graph (label and probs: the price of the failure score; "
+                        "ONNX Runtime backends, needs onnx)")  # fmt: skip
     p.add_argument("--backend", default=("onnxruntime",), type=parse_backends,
                    help="comma-separated backends, e.g. onnxruntime,torch (default: onnxruntime)")
     p.add_argument("--batch-sizes", default=(1, 8, 32), type=int_list,
@@ -72,27 +79,34 @@ def parse_backends(text: str) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, out = _check_args(args)
+    models, out = _check_args(args)
     backends, batches = tuple(args.backend), tuple(args.batch_sizes)
     config = TimingConfig(args.warmup_s, args.duration_s, args.min_iters, args.max_iters)
 
     from metaerr_edge._fileio import path_lock, replace_files
     from metaerr_edge.contract import read_contract
 
-    contract = read_contract(model)
+    contracts = [read_contract(m) for m in models]
+    model, contract = models[0], contracts[0]
     with path_lock(out):  # a second bench into the same folder fails now, not after measuring
-        fused = _reference_model(args.run, contract, model) if "torch" in backends else None
-        with open_variants(model, contract, backends, batches, fused=fused, device=args.device,
-                           cuda_graphs=args.cuda_graphs, threads=args.threads, seed=args.seed) as variants:
+        fp32 = next(((m, c) for m, c in zip(models, contracts) if c.precision_name == "fp32"), None) \
+            if "torch" in backends else None
+        if "torch" in backends and fp32 is None:
+            raise ConfigError("the torch backend runs the run's FP32 model: add the FP32 graph to the models, or "
+                              "drop torch from --backend")
+        fused = _reference_model(args.run, fp32[1], fp32[0]) if fp32 else None
+        with open_model_variants(models, contracts, backends, batches, fused=fused, base_alone=args.base_alone,
+                                 device=args.device, cuda_graphs=args.cuda_graphs, threads=args.threads,
+                                 seed=args.seed) as (variants, pairs):
             results = measure_variants(variants, batches, contract, config, args.interleave, seed=args.seed,
-                                       model=str(args.model), progress=not args.quiet)
+                                       model=", ".join(map(str, models)), progress=not args.quiet)
         env = {**environment(), "bench_threads": thread_counts(args.threads)}
-        names = list(dict.fromkeys(r.name for r in results))
-        pairs = [(name, names[0]) for name in names[1:]]
-        extra = {"model": str(model), "argv": sys.argv[1:], "rounds": args.interleave, "seed": args.seed,
-                 "timing": dataclasses.asdict(config),
+        extra = {"model": str(model), "models": [str(m) for m in models], "argv": sys.argv[1:],
+                 "rounds": args.interleave, "seed": args.seed, "timing": dataclasses.asdict(config),
+                 "precisions": [c.precision_name for c in contracts],
                  "input": "uniform random in the contract's value range, one fixed batch per size"}
-        text = bench_markdown(model, results, env, pairs)
+        text = bench_markdown(model if len(models) == 1 else " vs ".join(Path(m).name for m in models),
+                              results, env, pairs)
         # One set: a full disk leaves the previous bench.{json,md,png}, never a mix (nor an old bench_device.png).
         with replace_files(out, ("bench.json", "bench.md", "bench.png", "bench_device.png")) as stage:
             save_json(stage / "bench.json", results, env, extra, pairs=pairs, include_samples=True)
@@ -104,14 +118,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_args(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The model file and output folder; ConfigError for options that do not go together."""
-    model = Path(args.model)
-    if not model.is_file():
-        where = (f"{str(model)!r} is a folder" if model.is_dir() else f"{str(model)!r} is not a regular file"
-                 if model.exists() else f"no model file at {str(model)!r}")
-        raise ConfigError(f"{where}; pass the fused .onnx written by `metaerr-edge export`")
-    out = Path(args.out) if args.out else model.parent / "bench"
+def _check_args(args: argparse.Namespace) -> tuple[list[Path], Path]:
+    """The model files and output folder; ConfigError for options that do not go together."""
+    models = [Path(m) for m in dict.fromkeys(args.models)]
+    for model in models:
+        if not model.is_file():
+            where = (f"{str(model)!r} is a folder" if model.is_dir() else f"{str(model)!r} is not a regular file"
+                     if model.exists() else f"no model file at {str(model)!r}")
+            raise ConfigError(f"{where}; pass the fused .onnx written by `metaerr-edge export`")
+    out = Path(args.out) if args.out else models[0].parent / "bench"
     if out.exists() and not out.is_dir():
         raise ConfigError(f"-o {str(out)!r} is an existing file; bench writes a folder (bench.json, bench.md, bench.png)")
     backends = tuple(args.backend)
@@ -123,7 +138,9 @@ def _check_args(args: argparse.Namespace) -> tuple[Path, Path]:
                           "pick the ONNX Runtime device with --backend onnxruntime-cuda")
     if args.cuda_graphs and ("torch" not in backends or not str(args.device).startswith("cuda")):
         raise ConfigError("--cuda-graphs times the torch backend on a GPU: add torch to --backend and pass --device cuda")
-    return model, out
+    if args.base_alone and not any(b.startswith("onnxruntime") for b in backends):
+        raise ConfigError("--base-alone times the base half of the graph on ONNX Runtime: add onnxruntime to --backend")
+    return models, out
 
 
 def _reference_model(run_path: str, contract: Any, model: Path) -> Any:

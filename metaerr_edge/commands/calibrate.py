@@ -36,13 +36,41 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def calibration_scores(model: str, run) -> tuple[np.ndarray, np.ndarray]:
     """The deployed graph's failure scores and error labels on the run's calibration split (ONNX Runtime CPU)."""
+    from metaerr_edge.contract.spec import dataset_feed
     from metaerr_edge.runtime import open_session
 
     images, labels = run.split("calib")
     with open_session(model, backend="onnxruntime") as session:
-        x = images.astype(np.float32) / 255.0 if session.contract.input.layout == "NCHW" else images.transpose(0, 2, 3, 1)
-        pred = session.predict(np.ascontiguousarray(x))
+        pred = session.predict(dataset_feed(session.contract.input, images))
     return pred.failure_score, error_labels(pred.label, labels)
+
+
+def calibrate_model(model: str | Path, run, *, coverage: float | None = None, risk: float | None = None,
+                    delta: float | None = None, out: str | Path | None = None, allow_other_run: bool = False):
+    """Fit the defer threshold of ``model`` on ``run``'s calibration split and write it (into ``out``,
+    else in place); returns the :class:`~metaerr_edge.decide.ThresholdChoice`.
+
+    One writer from reading the model to writing the threshold: a second calibrate fails at once.
+    """
+    from metaerr_edge._fileio import path_lock
+    from metaerr_edge.contract import read_contract
+    from metaerr_edge.decide import threshold_for_coverage, threshold_for_risk
+    from metaerr_edge.fuse.modelfile import set_threshold
+    from metaerr_edge.fuse.verify import check_origin
+
+    if (coverage is None) == (risk is None):
+        raise ConfigError("pass exactly one of a target coverage or a target risk")
+    with path_lock(Path(out or model)):
+        contract = read_contract(model)
+        check_origin(run, contract, str(model), allow_other_run=allow_other_run)
+        scores, is_error = calibration_scores(str(model), run)
+        if coverage is not None:
+            choice = threshold_for_coverage(scores, is_error, coverage)
+        else:
+            choice = threshold_for_risk(scores, is_error, risk, 0.05 if delta is None else delta)
+        warn_if_degenerate(choice, scores)
+        set_threshold(model, choice.to_spec(), out)
+    return choice
 
 
 def warn_if_degenerate(choice, scores: np.ndarray) -> str | None:
@@ -61,31 +89,14 @@ def warn_if_degenerate(choice, scores: np.ndarray) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from metaerr_edge.decide import threshold_for_coverage, threshold_for_risk
-    from metaerr_edge.fuse.modelfile import set_threshold
-    from metaerr_edge.contract import read_contract
+    from metaerr_edge._fileio import writable_file
     from metaerr_edge.pipeline import load_run
 
     if args.delta is not None and args.risk is None:
         raise ConfigError("--delta belongs to --risk (the SGR guarantee's failure probability); --coverage has none")
-    from metaerr_edge._fileio import writable_file
-
     if args.out:
         writable_file(args.out)  # a folder, a device or a run's own file: refused before any work
-    from metaerr_edge.fuse.verify import check_origin
-    from metaerr_edge._fileio import path_lock
-
-    run_ = load_run(args.run)
-    # One writer from reading the model to writing the threshold: a second calibrate fails at once.
-    with path_lock(Path(args.out or args.model)):
-        contract = read_contract(args.model)
-        check_origin(run_, contract, args.model, allow_other_run=args.allow_other_run)
-        scores, is_error = calibration_scores(args.model, run_)
-        if args.coverage is not None:
-            choice = threshold_for_coverage(scores, is_error, args.coverage)
-        else:
-            choice = threshold_for_risk(scores, is_error, args.risk, 0.05 if args.delta is None else args.delta)
-        warn_if_degenerate(choice, scores)
-        set_threshold(args.model, choice.to_spec(), args.out)
+    choice = calibrate_model(args.model, load_run(args.run), coverage=args.coverage, risk=args.risk, delta=args.delta,
+                             out=args.out, allow_other_run=args.allow_other_run)
     print(dumps_json({"model": str(args.out or args.model), **asdict(choice)}, indent=2))
     return 0

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 CONTRACT_KEY = "metaerr_edge.contract"
 CONTRACT_FORMAT = "metaerr-edge/1"
 OUTPUT_NAMES = ("label", "probs", "failure_score", "defer")
+#: What ``contract.precision["name"]`` may be: the exported graph (fp32), an FP16 conversion, or INT8 QDQ.
+PRECISIONS = ("fp32", "fp16", "int8")
 THRESHOLD_INITIALIZER = "defer_threshold"
 _VALUE_RANGE = {"float32": (0.0, 1.0), "uint8": (0.0, 255.0)}  # what the exported preprocessing takes
 
@@ -119,6 +121,21 @@ def random_inputs(spec: InputSpec, n: int, seed: int = 0) -> np.ndarray:
     return (rng.random(shape, dtype=np.float32) * (high - low) + low).astype(np.float32)
 
 
+def dataset_feed(spec: InputSpec, images: np.ndarray) -> np.ndarray:
+    """Dataset images (uint8 N x C x H x W, as runs store them) in the layout ``spec`` takes:
+    float32 in [0, 1] for NCHW, uint8 N x H x W x C for NHWC (contiguous either way).
+
+    Example:
+        >>> dataset_feed(contract.input, run.split("calib")[0]).dtype
+        dtype('float32')
+    """
+    import numpy as np
+
+    if spec.layout == "NHWC":
+        return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+    return np.ascontiguousarray(images.astype(np.float32) / 255.0)
+
+
 @dataclass(frozen=True)
 class ThresholdSpec:
     """The calibrated deferral threshold: defer when ``failure_score > value``."""
@@ -176,6 +193,9 @@ class Contract:
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     format: str = CONTRACT_FORMAT
+    #: The graph's numeric precision: ``{"name": "fp32"}`` as exported; ``metaerr-edge quantize``
+    #: records "int8" or "fp16" with its settings, what was kept in float and the FP32 source.
+    precision: dict[str, Any] = field(default_factory=lambda: {"name": "fp32"})
 
     def __post_init__(self) -> None:
         problems = []
@@ -196,9 +216,11 @@ class Contract:
             problems.append(f"threshold must be a ThresholdSpec, got {self.threshold!r}")
         if not isinstance(self.outputs, (tuple, list)) or tuple(self.outputs) != OUTPUT_NAMES:
             problems.append(f"outputs are {self.outputs!r}, expected {list(OUTPUT_NAMES)}")
-        for key in ("score", "base", "meta", "metrics", "versions"):
+        for key in ("score", "base", "meta", "metrics", "versions", "precision"):
             if not isinstance(getattr(self, key), dict):
                 problems.append(f"{key} must be an object (dict), got {type(getattr(self, key)).__name__}")
+        if isinstance(self.precision, dict) and self.precision.get("name") not in PRECISIONS:
+            problems.append(f"precision.name is {self.precision.get('name')!r}, expected one of {list(PRECISIONS)}")
         if problems:
             raise ContractError("invalid metaerr-edge contract: " + "; ".join(problems))
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -207,6 +229,11 @@ class Contract:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def precision_name(self) -> str:
+        """``"fp32"``, ``"fp16"`` or ``"int8"``."""
+        return str(self.precision["name"])
 
     def with_threshold(self, threshold: ThresholdSpec) -> "Contract":
         return replace(self, threshold=threshold)
@@ -242,6 +269,7 @@ class Contract:
                 metrics=raw.get("metrics", {}),
                 versions=raw.get("versions", {}),
                 format=raw["format"],
+                precision=raw.get("precision", {"name": "fp32"}),  # files from before reduced precision: FP32
             )
         except ContractError as exc:
             raise ContractError(f"{source}: {exc}. Re-export the model with `metaerr-edge export` "
@@ -260,7 +288,7 @@ def validate_contract(contract: Contract, source: str = "contract") -> None:
         raise ContractError(f"{source}: expected a Contract, got {type(contract).__name__}")
     try:
         Contract(**{f: getattr(contract, f) for f in ("input", "classes", "threshold", "outputs", "score", "base",
-                                                      "meta", "metrics", "versions", "format")})
+                                                      "meta", "metrics", "versions", "format", "precision")})
     except ContractError as exc:
         raise ContractError(f"{source}: {exc}") from None
 

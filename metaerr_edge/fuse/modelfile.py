@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,9 @@ def set_threshold(path: str | os.PathLike[str], threshold: ThresholdSpec,
     with path_lock(target):  # read, change and write under one lock: a second calibrate fails, none is lost
         model, contract = _checked_model(path)
         contract = contract.with_threshold(threshold)
+        if contract.precision_name != "fp32":  # a threshold fitted on the reduced graph's own scores, or not
+            contract = replace(contract, precision={**contract.precision,
+                                                    "recalibrated": threshold.method not in ("default", "manual")})
         validate_contract(contract, f"set_threshold({path})")
         inits = {t.name: t for t in model.graph.initializer}
         if THRESHOLD_INITIALIZER not in inits:

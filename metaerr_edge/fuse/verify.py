@@ -24,7 +24,7 @@ import torch
 
 from metaerr_edge.console import warn
 from metaerr_edge.errors import ConfigError, InputError, require
-from metaerr_edge.contract.spec import Contract
+from metaerr_edge.contract.spec import Contract, dataset_feed
 from metaerr_edge.models.fused import FusedModel
 
 
@@ -230,14 +230,12 @@ def verify_run(onnx_path: str | os.PathLike[str], run: Any, n: int = 512, atol: 
     from metaerr_edge.contract.reader import read_contract
 
     contract = read_contract(onnx_path)
-    layout = contract.input.layout
     fused = reference_model(run, contract, str(onnx_path), allow_other_run=allow_other_run)
     images, _ = run.split("test")
     images = np.asarray(images[:n])
     if images.dtype != np.uint8 or images.ndim != 4:
         raise InputError(f"run.split('test') gave {images.dtype}{list(images.shape)}, expected uint8 NCHW")
-    feed = images.transpose(0, 2, 3, 1) if layout == "NHWC" else images.astype(np.float32) / 255.0
-    return verify_parity(onnx_path, fused, np.ascontiguousarray(feed), atol=atol,
+    return verify_parity(onnx_path, fused, dataset_feed(contract.input, images), atol=atol,
                          batch_sizes=batch_sizes, providers=providers, threads=threads)
 
 
@@ -271,3 +269,138 @@ def _compare(ref: list[np.ndarray], got: list[np.ndarray], batch_size: int, atol
         boundary_cases=int(np.sum(boundary)),
         boundary_flips=int(np.sum(flipped & boundary)),
     )
+
+
+# --- reduced precision -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrecisionReport:
+    """A reduced-precision graph against the FP32 model it came from, on the same test images.
+
+    ``flips_at_fp32_threshold``: share of images whose defer decision changes when the reduced
+    graph's score replaces the FP32 score at the FP32 threshold (what the score's distortion does);
+    ``decision_changes``: share whose deployed decision (the reduced graph's own, recalibrated
+    threshold) differs from the FP32 graph's at its threshold (what the device does differently).
+    ``largest_tie``: share of images in the largest block of equal scores (coarse scores tie).
+    """
+
+    onnx_path: str
+    precision: str
+    n: int
+    label_agreement: float
+    max_abs_score_diff: float
+    p99_abs_score_diff: float
+    threshold: float
+    fp32_threshold: float
+    flips_at_fp32_threshold: float
+    decision_changes: float
+    distinct_scores: dict[str, int]
+    largest_tie: dict[str, float]
+    auroc: dict[str, float]
+    aurc: dict[str, float]
+    coverage: dict[str, float]
+    calibration: dict[str, Any]
+    min_label_agreement: float
+    max_auroc_drop: float
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_markdown(self) -> str:
+        verdict = "PASSED" if self.passed else "FAILED"
+        drop = self.auroc["fp32"] - self.auroc[self.precision]
+        p = self.precision
+        lines = [
+            f"### {p.upper()} vs FP32 {verdict}: `{os.path.basename(self.onnx_path)}` on {self.n} test images",
+            "",
+            f"- labels: {self.label_agreement:.4%} agree (needs >= {self.min_label_agreement:.2%})",
+            f"- failure score: max |diff| {self.max_abs_score_diff:.3g}, p99 {self.p99_abs_score_diff:.3g}",
+            f"- failure-prediction AUROC: FP32 {self.auroc['fp32']:.4f}, {p.upper()} {self.auroc[p]:.4f} "
+            f"(drop {drop:+.4f}; allowed {self.max_auroc_drop:g}); AURC {self.aurc['fp32']:.4f} vs {self.aurc[p]:.4f}",
+            f"- defer flips at the FP32 threshold {self.fp32_threshold:.4g}: {self.flips_at_fp32_threshold:.2%}; "
+            f"deployed decisions (threshold {self.threshold:.4g}) that differ from FP32's: {self.decision_changes:.2%}",
+            f"- test coverage: FP32 {self.coverage['fp32']:.2%}, {p.upper()} {self.coverage[p]:.2%}",
+            f"- distinct scores: FP32 {self.distinct_scores['fp32']}, {p.upper()} {self.distinct_scores[p]}; "
+            f"largest tie {self.largest_tie['fp32']:.2%} vs {self.largest_tie[p]:.2%} of the images",
+        ]
+        cal = self.calibration
+        if cal.get("target_coverage") is not None and cal.get("achieved_coverage") is not None:
+            lines.append(f"- threshold ({cal.get('method')}): calibration coverage {cal['achieved_coverage']:.2%} "
+                         f"for a target of {cal['target_coverage']:.2%}" + ("" if cal.get("recalibrated") else
+                         " -- NOT recalibrated on this precision: run `metaerr-edge calibrate` on it"))
+        elif not cal.get("recalibrated"):
+            lines.append("- threshold: NOT recalibrated on this precision (the FP32 one); run `metaerr-edge calibrate` on it")
+        return "\n".join(lines) + "\n"
+
+
+def verify_precision(onnx_path: str | os.PathLike[str], run: Any, n: int | None = None, *,
+                     min_label_agreement: float = 0.99, max_auroc_drop: float = 0.005,
+                     providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0,
+                     allow_other_run: bool = False) -> PrecisionReport:
+    """Compare a reduced-precision fused graph (``metaerr-edge quantize``) with its FP32 reference.
+
+    The reference is the run's PyTorch FusedModel (the FP32 graph answers like it within 1e-5, as
+    :func:`verify_run` checks); both see the first ``n`` test images (all when ``None``). Passed when
+    labels agree on at least ``min_label_agreement`` and the failure-prediction AUROC drops by at
+    most ``max_auroc_drop``.
+    """
+    from metaerr_edge.contract.reader import read_contract
+    from metaerr_edge.metrics import aurc, auroc
+
+    ort = require("onnxruntime", "metaerr-edge", "verify_precision")
+    contract = read_contract(onnx_path)
+    name = contract.precision_name
+    if name == "fp32":
+        raise ConfigError(f"{onnx_path} is an FP32 graph; verify_precision compares a reduced-precision graph "
+                          "(metaerr-edge quantize) with FP32. Check an FP32 graph with verify_run (parity)")
+    fused = reference_model(run, contract, str(onnx_path), allow_other_run=allow_other_run).eval()
+    images, labels = run.split("test")
+    images, labels = np.asarray(images[:n]), np.asarray(labels[:n])
+    feed = dataset_feed(contract.input, images)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(onnx_path), options, providers=list(providers))
+    ref: list[list[np.ndarray]] = [[], [], []]
+    got: list[list[np.ndarray]] = [[], [], []]
+    with torch.inference_mode():
+        for start in range(0, len(feed), 256):
+            chunk = feed[start:start + 256]
+            label, _, score, _ = fused(torch.from_numpy(chunk))
+            ref[0].append(label.numpy()), ref[1].append(score.numpy().astype(np.float64))
+            q_label, _, q_score, q_defer = session.run(None, {contract.input.name: chunk})
+            got[0].append(np.asarray(q_label)), got[1].append(np.asarray(q_score, np.float64))
+            got[2].append(np.asarray(q_defer, bool))
+    label_r, score_r = np.concatenate(ref[0]), np.concatenate(ref[1])
+    label_q, score_q, defer_q = (np.concatenate(v) for v in got)
+    err_r, err_q = label_r != labels, label_q != labels
+    source = contract.precision.get("source", {})
+    t32 = float(source.get("threshold", contract.threshold.value))
+    diff = np.abs(score_r - score_q)
+    aurocs = {"fp32": float(auroc(score_r, err_r)), name: float(auroc(score_q, err_q))}
+    agreement = float(np.mean(label_r == label_q))
+    th = contract.threshold
+    recalibrated = bool(contract.precision.get("recalibrated", False))
+    return PrecisionReport(
+        onnx_path=str(onnx_path), precision=name, n=len(labels), label_agreement=agreement,
+        max_abs_score_diff=float(diff.max()), p99_abs_score_diff=float(np.quantile(diff, 0.99)),
+        threshold=th.value, fp32_threshold=t32,
+        flips_at_fp32_threshold=float(np.mean((score_r > t32) != (score_q > t32))),
+        decision_changes=float(np.mean((score_r > t32) != defer_q)),
+        distinct_scores={"fp32": int(len(np.unique(score_r))), name: int(len(np.unique(score_q)))},
+        largest_tie={"fp32": _largest_tie(score_r), name: _largest_tie(score_q)},
+        auroc=aurocs, aurc={"fp32": float(aurc(score_r, err_r)), name: float(aurc(score_q, err_q))},
+        coverage={"fp32": float(np.mean(score_r <= t32)), name: float(np.mean(~defer_q))},
+        calibration={"method": th.method, "target_coverage": th.target_coverage, "target_risk": th.target_risk,
+                     "achieved_coverage": th.achieved_coverage, "achieved_risk": th.achieved_risk,
+                     "recalibrated": recalibrated},
+        min_label_agreement=min_label_agreement, max_auroc_drop=max_auroc_drop,
+        passed=agreement >= min_label_agreement and aurocs["fp32"] - aurocs[name] <= max_auroc_drop,
+    )  # fmt: skip
+
+
+def _largest_tie(scores: np.ndarray) -> float:
+    """Share of the scores in the largest block of equal values."""
+    _, counts = np.unique(scores, return_counts=True)
+    return float(counts.max() / len(scores)) if len(scores) else 0.0

@@ -6,9 +6,14 @@ against a fake ``tensorrt`` module in the tests. The pure helpers above that lin
 
 Versions: 10.x (Jetson/JetPack 6 ships 10.3) and 11.x, branching on the major version.
 ``create_network`` gets no flags on >= 10 (EXPLICIT_BATCH is deprecated and ignored in 10, gone in
-11). ``precision="fp16"`` sets ``BuilderFlag.FP16`` on 10.x; 11.x is strongly typed only (the flag
-is gone), so the ONNX must already carry FP16 (convert it with NVIDIA ModelOpt AutoCast, see
-export/tensorrt/README.md) or the build is refused.
+11). An FP32 graph: ``precision="fp16"`` sets ``BuilderFlag.FP16`` on 10.x; 11.x is strongly typed
+only (the flag is gone), so the ONNX must already carry FP16 (``metaerr-edge quantize --fp16``, or
+NVIDIA ModelOpt AutoCast, see export/tensorrt/README.md) or the build is refused. A reduced-precision
+graph (``contract.precision``: an FP16 graph, or an INT8 QDQ graph, which TensorRT reads as explicit
+quantization) is built as a strongly typed network: ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``
+on 10.x, the only kind on 11.x; no precision flag, the graph's types decide (:func:`build_mode`).
+TensorRT's quantization is symmetric, so an INT8 graph quantized for ONNX Runtime (asymmetric
+activations) is refused with the command that makes a TensorRT one.
 
 Engine cache: ``<cache_dir>/<key>.plan`` + ``<key>.json``, where key = sha256 of (ONNX sha256,
 TensorRT version, GPU name, compute capability, precision, batch profile, OS/arch). An engine is
@@ -49,7 +54,7 @@ from metaerr_edge.runtime.session import Backend, Outputs, register_backend
 
 logger = logging.getLogger("metaerr_edge.runtime.tensorrt")
 MIN_MAJOR = 10
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16")  # what may be asked of an FP32 graph; a reduced graph brings its own
 INSTALL_HINT = (
     "Install TensorRT 10.x/11.x with: pip install 'metaerr-edge[tensorrt]' (wheels come from NVIDIA's "
     "index, https://pypi.nvidia.com); on Jetson use JetPack's python3-libnvinfer. It needs an NVIDIA GPU and driver"
@@ -93,10 +98,45 @@ def fp16_mode(major: int, precision: str, network_has_fp16: bool) -> str:
         return "typed"
     raise ConfigError(
         f"precision='fp16' on TensorRT {major}.x needs an ONNX that is already FP16: 11.x removed "
-        "BuilderFlag.FP16 (strongly typed only). Convert it first with NVIDIA ModelOpt AutoCast "
+        "BuilderFlag.FP16 (strongly typed only). Convert it first: metaerr-edge quantize model.onnx --fp16 "
+        "--run RUN, or NVIDIA ModelOpt AutoCast "
         "(python -m modelopt.onnx.autocast --onnx_path fused.onnx --output_path fused_fp16.onnx; "
         "see export/tensorrt/README.md), or build with precision='fp32'"
     )
+
+
+def build_mode(major: int, graph: str, requested: str | None, int8_target: str | None = None) -> tuple[str, str]:
+    """(engine precision for the cache key, network kind) for a graph of precision ``graph``.
+
+    The network kind is "weak" (an FP32 graph; :func:`fp16_mode` then says how to get ``requested``)
+    or "strong" (an FP16 or INT8 QDQ graph: a strongly typed network, no precision flags).
+    ``requested`` None means the graph's own precision.
+
+    Raises:
+        ConfigError: a precision other than the graph's asked of a reduced graph; an INT8 graph
+            quantized for ONNX Runtime (asymmetric activations), which TensorRT cannot read.
+    """
+    if graph == "fp32":
+        return (requested or "fp32"), "weak"
+    if graph not in ("fp16", "int8"):
+        raise ConfigError(f"the graph's precision is {graph!r}; expected fp32, fp16 or int8 (contract.precision)")
+    if requested not in (None, graph):
+        raise ConfigError(f"the graph is already {graph} (metaerr-edge quantize): TensorRT builds it as it is, strongly "
+                          f"typed; drop precision={requested!r}, or build from the FP32 graph")
+    if graph == "int8" and int8_target != "tensorrt":
+        raise ConfigError("this INT8 graph has asymmetric activations (quantized for ONNX Runtime); TensorRT reads "
+                          "symmetric Q/DQ only. Quantize for it: metaerr-edge quantize model.onnx --int8 --target "
+                          "tensorrt --run RUN")
+    return f"{graph}-typed", "strong"
+
+
+def strongly_typed_flags(trt: Any, major: int) -> int:
+    """``create_network`` flags of a strongly typed network: the STRONGLY_TYPED bit on 10.x; none on 11.x,
+    where every network is strongly typed."""
+    if major >= 11:
+        return 0
+    return 1 << int(getattr(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED, "value",
+                            trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
 
 
 def trt_dtype_to_numpy(dtype: Any) -> np.dtype:
@@ -135,7 +175,7 @@ class EngineKey:
     trt_version: str
     gpu_name: str
     compute_capability: str
-    precision: str
+    precision: str  #: e.g. "fp32", "fp16" (builder flag), "fp16-typed" / "int8-typed" (the graph's own)
     min_batch: int
     opt_batch: int
     max_batch: int
@@ -190,11 +230,11 @@ def network_has_fp16(trt: Any, network: Any) -> bool:
 
 
 def _build_plan(trt: Any, onnx_bytes: bytes, onnx_path: Path, key: EngineKey, workspace_bytes: int,
-                timing_cache: Path) -> Any:
+                timing_cache: Path, kind: str = "weak") -> Any:
     log = _trt_logger(trt)
     major = trt_major(trt.__version__)
     builder = trt.Builder(log)
-    network = builder.create_network(network_flags(major))
+    network = builder.create_network(strongly_typed_flags(trt, major) if kind == "strong" else network_flags(major))
     parser = trt.OnnxParser(network, log)
     # The bytes whose sha256 is the cache key, not the file again: a file rewritten in between
     # would otherwise be built under the old key. (The path only locates external weights.)
@@ -205,7 +245,8 @@ def _build_plan(trt: Any, onnx_bytes: bytes, onnx_path: Path, key: EngineKey, wo
         raise ContractError(f"{onnx_path}: expected one input, the network has {network.num_inputs}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
-    if fp16_mode(major, key.precision, key.precision == "fp16" and network_has_fp16(trt, network)) == "flag":
+    if kind == "weak" and fp16_mode(major, key.precision,
+                                     key.precision == "fp16" and network_has_fp16(trt, network)) == "flag":
         config.set_flag(trt.BuilderFlag.FP16)
     inp = network.get_input(0)
     profile = builder.create_optimization_profile()
@@ -222,7 +263,7 @@ def _build_plan(trt: Any, onnx_bytes: bytes, onnx_path: Path, key: EngineKey, wo
     return plan
 
 
-def build_engine(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", min_batch: int = 1,
+def build_engine(onnx_path: str | os.PathLike[str], *, precision: str | None = None, min_batch: int = 1,
                  opt_batch: int = 1, max_batch: int = 32, workspace_bytes: int = 1 << 30,
                  timing_cache_path: str | os.PathLike[str] | None = None,
                  cache_dir: str | os.PathLike[str] | None = None, device_id: int = 0,
@@ -230,7 +271,8 @@ def build_engine(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", 
     """Build a TensorRT engine for the fused ONNX, or reuse a matching cached one.
 
     The file is read once: its contract is checked against its graph, and the same bytes are
-    hashed into the cache key and handed to TensorRT's parser.
+    hashed into the cache key and handed to TensorRT's parser. ``precision`` (None: the graph's
+    own) may be "fp16" for an FP32 graph; a reduced graph is built as it is (:func:`build_mode`).
 
     Returns:
         The path of the serialized engine (``<cache_dir>/<key>.plan``).
@@ -240,20 +282,25 @@ def build_engine(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", 
     """
     trt = _import_tensorrt()
     onnx_path = Path(onnx_path)
-    data, _ = load_model_file(onnx_path)
-    return _engine_for(trt, data, onnx_path, precision=precision, min_batch=min_batch, opt_batch=opt_batch,
+    data, contract = load_model_file(onnx_path)
+    return _engine_for(trt, data, onnx_path, contract.precision, precision=precision, min_batch=min_batch,
+                       opt_batch=opt_batch,
                        max_batch=max_batch, workspace_bytes=workspace_bytes, timing_cache_path=timing_cache_path,
                        cache_dir=cache_dir, device_id=device_id, memory=memory)
 
 
-def _engine_for(trt: Any, data: bytes, onnx_path: Path, *, precision: str, min_batch: int, opt_batch: int,
+def _engine_for(trt: Any, data: bytes, onnx_path: Path, graph: dict[str, Any], *, precision: str | None,
+                min_batch: int, opt_batch: int,
                 max_batch: int, workspace_bytes: int, timing_cache_path: str | os.PathLike[str] | None,
                 cache_dir: str | os.PathLike[str] | None, device_id: int, memory: str) -> Path:
     """:func:`build_engine` for model bytes already read and checked."""
     mem = _memory(memory, int(device_id))
     gpu_name, cc = mem.gpu()
-    fp16_mode(trt_major(trt.__version__), precision, True)  # reject unknown precision before hashing
-    key = EngineKey(hashlib.sha256(data).hexdigest(), trt.__version__, gpu_name, cc, precision, min_batch,
+    major = trt_major(trt.__version__)
+    engine_precision, kind = build_mode(major, str(graph.get("name", "fp32")), precision, graph.get("target"))
+    if kind == "weak":
+        fp16_mode(major, engine_precision, True)  # reject unknown precision before hashing
+    key = EngineKey(hashlib.sha256(data).hexdigest(), trt.__version__, gpu_name, cc, engine_precision, min_batch,
                     opt_batch, max_batch)
     cache = Path(cache_dir) if cache_dir is not None else package_cache_dir("tensorrt")
     plan_path, sidecar = cache / f"{key.digest()}.plan", cache / f"{key.digest()}.json"
@@ -265,10 +312,10 @@ def _engine_for(trt: Any, data: bytes, onnx_path: Path, *, precision: str, min_b
     timing = cache / f"timing-{key.trt_version}-{gpu_tag}-sm{cc}.cache"
     if timing_cache_path:
         timing = Path(timing_cache_path)
-    logger.info("building TensorRT engine %s (%s, batch %d/%d/%d)", plan_path.name, precision,
+    logger.info("building TensorRT engine %s (%s, batch %d/%d/%d)", plan_path.name, engine_precision,
                 min_batch, opt_batch, max_batch)
     with mem.activate():
-        atomic_write_bytes(plan_path, _build_plan(trt, data, onnx_path, key, workspace_bytes, timing))
+        atomic_write_bytes(plan_path, _build_plan(trt, data, onnx_path, key, workspace_bytes, timing, kind))
     write_sidecar(sidecar, key, plan_path)
     return plan_path
 
@@ -284,7 +331,7 @@ class TensorRTBackend(Backend):
     install_hint = INSTALL_HINT
 
     @classmethod
-    def open(cls, model: Any, *, precision: str = "fp32", min_batch: int = 1, opt_batch: int = 1,
+    def open(cls, model: Any, *, precision: str | None = None, min_batch: int = 1, opt_batch: int = 1,
              max_batch: int = 32, workspace_bytes: int = 1 << 30, cache_dir: str | None = None,
              timing_cache_path: str | None = None, device_id: int = 0, memory: str = "auto") -> "TensorRTBackend":
         if not isinstance(model, (str, Path)) or not Path(model).is_file():
@@ -298,7 +345,7 @@ class TensorRTBackend(Backend):
             workspace_bytes=workspace_bytes, timing_cache_path=timing_cache_path, cache_dir=cache_dir,
             device_id=device_id, memory=memory,
         )
-        plan = _engine_for(trt, data, Path(model), **opts)
+        plan = _engine_for(trt, data, Path(model), contract.precision, **opts)
         with mem.activate():
             runtime = trt.Runtime(_trt_logger(trt))
             engine = runtime.deserialize_cuda_engine(plan.read_bytes())
@@ -306,10 +353,13 @@ class TensorRTBackend(Backend):
                 logger.warning("TensorRT could not deserialize %s; rebuilding it", plan)
                 for p in (plan, plan.with_suffix(".json")):
                     p.unlink(missing_ok=True)
-                engine = runtime.deserialize_cuda_engine(_engine_for(trt, data, Path(model), **opts).read_bytes())
+                engine = runtime.deserialize_cuda_engine(
+                    _engine_for(trt, data, Path(model), contract.precision, **opts).read_bytes())
         if engine is None:
             raise BackendUnavailable(f"TensorRT {trt.__version__} cannot deserialize the engine it built ({plan})")
-        return cls(trt, mem, runtime, engine, contract, precision, max_batch)
+        shown = build_mode(trt_major(trt.__version__), contract.precision_name, precision,
+                           contract.precision.get("target"))[0]
+        return cls(trt, mem, runtime, engine, contract, shown, max_batch)
 
     def __init__(self, trt: Any, mem: Any, runtime: Any, engine: Any, contract: Any, precision: str,
                  max_batch: int) -> None:
