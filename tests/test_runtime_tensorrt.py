@@ -220,8 +220,10 @@ def make_trt(version: str = "10.3.0", half: bool = False, parse_ok: bool = True)
 
     major = int(version.split(".")[0])
     flags = types.SimpleNamespace(FP16="FP16") if major < 11 else types.SimpleNamespace()  # 11 removed it
+    creation = enum.Enum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1})  # as in 10.x
     return types.SimpleNamespace(
         __version__=version, log=log, DataType=DataType, TensorIOMode=TensorIOMode, BuilderFlag=flags,
+        NetworkDefinitionCreationFlag=creation,
         MemoryPoolType=types.SimpleNamespace(WORKSPACE="WORKSPACE"), Builder=Builder, OnnxParser=Parser,
         Runtime=Runtime, Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, severity: None}),
     )
@@ -379,6 +381,43 @@ def test_tensorrt_11_is_strongly_typed(fake: Any) -> None:
     fake.state["trt"] = trt = make_trt("11.0.1", half=True)
     assert tb.build_engine(fake.onnx, cache_dir=fake.cache, precision="fp16").read_bytes() == b"PLAN-11.0.1"
     assert trt.log["flags"] == [0] and trt.log["set_flag"] == []
+
+
+def test_build_mode_of_reduced_precision_graphs() -> None:
+    assert tb.build_mode(10, "fp32", None) == ("fp32", "weak") and tb.build_mode(10, "fp32", "fp16") == ("fp16", "weak")
+    assert tb.build_mode(10, "int8", None, "tensorrt") == tb.build_mode(11, "int8", "int8", "tensorrt") == ("int8-typed", "strong")
+    assert tb.build_mode(10, "fp16", None) == tb.build_mode(11, "fp16", None) == ("fp16-typed", "strong")
+    with pytest.raises(ConfigError, match="asymmetric activations .*--target tensorrt"):
+        tb.build_mode(10, "int8", None, "onnxruntime")
+    with pytest.raises(ConfigError, match="already int8"):
+        tb.build_mode(10, "int8", "fp16", "tensorrt")
+    with pytest.raises(ConfigError, match="expected fp32, fp16 or int8"):
+        tb.build_mode(10, "int4", None)
+
+
+@pytest.mark.parametrize("version, flags", [("10.3.0", 1 << 1), ("11.0.1", 0)])
+@pytest.mark.parametrize("graph", [{"name": "int8", "target": "tensorrt"}, {"name": "fp16"}])
+def test_reduced_precision_graphs_build_strongly_typed(fake: Any, monkeypatch: pytest.MonkeyPatch, version: str,
+                                                       flags: int, graph: dict) -> None:
+    """A QDQ graph is explicit quantization and an FP16 graph carries its types: both build as strongly
+    typed networks (the STRONGLY_TYPED bit on 10.x, the only kind on 11.x), with no precision flag."""
+    fake.state["trt"] = trt = make_trt(version)
+    monkeypatch.setattr(tb, "load_model_file", lambda path: (Path(path).read_bytes(), replace(CONTRACT, precision=graph)))
+    plan = tb.build_engine(fake.onnx, cache_dir=fake.cache)
+    assert trt.log["flags"] == [flags] and trt.log["set_flag"] == []
+    assert json.loads(plan.with_suffix(".json").read_text())["key"]["precision"] == f"{graph['name']}-typed"
+    s = open_session(fake.onnx, backend="tensorrt", cache_dir=str(fake.cache))
+    assert f"({graph['name']}-typed" in s.providers[0] and trt.log["builds"] == 1  # the cached engine
+    with pytest.raises(ConfigError, match=f"already {graph['name']}"):
+        tb.build_engine(fake.onnx, cache_dir=fake.cache, precision="fp16" if graph["name"] == "int8" else "fp32")
+
+
+def test_an_onnxruntime_int8_graph_is_refused_before_building(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    int8 = replace(CONTRACT, precision={"name": "int8", "target": "onnxruntime"})
+    monkeypatch.setattr(tb, "load_model_file", lambda path: (Path(path).read_bytes(), int8))
+    with pytest.raises(ConfigError, match="quantize model.onnx --int8 --target tensorrt"):
+        tb.build_engine(fake.onnx, cache_dir=fake.cache)
+    assert fake.state["trt"].log["builds"] == 0 and not list(fake.cache.glob("*.plan"))
 
 
 def test_parser_errors_are_reported(fake: Any) -> None:

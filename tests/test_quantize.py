@@ -1,0 +1,237 @@
+"""Reduced precision: ``metaerr-edge quantize`` (INT8 QDQ, FP16), its contract, the recalibrated
+threshold, ``verify`` against FP32, ``bench`` of several graphs, and the refusals."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from metaerr_edge.bench import load_json
+from metaerr_edge.cli import main
+from metaerr_edge.contract import read_contract
+from metaerr_edge.contract.spec import Contract, InputSpec, dataset_feed, random_inputs
+from metaerr_edge.data.labels import error_labels
+from metaerr_edge.decide import threshold_for_coverage
+from metaerr_edge.errors import ConfigError, InputError
+from metaerr_edge.fuse.export import export_run
+from metaerr_edge.fuse.quantize import convert_fp16, quantize_int8, score_tail
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the fast legacy exporter, on purpose
+FAST = ["--warmup-s", "0", "--duration-s", "0.02", "--min-iters", "3", "--interleave", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def exported(digits_run, tmp_path_factory):
+    """The digits run's probs head as an FP32 fused graph."""
+    path = tmp_path_factory.mktemp("quantize") / "model.onnx"
+    export_run(digits_run, path, mode="probs", dynamo=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def int8(exported, digits_run):
+    """``metaerr-edge quantize --int8`` of it (recalibrated), as the CLI writes it."""
+    out = exported.with_name("model.int8.onnx")
+    assert main(["quantize", str(exported), "--int8", "--run", str(digits_run.path), "-o", str(out)]) == 0
+    return out
+
+
+def _ops_feeding(model: onnx.ModelProto, op_type: str) -> set[str]:
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    return {producer.get(i, "input") for n in model.graph.node if n.op_type == op_type for i in n.input[:1]}
+
+
+def _quantized_output(model: onnx.ModelProto, op_type: str) -> bool:
+    """Does a QuantizeLinear read the output of an ``op_type`` node?"""
+    outs = {o for n in model.graph.node if n.op_type == op_type for o in n.output}
+    return any(n.op_type == "QuantizeLinear" and n.input[0] in outs for n in model.graph.node)
+
+
+def test_the_score_tail_is_softmax_onwards_and_the_head(exported):
+    model = onnx.load(str(exported))
+    tail = set(score_tail(model))
+    ops = {n.name: n.op_type for n in model.graph.node}
+    assert {ops[n] for n in tail} >= {"Softmax", "ArgMax", "Sigmoid", "Greater", "Gemm"}
+    base_convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert base_convs and not tail & {n.name for n in base_convs}  # the base's convolutions are quantized
+    head = [n.name for n in model.graph.node if any(i.startswith("meta.head.") for i in n.input)]
+    assert head and set(head) <= tail
+    base_gemm = [n.name for n in model.graph.node if "base.classifier.weight" in n.input or
+                 any(i.startswith("base.") and n.op_type == "Gemm" for i in n.input)]
+    assert not set(base_gemm) & tail  # the base's classifier is part of the base
+
+
+def test_int8_contract_and_graph(int8, exported):
+    contract = read_contract(int8)
+    p = contract.precision
+    assert p["name"] == "int8" and p["format"] == "QDQ" and p["target"] == "onnxruntime" and p["tail"] == "float"
+    assert p["calibration"]["split"] == "meta_train" and p["calibration"]["method"] == "minmax"
+    assert p["calibration"]["n"] > 0 and p["kept_float"] and p["recalibrated"] is True
+    source = read_contract(exported)
+    assert p["source"]["threshold"] == source.threshold.value and p["source"]["graph_sha256"] == source.meta["graph_sha256"]
+    assert contract.meta["graph_sha256"] != source.meta["graph_sha256"]  # the contract names its own graph
+    assert contract.meta["run"] == source.meta["run"] and contract.versions["onnxruntime"] == ort.__version__
+    model = onnx.load(str(int8))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") >= 3 and ops.count("DequantizeLinear") >= 3
+    assert not any(_quantized_output(model, op) for op in ("Softmax", "Sigmoid", "Log"))  # the tail is float
+    quantized = {q.input[0] for q in model.graph.node if q.op_type == "QuantizeLinear"}
+    head = [n for n in model.graph.node if n.op_type == "Gemm" and any(i.startswith("meta.head.") for i in n.input)]
+    assert head and not any(i in quantized for n in head for i in [*n.input, *n.output])  # float weights and outputs
+    assert _ops_feeding(model, "Sigmoid") != {"DequantizeLinear"}
+    assert _ops_feeding(model, "Conv") == {"DequantizeLinear"}  # the convolutions read quantized activations
+    assert int8.stat().st_size < exported.stat().st_size
+
+
+def test_recalibrated_threshold_is_the_int8_graphs_own(int8, digits_run):
+    contract = read_contract(int8)
+    images, labels = digits_run.split("calib")
+    sess = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    label, _, score, _ = sess.run(None, {"image": dataset_feed(contract.input, images)})
+    expected = threshold_for_coverage(score, error_labels(label, labels), 0.9)
+    assert contract.threshold.method == "coverage" and contract.threshold.target_coverage == 0.9
+    assert contract.threshold.value == pytest.approx(expected.value)
+    assert contract.threshold.achieved_coverage == pytest.approx(expected.achieved_coverage)
+    assert abs(contract.threshold.achieved_coverage - 0.9) <= 0.02
+
+
+def test_verify_reports_int8_against_fp32(int8, digits_run, tmp_path, capsys):
+    out = tmp_path / "verify.json"
+    code = main(["verify", str(int8), "--run", str(digits_run.path), "--json-out", str(out)])
+    report = json.loads(out.read_text())
+    assert "INT8 vs FP32" in capsys.readouterr().out
+    n_test = len(digits_run.split("test")[1])
+    assert report["precision"] == "int8" and report["n"] == n_test  # the whole test split by default
+    assert report["label_agreement"] >= 0.97 and report["auroc"]["fp32"] - report["auroc"]["int8"] <= 0.02
+    assert 0 < report["max_abs_score_diff"] < 1 and report["p99_abs_score_diff"] <= report["max_abs_score_diff"]
+    assert report["distinct_scores"]["int8"] > 10 and 0 <= report["flips_at_fp32_threshold"] <= 0.2
+    assert report["calibration"]["recalibrated"] is True
+    assert code == (0 if report["passed"] else 1)
+    # the tolerances decide the exit code: the strictest ones pass only a perfect copy
+    strict = main(["verify", str(int8), "--run", str(digits_run.path), "--max-auroc-drop", "0",
+                   "--min-label-agreement", "0.9999999"])
+    perfect = report["label_agreement"] == 1.0 and report["auroc"]["int8"] >= report["auroc"]["fp32"]
+    assert strict == (0 if perfect else 1)
+
+
+def test_quantized_tail_coarsens_the_score(exported, digits_run, tmp_path):
+    images = dataset_feed(read_contract(exported).input, digits_run.split("meta_train")[0])
+    kept = quantize_int8(exported, tmp_path / "float_tail.onnx", images, tail="float")
+    flat = quantize_int8(exported, tmp_path / "int8_tail.onnx", images, tail="quantized")
+    assert kept.kept_float and flat.kept_float == ()
+    model = onnx.load(str(flat.path))
+    assert _quantized_output(model, "Softmax")  # ONNX Runtime's default quantizes the probabilities too
+    test = dataset_feed(read_contract(exported).input, digits_run.split("test")[0])
+    scores = {k: ort.InferenceSession(str(r.path), providers=["CPUExecutionProvider"]).run(None, {"image": test})[2]
+              for k, r in (("float", kept), ("quantized", flat))}
+    assert len(np.unique(scores["quantized"])) < len(np.unique(scores["float"]))
+
+
+def test_tensorrt_flavour_is_symmetric(exported, digits_run, tmp_path):
+    images = dataset_feed(read_contract(exported).input, digits_run.split("meta_train")[0][:64])
+    report = quantize_int8(exported, tmp_path / "trt.onnx", images, target="tensorrt")
+    assert report.contract.precision["target"] == "tensorrt" and "symmetric" in report.contract.precision["activations"]
+    model = onnx.load(str(report.path))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zero_points and all(np.all(z == 0) and z.dtype == np.int8 for z in zero_points)
+
+
+def test_fp16_graph_runs_and_verifies(exported, digits_run, tmp_path, capsys):
+    out = tmp_path / "model.fp16.onnx"
+    assert main(["quantize", str(exported), "--fp16", "--run", str(digits_run.path), "-o", str(out)]) == 0
+    contract = read_contract(out)
+    assert contract.precision["name"] == "fp16" and contract.precision["recalibrated"] is True
+    model = onnx.load(str(out))
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    assert types["defer_threshold"] == onnx.TensorProto.FLOAT  # the tail stays float32
+    assert onnx.TensorProto.FLOAT16 in types.values()
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [onnx.TensorProto.FLOAT]
+    capsys.readouterr()
+    assert main(["verify", str(out), "--run", str(digits_run.path)]) == 0  # ONNX Runtime 1.32's CPU provider runs it
+    text = capsys.readouterr().out
+    assert "FP16 vs FP32 PASSED" in text
+
+
+def test_int8_without_calibration_images_is_refused(exported, tmp_path, capsys):
+    assert main(["quantize", str(exported), "--int8", "-o", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "--int8 needs calibration images" in err and "--run RUN" in err and "Traceback" not in err
+    assert not (tmp_path / "x.onnx").exists()
+    spec = read_contract(exported).input
+    with pytest.raises(InputError, match="no calibration images"):
+        quantize_int8(exported, tmp_path / "x.onnx", random_inputs(spec, 1)[:0])
+    with pytest.raises(InputError, match="calibration images are uint8"):
+        quantize_int8(exported, tmp_path / "x.onnx", (random_inputs(spec, 4) * 255).astype(np.uint8))
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_refusals(exported, int8, digits_run, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="is the source model itself"):
+        convert_fp16(exported, exported)
+    with pytest.raises(ConfigError, match="already int8"):
+        convert_fp16(int8, tmp_path / "again.onnx")
+    with pytest.raises(ConfigError, match="tail must be one of"):
+        convert_fp16(exported, tmp_path / "x.onnx", tail="half")
+    assert main(["quantize", str(exported), "--fp16", "--per-channel", "-o", str(tmp_path / "y.onnx")]) == 2
+    assert "INT8 settings" in capsys.readouterr().err
+    assert main(["quantize", str(exported), "--int8", "--fp16"]) == 2  # one precision
+
+
+def test_fp16_without_a_run_keeps_the_fp32_threshold(exported, tmp_path, capsys):
+    out = tmp_path / "m.fp16.onnx"
+    assert main(["quantize", str(exported), "--fp16", "-o", str(out)]) == 0
+    assert "kept the FP32 threshold" in capsys.readouterr().err
+    contract = read_contract(out)
+    assert contract.threshold == read_contract(exported).threshold and "recalibrated" not in contract.precision
+
+
+def test_contracts_without_precision_read_as_fp32():
+    contract = Contract(input=InputSpec(), classes=("a", "b"))
+    raw = json.loads(contract.to_json())
+    assert raw["precision"] == {"name": "fp32"}
+    del raw["precision"]  # a file exported before reduced precision
+    assert Contract.from_json(json.dumps(raw)).precision_name == "fp32"
+    raw["precision"] = {"name": "int4"}
+    with pytest.raises(Exception, match="precision.name is 'int4'"):
+        Contract.from_json(json.dumps(raw))
+
+
+def test_bench_times_fp32_and_int8_and_their_bases_side_by_side(exported, int8, tmp_path):
+    out = tmp_path / "bench"
+    argv = ["bench", str(exported), str(int8), "--base-alone", "--batch-sizes", "1", "--threads", "1", *FAST, "-o", str(out)]
+    assert main(argv) == 0
+    report = load_json(out / "bench.json")
+    assert [r.name for r in report.results] == ["fused[fp32]/onnxruntime", "base[fp32]/onnxruntime",
+                                                "fused[int8]/onnxruntime", "base[int8]/onnxruntime"]
+    assert {(r["a"], r["b"]) for r in report.ratios} == {
+        ("fused[int8]/onnxruntime", "fused[fp32]/onnxruntime"), ("base[int8]/onnxruntime", "base[fp32]/onnxruntime"),
+        ("fused[fp32]/onnxruntime", "base[fp32]/onnxruntime"), ("fused[int8]/onnxruntime", "base[int8]/onnxruntime")}
+    assert all(r.host.iterations >= 3 for r in report.results)
+
+
+def test_bench_refuses_graphs_of_different_inputs(exported, digits_run, tmp_path, capsys):
+    nhwc = tmp_path / "nhwc.onnx"
+    export_run(digits_run, nhwc, mode="probs", layout="NHWC", dynamo=False)
+    assert main(["bench", str(exported), str(nhwc), *FAST, "-o", str(tmp_path / "b")]) == 2
+    assert "bench compares graphs of one input" in capsys.readouterr().err
+
+
+def test_bench_with_torch_needs_an_fp32_graph(int8, tmp_path, capsys):
+    assert main(["bench", str(int8), "--backend", "onnxruntime,torch", "--run", str(tmp_path), *FAST]) == 2
+    assert "runs the run's FP32 model" in capsys.readouterr().err
+
+
+def test_set_threshold_by_hand_is_not_a_recalibration(int8, tmp_path):
+    from metaerr_edge.contract.spec import ThresholdSpec
+    from metaerr_edge.fuse.modelfile import set_threshold
+
+    out = tmp_path / "manual.onnx"
+    contract = set_threshold(int8, ThresholdSpec(0.3, "manual"), out)
+    assert contract.precision["recalibrated"] is False and read_contract(out).threshold.value == pytest.approx(0.3)
+    assert replace(contract, precision={"name": "int8"}).precision_name == "int8"
