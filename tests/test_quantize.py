@@ -132,7 +132,7 @@ def test_quantized_tail_coarsens_the_score(exported, digits_run, tmp_path):
     assert len(np.unique(scores["quantized"])) < len(np.unique(scores["float"]))
 
 
-def test_tensorrt_flavour_is_symmetric(exported, digits_run, tmp_path):
+def test_tensorrt_flavour_is_symmetric(exported, int8, digits_run, tmp_path):
     images = dataset_feed(read_contract(exported).input, digits_run.split("meta_train")[0][:64])
     report = quantize_int8(exported, tmp_path / "trt.onnx", images, target="tensorrt")
     assert report.contract.precision["target"] == "tensorrt" and "symmetric" in report.contract.precision["activations"]
@@ -140,6 +140,11 @@ def test_tensorrt_flavour_is_symmetric(exported, digits_run, tmp_path):
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
     assert zero_points and all(np.all(z == 0) and z.dtype == np.int8 for z in zero_points)
+    default = onnx.load(str(int8))  # the onnxruntime flavour: uint8 activations
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in default.graph.initializer}
+    act_zero_points = [inits[n.input[2]] for n in default.graph.node if n.op_type == "QuantizeLinear"
+                       and n.input[0] not in inits and len(n.input) > 2]
+    assert act_zero_points and all(z.dtype == np.uint8 for z in act_zero_points)
 
 
 def test_fp16_graph_runs_and_verifies(exported, digits_run, tmp_path, capsys):

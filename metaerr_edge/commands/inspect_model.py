@@ -102,12 +102,30 @@ def _contract_lines(contract: Contract, info: ModelInfo) -> list[str]:
                        f"values in [{_num(lo)}, {_num(hi)}], {spec.channel_order}, "
                        f"mean {_nums(spec.mean)} std {_nums(spec.std)}"),
         *_row("threshold", _threshold_text(contract.threshold), f"graph defer_threshold {graph_threshold}"),
+        *_row("precision", _precision_text(contract.precision)),
         *_row("score", f"{score.get('name', '?')}: {score.get('orientation', '?')}; {score.get('defer_rule', '?')}"),
         *_row("base", _pairs(contract.base)),
         *_row("meta", _pairs(contract.meta)),
         *_row("metrics", _pairs(contract.metrics)),
         *_row("versions", _pairs(contract.versions)),
     ]  # fmt: skip
+
+
+def _precision_text(precision: dict) -> str:
+    """``fp32`` as exported, or what ``metaerr-edge quantize`` recorded (settings, float tail, recalibration)."""
+    name = str(precision.get("name"))
+    if name == "fp32":
+        return "fp32 (as exported)"
+    parts = [name] + [f"{k} {precision[k]}" for k in ("format", "target", "activations", "tail") if k in precision]
+    if precision.get("per_channel"):
+        parts.append("per-channel weights")
+    cal = precision.get("calibration") or {}
+    if cal:
+        parts.append(f"ranges from {cal.get('n')} {cal.get('split', '')} images ({cal.get('method')})")
+    parts.append(f"{len(precision.get('kept_float', []))} nodes kept in float")
+    parts.append("threshold recalibrated on this graph" if precision.get("recalibrated") else
+                 "threshold NOT recalibrated on this graph (metaerr-edge calibrate)")
+    return ", ".join(parts)
 
 
 def _threshold_text(threshold: ThresholdSpec) -> str:

@@ -287,6 +287,7 @@ class PrecisionReport:
 
     onnx_path: str
     precision: str
+    split: str
     n: int
     label_agreement: float
     max_abs_score_diff: float
@@ -313,15 +314,15 @@ class PrecisionReport:
         drop = self.auroc["fp32"] - self.auroc[self.precision]
         p = self.precision
         lines = [
-            f"### {p.upper()} vs FP32 {verdict}: `{os.path.basename(self.onnx_path)}` on {self.n} test images",
+            f"### {p.upper()} vs FP32 {verdict}: `{os.path.basename(self.onnx_path)}` on {self.n} {self.split} images",
             "",
             f"- labels: {self.label_agreement:.4%} agree (needs >= {self.min_label_agreement:.2%})",
             f"- failure score: max |diff| {self.max_abs_score_diff:.3g}, p99 {self.p99_abs_score_diff:.3g}",
             f"- failure-prediction AUROC: FP32 {self.auroc['fp32']:.4f}, {p.upper()} {self.auroc[p]:.4f} "
-            f"(drop {drop:+.4f}; allowed {self.max_auroc_drop:g}); AURC {self.aurc['fp32']:.4f} vs {self.aurc[p]:.4f}",
+            f"(change {-drop:+.4f}; a drop of up to {self.max_auroc_drop:g} allowed); AURC {self.aurc['fp32']:.4f} vs {self.aurc[p]:.4f}",
             f"- defer flips at the FP32 threshold {self.fp32_threshold:.4g}: {self.flips_at_fp32_threshold:.2%}; "
             f"deployed decisions (threshold {self.threshold:.4g}) that differ from FP32's: {self.decision_changes:.2%}",
-            f"- test coverage: FP32 {self.coverage['fp32']:.2%}, {p.upper()} {self.coverage[p]:.2%}",
+            f"- {self.split} coverage: FP32 {self.coverage['fp32']:.2%}, {p.upper()} {self.coverage[p]:.2%}",
             f"- distinct scores: FP32 {self.distinct_scores['fp32']}, {p.upper()} {self.distinct_scores[p]}; "
             f"largest tie {self.largest_tie['fp32']:.2%} vs {self.largest_tie[p]:.2%} of the images",
         ]
@@ -335,14 +336,15 @@ class PrecisionReport:
         return "\n".join(lines) + "\n"
 
 
-def verify_precision(onnx_path: str | os.PathLike[str], run: Any, n: int | None = None, *,
+def verify_precision(onnx_path: str | os.PathLike[str], run: Any, n: int | None = None, *, split: str = "test",
                      min_label_agreement: float = 0.99, max_auroc_drop: float = 0.005,
                      providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0,
                      allow_other_run: bool = False) -> PrecisionReport:
     """Compare a reduced-precision fused graph (``metaerr-edge quantize``) with its FP32 reference.
 
     The reference is the run's PyTorch FusedModel (the FP32 graph answers like it within 1e-5, as
-    :func:`verify_run` checks); both see the first ``n`` test images (all when ``None``). Passed when
+    :func:`verify_run` checks); both see the first ``n`` images of ``split`` (all when ``None``; the
+    benchmark chooses its defaults on ``split="calib"`` and reports ``"test"``). Passed when
     labels agree on at least ``min_label_agreement`` and the failure-prediction AUROC drops by at
     most ``max_auroc_drop``.
     """
@@ -356,7 +358,7 @@ def verify_precision(onnx_path: str | os.PathLike[str], run: Any, n: int | None 
         raise ConfigError(f"{onnx_path} is an FP32 graph; verify_precision compares a reduced-precision graph "
                           "(metaerr-edge quantize) with FP32. Check an FP32 graph with verify_run (parity)")
     fused = reference_model(run, contract, str(onnx_path), allow_other_run=allow_other_run).eval()
-    images, labels = run.split("test")
+    images, labels = run.split(split)
     images, labels = np.asarray(images[:n]), np.asarray(labels[:n])
     feed = dataset_feed(contract.input, images)
     options = ort.SessionOptions()
@@ -383,7 +385,7 @@ def verify_precision(onnx_path: str | os.PathLike[str], run: Any, n: int | None 
     th = contract.threshold
     recalibrated = bool(contract.precision.get("recalibrated", False))
     return PrecisionReport(
-        onnx_path=str(onnx_path), precision=name, n=len(labels), label_agreement=agreement,
+        onnx_path=str(onnx_path), precision=name, split=split, n=len(labels), label_agreement=agreement,
         max_abs_score_diff=float(diff.max()), p99_abs_score_diff=float(np.quantile(diff, 0.99)),
         threshold=th.value, fp32_threshold=t32,
         flips_at_fp32_threshold=float(np.mean((score_r > t32) != (score_q > t32))),
