@@ -220,9 +220,25 @@ def test_bench_times_fp32_and_int8_and_their_bases_side_by_side(exported, int8, 
     assert all(r.host.iterations >= 3 for r in report.results)
 
 
-def test_bench_refuses_graphs_of_different_inputs(exported, digits_run, tmp_path, capsys):
-    nhwc = tmp_path / "nhwc.onnx"
-    export_run(digits_run, nhwc, mode="probs", layout="NHWC", dynamo=False)
+@pytest.fixture(scope="module")
+def nhwc(digits_run, tmp_path_factory):
+    """The same head exported for uint8 NHWC camera frames."""
+    path = tmp_path_factory.mktemp("nhwc") / "nhwc.onnx"
+    export_run(digits_run, path, mode="probs", layout="NHWC", dynamo=False)
+    return path
+
+
+def test_uint8_camera_frames_quantize_and_verify(nhwc, digits_run, tmp_path, capsys):
+    out = tmp_path / "nhwc.int8.onnx"
+    assert main(["quantize", str(nhwc), "--int8", "--run", str(digits_run.path), "-o", str(out)]) == 0
+    contract = read_contract(out)
+    assert contract.input.layout == "NHWC" and contract.input.dtype == "uint8" and contract.precision["recalibrated"]
+    capsys.readouterr()
+    code = main(["verify", str(out), "--run", str(digits_run.path), "--min-label-agreement", "0.95", "--max-auroc-drop", "0.05"])
+    assert code == 0 and "INT8 vs FP32 PASSED" in capsys.readouterr().out
+
+
+def test_bench_refuses_graphs_of_different_inputs(exported, nhwc, tmp_path, capsys):
     assert main(["bench", str(exported), str(nhwc), *FAST, "-o", str(tmp_path / "b")]) == 2
     assert "bench compares graphs of one input" in capsys.readouterr().err
 
