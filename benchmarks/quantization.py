@@ -37,8 +37,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
@@ -172,8 +170,6 @@ def _pairs(names: list[str]) -> list[tuple[str, str]]:
 def quality_runs(args: argparse.Namespace) -> list[tuple[str, str, Any, str]]:
     """(dataset, preset, run, meta mode) for every preset run found (or trained with --train)."""
     import failure_prediction as fp
-
-    from metaerr_edge.pipeline import Run
 
     fp_args = fp.parse_args(["--root", args.root])
     out = []
