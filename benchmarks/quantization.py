@@ -135,10 +135,7 @@ def run_latency(args: argparse.Namespace) -> dict[str, Any]:
                 models = list(paths.values())
                 contracts = [read_contract(p) for p in models]
                 with open_model_variants(models, contracts, ("onnxruntime",), args.batches, base_alone=True,
-                                         threads=args.threads) as (variants, pairs):
-                    for v, label in zip(variants, _labels(variants, paths)):
-                        v.name = label
-                    pairs = _pairs(list(paths))
+                                         threads=args.threads, tags=list(paths)) as (variants, pairs):
                     results = measure_variants(variants, args.batches, contracts[0], cfg, args.rounds)
                 for r in ratio_table(results, pairs, "host"):
                     rows.append({"arch": arch, "preset": preset, **r})
@@ -146,22 +143,6 @@ def run_latency(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows, "environment": {**environment(), "bench_threads": thread_counts(args.threads)},
             "timing": dataclasses.asdict(cfg), "rounds": args.rounds, "quick": args.quick,
             "weights": "random init (seed 0); INT8 ranges from 64 random inputs"}
-
-
-def _labels(variants: list[Any], paths: dict[str, Path]) -> list[str]:
-    """``fused[<variant>]`` / ``base[<variant>]`` in the order open_model_variants opened them."""
-    names = list(paths)
-    out, i = [], -1
-    for v in variants:
-        if v.name.startswith("fused"):
-            i += 1
-        out.append(f"{'fused' if v.name.startswith('fused') else 'base'}[{names[i]}]")
-    return out
-
-
-def _pairs(names: list[str]) -> list[tuple[str, str]]:
-    pairs = [(f"{k}[{n}]", f"{k}[fp32]") for n in names[1:] for k in ("fused", "base")]
-    return pairs + [(f"fused[{n}]", f"base[{n}]") for n in names]
 
 
 # --- quality -------------------------------------------------------------------------------
@@ -208,10 +189,9 @@ def digits_run() -> Any:
 
 def reduced(variant: str, fp32: Path, out: Path, run: Any, n: int) -> Path:
     """Write ``variant`` of ``fp32`` as the CLI does (INT8 calibrated on meta_train), recalibrated to 90% coverage."""
-    from metaerr_edge.commands.calibrate import calibrate_model
-    from metaerr_edge.commands.quantize import calibration_images
     from metaerr_edge.contract import read_contract
-    from metaerr_edge.fuse.quantize import convert_fp16, quantize_int8
+    from metaerr_edge.fuse.calibrate import calibrate_model
+    from metaerr_edge.fuse.quantize import calibration_images, convert_fp16, quantize_int8
 
     precision, options = VARIANTS[variant]
     if precision == "int8":
@@ -267,7 +247,7 @@ def latency_markdown(data: dict[str, Any]) -> str:
         for preset in PRESET_HEADS:
             for b in sorted({r["batch_size"] for r in rows}):
                 def g(a: str, bb: str) -> str:
-                    v = get.get((arch, preset, a, bb, b))
+                    v = get.get((arch, preset, f"{a}/onnxruntime", f"{bb}/onnxruntime", b))
                     return "-" if v is None else f"{v:.2f}"
                 lines.append(f"| {arch} | {preset} | {b} | {g('fused[int8]', 'fused[fp32]')} | {g('base[int8]', 'base[fp32]')} | "
                              f"{g('fused[int8,tail-quantized]', 'fused[fp32]')} | {g('fused[int8,tensorrt]', 'fused[fp32]')} | "
@@ -298,7 +278,7 @@ def targets_markdown(lat: dict[str, Any] | None, qual: dict[str, Any] | None) ->
     lines = ["| target | where | measured | held? |", "|---|---|---|---|"]
     if lat:
         for r in lat["rows"]:
-            if r["a"] == "fused[int8]" and r["b"] == "fused[fp32]":
+            if r["a"] == "fused[int8]/onnxruntime" and r["b"] == "fused[fp32]/onnxruntime":
                 speed = 1 / r["median_ratio"]
                 goal = r["arch"] == "resnet18"
                 lines.append(f"| INT8 fused >= {TARGET_SPEEDUP}x faster than FP32" + ("" if goal else " (figure only)") +

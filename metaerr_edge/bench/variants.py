@@ -106,26 +106,28 @@ def open_variants(model: str | Path, contract: Contract, backends: Sequence[str]
 
 
 def model_tags(contracts: Sequence[Contract], models: Sequence[str | Path]) -> list[str]:
-    """One short tag per model for result names: its precision ("fp32", "int8", "fp16"), or its
-    file stem where two models share a precision.
+    """One short, unique tag per model for result names: its precision ("fp32", "int8", "fp16"); its
+    file stem where two models share a precision; with a counter where stems repeat too.
 
     Example:
         >>> model_tags([fp32_contract, int8_contract], ["m.onnx", "m.int8.onnx"])
         ['fp32', 'int8']
     """
     names = [c.precision_name for c in contracts]
-    return [n if names.count(n) == 1 else Path(m).stem for n, m in zip(names, models)]
+    tags = [n if names.count(n) == 1 else Path(m).stem for n, m in zip(names, models)]
+    return [t if tags.count(t) == 1 else f"{t}-{tags[:i].count(t) + 1}" for i, t in enumerate(tags)]
 
 
 @contextmanager
 def open_model_variants(models: Sequence[str | Path], contracts: Sequence[Contract], backends: Sequence[str],
                         batches: Sequence[int], *, fused: Any = None, base_alone: bool = False,
                         device: str = "cpu", cuda_graphs: bool = False, threads: int | None = None,
-                        seed: int = 0) -> Iterator[tuple[list[Variant], list[tuple[str, str]]]]:
+                        seed: int = 0, tags: Sequence[str] | None = None,
+                        ) -> Iterator[tuple[list[Variant], list[tuple[str, str]]]]:
     """:func:`open_variants` for several fused graphs of one model (e.g. FP32 and INT8), side by side.
 
     Yields (variants, pairs to report as ratios). With one model the names are ``fused/<backend>``
-    (and ``base/<backend>``); with several, ``fused[<tag>]/<backend>`` (:func:`model_tags`).
+    (and ``base/<backend>``); with several, ``fused[<tag>]/<backend>`` (``tags``, else :func:`model_tags`).
     ``base_alone`` adds, on ONNX Runtime backends, the base half of each graph (its label and probs
     outputs extracted with onnx: preprocessing, base, softmax, argmax). The torch backend runs the
     run's FP32 model, so it is timed against the FP32 graphs only.
@@ -139,7 +141,9 @@ def open_model_variants(models: Sequence[str | Path], contracts: Sequence[Contra
             raise ConfigError(f"{model} takes {contract.input.layout} {contract.input.dtype} "
                               f"{list(contract.input.shape)}, {models[0]} {first.layout} {first.dtype} "
                               f"{list(first.shape)}: bench compares graphs of one input (export them alike)")
-    tags = model_tags(contracts, models) if len(models) > 1 else [""]
+    if tags is not None and (len(tags) != len(models) or len(set(tags)) != len(tags)):
+        raise ConfigError(f"tags {list(tags)}: one unique tag per model ({len(models)} models)")
+    tags = list(tags) if tags is not None else model_tags(contracts, models) if len(models) > 1 else [""]
     with ExitStack() as stack:
         variants: list[Variant] = []
         pairs: list[tuple[str, str]] = []
@@ -184,13 +188,13 @@ def _base_variant(model: str | Path, contract: Contract, backend: str, threads: 
     session = open_ort_inference_session(base.SerializeToString(), providers, intra_op_num_threads=threads,
                                          source=f"the base half of {model}")
     name = session.get_inputs()[0].name
-    notes = {"backend": backend, "providers": list(session.get_providers()), "device": "cpu" if backend == "onnxruntime"
-             else backend, "host_time": "wall time of the input validation of Session.predict, then InferenceSession.run "
-                                        "on the base half of the graph (outputs label, probs)",
-             "copies_included": backend != "onnxruntime", "cuda_graphs": False,
-             "spin_wait": "not configured (the runtime's default)", "device_time": None}
-    if threads is None:
-        notes["intra_op_num_threads"] = thread_counts(None)["onnxruntime_intra_op"]
+    on_gpu = backend != "onnxruntime"
+    notes = {"backend": backend, "providers": list(session.get_providers()), "device": "cuda:0" if on_gpu else "cpu",
+             "host_time": "wall time of the input validation of Session.predict, then InferenceSession.run on the "
+                          "base half of the graph (outputs label, probs)",
+             "copies_included": on_gpu, "cuda_graphs": False, "spin_wait": "not configured (the runtime's default)",
+             "device_time": "not measured: host time only" if on_gpu else None,
+             "intra_op_num_threads": threads or thread_counts(None)["onnxruntime_intra_op"]}
     from metaerr_edge.runtime.validate import validate_images
 
     return Variant(f"base/{backend}", backend, lambda x: session.run(None, {name: validate_images(x, contract)}),

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_args(args: argparse.Namespace) -> tuple[list[Path], Path]:
     """The model files and output folder; ConfigError for options that do not go together."""
-    models = [Path(m) for m in dict.fromkeys(args.models)]
+    models = list({Path(m).resolve(): Path(m) for m in args.models}.values())  # one file named twice: timed once
     for model in models:
         if not model.is_file():
             where = (f"{str(model)!r} is a folder" if model.is_dir() else f"{str(model)!r} is not a regular file"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from metaerr_edge.options import at_most, fraction, int_list, nonneg_float, positive_float
+from metaerr_edge.options import at_most, int_list, nonneg_float, positive_float, unit_interval
 from metaerr_edge._fileio import write_json
 
 
@@ -21,7 +21,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="test images (default: 512 per batch size for FP32 parity, the whole test split for INT8/FP16)")
     p.add_argument("--batch-sizes", type=int_list, default=(1, 7, 64), help="comma list (default: 1,7,64)")
     p.add_argument("--atol", type=positive_float, default=1e-5, help="failure-score tolerance (default: %(default)s)")
-    p.add_argument("--min-label-agreement", type=fraction, default=0.99,
+    p.add_argument("--min-label-agreement", type=unit_interval, default=0.99,
                    help="INT8/FP16: least share of labels equal to FP32's (default: %(default)s)")
     p.add_argument("--max-auroc-drop", type=nonneg_float, default=0.005,
                    help="INT8/FP16: largest failure-prediction AUROC drop from FP32 (default: %(default)s)")

@@ -28,7 +28,7 @@ import onnx
 from onnx import numpy_helper
 
 from metaerr_edge.errors import ConfigError, ContractError
-from metaerr_edge.contract.reader import checked_contract, info_from_bytes, read_model_bytes
+from metaerr_edge.contract.reader import ModelInfo, checked_contract, info_from_bytes, read_model_bytes
 from metaerr_edge.contract.spec import (
     CONTRACT_KEY,
     THRESHOLD_INITIALIZER,
@@ -37,7 +37,8 @@ from metaerr_edge.contract.spec import (
     validate_contract,
 )
 
-__all__ = ["BATCH_DIM", "MAKE_ONE", "atomic_write", "load_checked", "set_contract", "set_threshold"]
+__all__ = ["BATCH_DIM", "MAKE_ONE", "atomic_write", "check_threshold_reader", "load_checked", "load_with_contract",
+           "set_contract", "set_threshold"]
 
 BATCH_DIM = "batch"
 MAKE_ONE = ("Make one with `metaerr-edge export RUN -o model.onnx` or "
@@ -55,10 +56,22 @@ def load_checked(path: str | os.PathLike[str]) -> onnx.ModelProto:
     return _checked_model(path)[0]
 
 
+def load_with_contract(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, Contract, ModelInfo]:
+    """A fused model file read once: the loaded, checked model, its contract (threshold included) and its info."""
+    data = read_model_bytes(path)
+    info = info_from_bytes(data, str(path))
+    return _load(data, path), checked_contract(info), info
+
+
 def _checked_model(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, Contract]:
     """:func:`load_checked` and the contract: the file is read once, and the bytes checked are the ones loaded."""
     data = read_model_bytes(path)
     contract = checked_contract(info_from_bytes(data, str(path)), ignore_threshold=True)
+    return _load(data, path), contract
+
+
+def _load(data: bytes, path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """``data`` loaded and passed through the ONNX checker; :class:`ContractError` naming ``path`` if not."""
     try:
         model = onnx.load_from_string(data)
         onnx.checker.check_model(model)
@@ -66,11 +79,11 @@ def _checked_model(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, Contr
         raise ContractError(f"{path}: onnx cannot load or check this model ({type(exc).__name__}: "
                             f"{str(exc).strip()[:300]}). The file may be truncated or damaged; re-export it. "
                             f"{MAKE_ONE}") from exc
-    return model, contract
+    return model
 
 
 def set_threshold(path: str | os.PathLike[str], threshold: ThresholdSpec,
-                  out_path: str | os.PathLike[str] | None = None) -> Contract:
+                  out_path: str | os.PathLike[str] | None = None, *, fitted_on_this_graph: bool = False) -> Contract:
     """Rewrite the ``defer_threshold`` initializer and the contract's threshold, atomically.
 
     The written file's lock (:func:`metaerr_edge._fileio.path_lock`) is held from the read to the
@@ -81,6 +94,8 @@ def set_threshold(path: str | os.PathLike[str], threshold: ThresholdSpec,
         path: a fused model file.
         threshold: the new threshold (``value`` in [0, 1]) and how it was chosen.
         out_path: where to write; ``None`` rewrites ``path`` in place.
+        fitted_on_this_graph: the threshold was fitted on this graph's own scores (``calibrate``
+            says so); recorded as ``precision["recalibrated"]`` for a reduced-precision graph.
 
     Returns:
         The contract now embedded.
@@ -97,24 +112,32 @@ def set_threshold(path: str | os.PathLike[str], threshold: ThresholdSpec,
         model, contract = _checked_model(path)
         contract = contract.with_threshold(threshold)
         if contract.precision_name != "fp32":  # a threshold fitted on the reduced graph's own scores, or not
-            contract = replace(contract, precision={**contract.precision,
-                                                    "recalibrated": threshold.method not in ("default", "manual")})
+            contract = replace(contract, precision={**contract.precision, "recalibrated": bool(fitted_on_this_graph)})
         validate_contract(contract, f"set_threshold({path})")
+        check_threshold_reader(model, str(path))
         inits = {t.name: t for t in model.graph.initializer}
-        if THRESHOLD_INITIALIZER not in inits:
-            raise ContractError(f"{path}: no initializer named {THRESHOLD_INITIALIZER!r} to rewrite; "
-                                f"re-export the model with this version of metaerr-edge. {MAKE_ONE}")
-        readers = [n for n in model.graph.node if THRESHOLD_INITIALIZER in n.input]
-        if [(n.op_type, list(n.output)) for n in readers] != [("Greater", ["defer"])]:
-            raise ContractError(f"{path}: the {THRESHOLD_INITIALIZER!r} tensor is read by {[n.op_type for n in readers]}, "
-                                "not by the 'defer' comparison alone; rewriting it would change the model itself. "
-                                f"Re-export the model with this version of metaerr-edge. {MAKE_ONE}")
         tensor = inits[THRESHOLD_INITIALIZER]
         dtype = numpy_helper.to_array(tensor).dtype  # float32 as exported; float16 after an FP16 cast
         tensor.CopyFrom(numpy_helper.from_array(np.array(threshold.value, dtype=dtype), THRESHOLD_INITIALIZER))
         set_contract(model, contract)
         atomic_write(target, lambda tmp: model)
         return contract
+
+
+def check_threshold_reader(model: onnx.ModelProto, source: str) -> None:
+    """The graph holds the private ``defer_threshold`` initializer and only the ``defer`` comparison reads it.
+
+    Raises:
+        ContractError: no such initializer, or other readers (rewriting it would change the model itself).
+    """
+    if THRESHOLD_INITIALIZER not in {t.name for t in model.graph.initializer}:
+        raise ContractError(f"{source}: no initializer named {THRESHOLD_INITIALIZER!r} to rewrite; "
+                            f"re-export the model with this version of metaerr-edge. {MAKE_ONE}")
+    readers = [n for n in model.graph.node if THRESHOLD_INITIALIZER in n.input]
+    if [(n.op_type, list(n.output)) for n in readers] != [("Greater", ["defer"])]:
+        raise ContractError(f"{source}: the {THRESHOLD_INITIALIZER!r} tensor is read by {[n.op_type for n in readers]}, "
+                            "not by the 'defer' comparison alone; rewriting it would change the model itself. "
+                            f"Re-export the model with this version of metaerr-edge. {MAKE_ONE}")
 
 
 def set_contract(model: onnx.ModelProto, contract: Contract) -> None:

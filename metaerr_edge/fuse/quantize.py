@@ -13,8 +13,8 @@ caller picks them; the CLI takes the run's meta_train split, never test).
 
 FP16: ONNX Runtime's ``convert_float_to_float16`` with float32 inputs and outputs kept
 (``keep_io_types``): the precision is baked into the graph, as TensorRT 11's strongly typed
-networks and GPU ONNX Runtime need. ONNX Runtime's CPU provider has no FP16 kernels for most ops
-on x86, so an FP16 graph is written and checked here but often cannot run here.
+networks and GPU ONNX Runtime need. ONNX Runtime 1.32's CPU provider runs the FP16 graphs of the
+registry's bases here; older builds lack FP16 kernels on x86 and refuse to load them.
 
 The score tail (:func:`score_tail`): by default every Softmax and everything after it, and the
 meta-model's own head (the nodes reading its weights, mentor excluded) and everything after it,
@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-from metaerr_edge.contract.reader import info_from_bytes, read_model_bytes
-from metaerr_edge.contract.spec import THRESHOLD_INITIALIZER, Contract
-from metaerr_edge.errors import ConfigError, ContractError, InputError, require
-from metaerr_edge.fuse.modelfile import MAKE_ONE, atomic_write, load_checked, set_contract
+from metaerr_edge.contract.reader import ModelInfo, info_from_bytes
+from metaerr_edge.contract.spec import Contract, dataset_feed
+from metaerr_edge.errors import ConfigError, ContractError, InputError, MetaErrError, require
+from metaerr_edge.fuse.modelfile import MAKE_ONE, atomic_write, check_threshold_reader, load_with_contract, set_contract
 
-__all__ = ["CALIBRATION_METHODS", "INT8_TARGETS", "QuantizeReport", "convert_fp16", "quantize_int8", "score_tail"]
+__all__ = ["CALIBRATION_METHODS", "INT8_TARGETS", "QuantizeReport", "calibration_images", "convert_fp16", "quantize_int8",
+           "recalibration_target", "score_tail"]
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 TAILS = ("float", "quantized")
@@ -143,7 +145,7 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], cali
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"calibration method must be one of {list(CALIBRATION_METHODS)}, got {method!r}")
     src, dst = Path(src), Path(dst)
-    model, contract = _source(src, dst)
+    model, contract, info = _source(src, dst)
     images = _calibration_images(contract, calibration_images)
     methods = {"minmax": quantization.CalibrationMethod.MinMax, "entropy": quantization.CalibrationMethod.Entropy,
                "percentile": quantization.CalibrationMethod.Percentile}
@@ -151,19 +153,21 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], cali
         plain, pre, out = Path(tmp) / "plain.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         del model.metadata_props[:]  # the contract goes back on at the end, rewritten
         onnx.save(model, str(plain))
-        quant_pre_process(str(plain), str(pre), skip_symbolic_shape=False)
+        with _stage("quant_pre_process (shape inference, graph optimisation)", src):
+            quant_pre_process(str(plain), str(pre), skip_symbolic_shape=False)
         prepared = onnx.load(str(pre))
         _name_nodes(prepared)
         onnx.save(prepared, str(pre))
         kept = score_tail(prepared) if tail == "float" else []
-        quantization.quantize_static(
-            str(pre), str(out), _reader(quantization.CalibrationDataReader, contract.input.name, images, batch_size),
-            quant_format=quantization.QuantFormat.QDQ, per_channel=per_channel,
-            activation_type=quantization.QuantType.QInt8 if target == "tensorrt" else quantization.QuantType.QUInt8,
-            weight_type=quantization.QuantType.QInt8,
-            calibrate_method=methods[method], nodes_to_exclude=kept,
-            extra_options={"ActivationSymmetric": target == "tensorrt", "WeightSymmetric": True},
-        )  # fmt: skip
+        with _stage("quantize_static", src):
+            quantization.quantize_static(
+                str(pre), str(out), _reader(quantization.CalibrationDataReader, contract.input.name, images, batch_size),
+                quant_format=quantization.QuantFormat.QDQ, per_channel=per_channel,
+                activation_type=quantization.QuantType.QInt8 if target == "tensorrt" else quantization.QuantType.QUInt8,
+                weight_type=quantization.QuantType.QInt8,
+                calibrate_method=methods[method], nodes_to_exclude=kept,
+                extra_options={"ActivationSymmetric": target == "tensorrt", "WeightSymmetric": True},
+            )  # fmt: skip
         quantized = onnx.load(str(out))
     import onnxruntime
 
@@ -172,7 +176,7 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], cali
                 "per_channel": bool(per_channel), "calibration": {"method": method, "n": int(len(images)),
                 **(calibration_source or {})}, "tail": tail,
                 "quantizer": f"onnxruntime.quantization {onnxruntime.__version__} (quant_pre_process, quantize_static)"}
-    return _finish(quantized, contract, src, dst, settings, kept)
+    return _finish(quantized, contract, info, dst, settings, kept)
 
 
 def convert_fp16(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, tail: str = "float") -> QuantizeReport:
@@ -186,10 +190,11 @@ def convert_fp16(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, ta
     if tail not in TAILS:
         raise ConfigError(f"tail must be one of {list(TAILS)}, got {tail!r}")
     src, dst = Path(src), Path(dst)
-    model, contract = _source(src, dst)
+    model, contract, info = _source(src, dst)
     _name_nodes(model)
     kept = score_tail(model) if tail == "float" else []
-    converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=kept or None)
+    with _stage("convert_float_to_float16", src):
+        converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=kept or None)
     _topological_sort(converted)  # the converter appends its input casts after their readers
     del converted.graph.value_info[:]  # stale float32 annotations of converted tensors; the checker re-infers them
     import onnxruntime
@@ -197,24 +202,61 @@ def convert_fp16(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, ta
     settings = {"name": "fp16", "weights": "fp16", "activations": "fp16", "tail": tail,
                 "quantizer": f"onnxruntime.transformers.float16 {onnxruntime.__version__} "
                              "(convert_float_to_float16, keep_io_types=True)"}  # fmt: skip
-    return _finish(converted, contract, src, dst, settings, kept)
+    return _finish(converted, contract, info, dst, settings, kept)
+
+
+def calibration_images(run: Any, contract: Contract, split: str = "meta_train", n: int = 512,
+                       seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+    """A seeded sample of ``n`` images of ``split`` in the graph's layout, and what it was.
+
+    Raises:
+        ConfigError: the test split (never used to build a model) or calib (it fits the threshold).
+    """
+    if split in ("test", "calib"):
+        raise ConfigError(f"INT8 calibration images come from meta_train or base_train, not {split!r}: test is only "
+                          "reported, and calib fits the threshold of the quantized graph")
+    images, _ = run.split(split)
+    if len(images) == 0:
+        raise ConfigError(f"the run's {split} split is empty; pick --calibration-split "
+                          f"{'base_train' if split == 'meta_train' else 'meta_train'}")
+    take = np.sort(np.random.default_rng(seed).permutation(len(images))[:n])
+    return dataset_feed(contract.input, images[take]), {"split": split, "n": int(len(take)), "seed": int(seed)}
+
+
+def recalibration_target(threshold: Any) -> dict[str, float | None]:
+    """The FP32 contract's threshold target, for fitting the reduced graph's own (coverage 0.9 when it had none)."""
+    if threshold.method == "risk" and threshold.target_risk is not None:
+        return {"risk": threshold.target_risk, "delta": threshold.delta}
+    if threshold.target_coverage is not None:
+        return {"coverage": threshold.target_coverage}
+    return {"coverage": 0.9}
 
 
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _source(src: Path, dst: Path) -> tuple[onnx.ModelProto, Contract]:
-    """The checked FP32 source model and its contract; refuse writing over it."""
+@contextmanager
+def _stage(what: str, src: Path) -> Iterator[None]:
+    """Name the converter stage that failed: its own exceptions become one :class:`ContractError`."""
+    try:
+        yield
+    except MetaErrError:
+        raise
+    except Exception as exc:  # onnxruntime's and onnx's own error types, and their assertions
+        raise ContractError(f"{src}: {what} failed ({type(exc).__name__}: {str(exc).strip()[:300]}); nothing was "
+                            "written. Export the model again with the default exporter and opset, or keep it FP32") from exc
+
+
+def _source(src: Path, dst: Path) -> tuple[onnx.ModelProto, Contract, ModelInfo]:
+    """The checked FP32 source model, its contract and its info (one read); refuse writing over it."""
     if dst.resolve() == src.resolve():
         raise ConfigError(f"-o {dst} is the source model itself; write the reduced-precision graph to another "
                           f"file, e.g. {src.with_suffix('')}.int8.onnx")
-    model = load_checked(src)
-    contract = info_from_bytes(read_model_bytes(src), str(src)).contract
-    assert contract is not None  # load_checked refused a file without one
+    model, contract, info = load_with_contract(src)
     if contract.precision_name != "fp32":
         raise ConfigError(f"{src} is already {contract.precision_name} (contract.precision); quantize the FP32 graph "
                           "that `metaerr-edge export` wrote, not a reduced-precision one")
-    return model, contract
+    return model, contract, info
 
 
 def _calibration_images(contract: Contract, images: Any) -> np.ndarray:
@@ -287,32 +329,26 @@ def _drop_unused_opsets(model: onnx.ModelProto) -> None:
     model.opset_import.extend(kept)
 
 
-def _check_threshold_reader(model: onnx.ModelProto, where: str) -> None:
-    """The ``defer`` comparison still reads the private ``defer_threshold`` initializer, and only it does."""
-    readers = [n for n in model.graph.node if THRESHOLD_INITIALIZER in n.input]
-    if [(n.op_type, list(n.output)) for n in readers] != [("Greater", ["defer"])] or \
-            THRESHOLD_INITIALIZER not in {t.name for t in model.graph.initializer}:
-        raise ContractError(f"{where}: after conversion the {THRESHOLD_INITIALIZER!r} initializer is read by "
-                            f"{[n.op_type for n in readers]}, not by the defer comparison alone; keep the tail in "
-                            "float (the default)")
-
-
-def _finish(model: onnx.ModelProto, contract: Contract, src: Path, dst: Path, settings: dict[str, Any],
+def _finish(model: onnx.ModelProto, contract: Contract, source: ModelInfo, dst: Path, settings: dict[str, Any],
             kept: Iterable[str]) -> QuantizeReport:
-    """Write ``model`` with ``contract`` updated (precision, graph sha256, versions) to ``dst``, atomically."""
+    """Write ``model`` with ``contract`` updated (precision, graph sha256, versions) to ``dst``, atomically.
+
+    The FP32 contract's test metrics describe the FP32 graph: they move to ``precision["source"]``
+    (``metaerr-edge verify`` measures the reduced graph), and the threshold is the FP32 one until
+    ``calibrate`` fits it on this graph (``precision["recalibrated"]``).
+    """
     import onnxruntime
 
-    _check_threshold_reader(model, str(dst))
+    check_threshold_reader(model, f"{dst} (after the {settings['name']} conversion; keep the tail in float)")
     _drop_unused_opsets(model)
     kept = tuple(kept)
-    source_info = info_from_bytes(read_model_bytes(src), str(src))
-    precision = {**settings, "kept_float": list(kept), "source": {
-        "graph_sha256": source_info.graph_sha256, "sha256": source_info.sha256,
-        "threshold": contract.threshold.value, "threshold_method": contract.threshold.method}}
+    precision = {**settings, "kept_float": list(kept), "recalibrated": False, "source": {
+        "graph_sha256": source.graph_sha256, "sha256": source.sha256, "threshold": contract.threshold.value,
+        "threshold_method": contract.threshold.method, "metrics": dict(contract.metrics)}}
     graph_sha256 = info_from_bytes(model.SerializeToString(), str(dst)).graph_sha256
-    new = replace(contract, precision=precision, meta={**contract.meta, "graph_sha256": graph_sha256},
+    new = replace(contract, precision=precision, metrics={}, meta={**contract.meta, "graph_sha256": graph_sha256},
                   versions={**contract.versions, "onnxruntime": onnxruntime.__version__})
     set_contract(model, new)
     digest, size = atomic_write(dst, lambda tmp: model)
-    return QuantizeReport(path=dst, precision=settings["name"], size_bytes=size, source_size_bytes=source_info.size_bytes,
+    return QuantizeReport(path=dst, precision=settings["name"], size_bytes=size, source_size_bytes=source.size_bytes,
                           sha256=digest, kept_float=kept, contract=new, settings=settings)

@@ -14,9 +14,11 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -313,13 +315,17 @@ class PrecisionReport:
         verdict = "PASSED" if self.passed else "FAILED"
         drop = self.auroc["fp32"] - self.auroc[self.precision]
         p = self.precision
+        auroc_line = ("- failure-prediction AUROC: not measurable on these images (they need both errors and "
+                      "correct predictions); the verdict rests on the labels" if math.isnan(drop) else
+                      f"- failure-prediction AUROC: FP32 {self.auroc['fp32']:.4f}, {p.upper()} {self.auroc[p]:.4f} "
+                      f"(change {-drop:+.4f}; a drop of up to {self.max_auroc_drop:g} allowed); "
+                      f"AURC {self.aurc['fp32']:.4f} vs {self.aurc[p]:.4f}")
         lines = [
             f"### {p.upper()} vs FP32 {verdict}: `{os.path.basename(self.onnx_path)}` on {self.n} {self.split} images",
             "",
             f"- labels: {self.label_agreement:.4%} agree (needs >= {self.min_label_agreement:.2%})",
             f"- failure score: max |diff| {self.max_abs_score_diff:.3g}, p99 {self.p99_abs_score_diff:.3g}",
-            f"- failure-prediction AUROC: FP32 {self.auroc['fp32']:.4f}, {p.upper()} {self.auroc[p]:.4f} "
-            f"(change {-drop:+.4f}; a drop of up to {self.max_auroc_drop:g} allowed); AURC {self.aurc['fp32']:.4f} vs {self.aurc[p]:.4f}",
+            auroc_line,
             f"- defer flips at the FP32 threshold {self.fp32_threshold:.4g}: {self.flips_at_fp32_threshold:.2%}; "
             f"deployed decisions (threshold {self.threshold:.4g}) that differ from FP32's: {self.decision_changes:.2%}",
             f"- {self.split} coverage: FP32 {self.coverage['fp32']:.2%}, {p.upper()} {self.coverage[p]:.2%}",
@@ -350,40 +356,40 @@ def verify_precision(onnx_path: str | os.PathLike[str], run: Any, n: int | None 
     """
     from metaerr_edge.contract.reader import read_contract
     from metaerr_edge.metrics import aurc, auroc
+    from metaerr_edge.runtime.ort_backend import open_ort_inference_session
 
-    ort = require("onnxruntime", "metaerr-edge", "verify_precision")
     contract = read_contract(onnx_path)
     name = contract.precision_name
     if name == "fp32":
         raise ConfigError(f"{onnx_path} is an FP32 graph; verify_precision compares a reduced-precision graph "
                           "(metaerr-edge quantize) with FP32. Check an FP32 graph with verify_run (parity)")
-    fused = reference_model(run, contract, str(onnx_path), allow_other_run=allow_other_run).eval()
+    fused = reference_model(run, contract, str(onnx_path), allow_other_run=allow_other_run)
     images, labels = run.split(split)
     images, labels = np.asarray(images[:n]), np.asarray(labels[:n])
-    feed = dataset_feed(contract.input, images)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(onnx_path), options, providers=list(providers))
-    ref: list[list[np.ndarray]] = [[], [], []]
-    got: list[list[np.ndarray]] = [[], [], []]
-    with torch.inference_mode():
-        for start in range(0, len(feed), 256):
-            chunk = feed[start:start + 256]
-            label, _, score, _ = fused(torch.from_numpy(chunk))
-            ref[0].append(label.numpy()), ref[1].append(score.numpy().astype(np.float64))
-            q_label, _, q_score, q_defer = session.run(None, {contract.input.name: chunk})
-            got[0].append(np.asarray(q_label)), got[1].append(np.asarray(q_score, np.float64))
-            got[2].append(np.asarray(q_defer, bool))
-    label_r, score_r = np.concatenate(ref[0]), np.concatenate(ref[1])
-    label_q, score_q, defer_q = (np.concatenate(v) for v in got)
+    if len(labels) == 0:
+        raise InputError(f"no {split} images to compare on (n={n}, the run's {split} split has "
+                         f"{len(run.split(split)[1])}); pass n >= 1 or another split")
+    session = open_ort_inference_session(Path(onnx_path), list(providers), intra_op_num_threads=threads or None,
+                                         source=str(onnx_path))  # a graph ONNX Runtime cannot run: ContractError
+    was_training = fused.training
+    fused.eval()
+    try:
+        ref, got = _run_chunks(session, contract.input.name, fused, dataset_feed(contract.input, images), 256)
+    finally:
+        fused.train(was_training)
+    (label_r, _, score_r, _), (label_q, _, score_q, defer_q) = ref, got
+    score_r, score_q, defer_q = score_r.astype(np.float64), score_q.astype(np.float64), defer_q.astype(bool)
     err_r, err_q = label_r != labels, label_q != labels
     source = contract.precision.get("source", {})
     t32 = float(source.get("threshold", contract.threshold.value))
     diff = np.abs(score_r - score_q)
     aurocs = {"fp32": float(auroc(score_r, err_r)), name: float(auroc(score_q, err_q))}
     agreement = float(np.mean(label_r == label_q))
+    drop = aurocs["fp32"] - aurocs[name]
+    # AUROC needs errors and non-errors in the split: without both it is not measured (NaN), and the
+    # verdict rests on the labels alone (the report says so).
+    auroc_ok = bool(np.isnan(drop)) or drop <= max_auroc_drop
     th = contract.threshold
-    recalibrated = bool(contract.precision.get("recalibrated", False))
     return PrecisionReport(
         onnx_path=str(onnx_path), precision=name, split=split, n=len(labels), label_agreement=agreement,
         max_abs_score_diff=float(diff.max()), p99_abs_score_diff=float(np.quantile(diff, 0.99)),
@@ -396,9 +402,9 @@ def verify_precision(onnx_path: str | os.PathLike[str], run: Any, n: int | None 
         coverage={"fp32": float(np.mean(score_r <= t32)), name: float(np.mean(~defer_q))},
         calibration={"method": th.method, "target_coverage": th.target_coverage, "target_risk": th.target_risk,
                      "achieved_coverage": th.achieved_coverage, "achieved_risk": th.achieved_risk,
-                     "recalibrated": recalibrated},
+                     "recalibrated": bool(contract.precision.get("recalibrated", False))},
         min_label_agreement=min_label_agreement, max_auroc_drop=max_auroc_drop,
-        passed=agreement >= min_label_agreement and aurocs["fp32"] - aurocs[name] <= max_auroc_drop,
+        passed=agreement >= min_label_agreement and auroc_ok,
     )  # fmt: skip
 
 
