@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="short timings (a smoke run, not for publishing)")
     ap.add_argument("--datasets", nargs="*", default=["mnist", "fashion-mnist", "cifar10"])
-    ap.add_argument("--root", default=str(ROOT.parent / "shared" / "datasets"))
+    ap.add_argument("--root", default="../shared/datasets", help="as failure_prediction.py (run from the repository root)")
     ap.add_argument("--train", action="store_true", help="train the preset runs that are missing (base reused)")
     ap.add_argument("--no-digits", dest="digits", action="store_false", help="skip the digits run")
     ap.add_argument("--calibration-n", type=int, default=512)
