@@ -148,6 +148,8 @@ def test_inspect_predict_and_bench_run_on_onnxruntime(device):
     ["export", "runs/none", "-o", "x.onnx"],
     ["verify", "MODEL", "--run", "runs/none"],
     ["calibrate", "MODEL", "--run", "runs/none", "--coverage", "0.9"],
+    ["quantize", "MODEL", "--int8", "--run", "runs/none"],
+    ["quantize", "MODEL", "--fp16"],
     ["ssl", "--rounds", "1"],
     ["tradeoff", "runs/none", "--device-latency-ms", "1", "--fallback-latency-ms", "5", "--fallback-accuracy", "0.9"],
 ])
