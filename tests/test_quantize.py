@@ -324,7 +324,7 @@ def test_int8_settings_with_fp16_are_refused(exported, tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_tensorrt_flavour_from_the_cli(exported, digits_run, tmp_path):
+def test_tensorrt_flavour_from_the_cli(exported, int8, digits_run, tmp_path):
     out = tmp_path / "trt.int8.onnx"
     argv = ["quantize", str(exported), "--int8", "--target", "tensorrt", "--calibration-n", "100", "--seed", "3",
             "--run", str(digits_run.path), "-o", str(out)]
@@ -332,6 +332,23 @@ def test_tensorrt_flavour_from_the_cli(exported, digits_run, tmp_path):
     p = read_contract(out).precision
     assert p["target"] == "tensorrt" and p["activations"] == "int8 symmetric"
     assert p["calibration"] == {"method": "minmax", "n": 100, "split": "meta_train", "seed": 3}
+    from metaerr_edge.fuse.verify import verify_precision
+
+    # checked on its Q/DQ semantics (what TensorRT computes), not on ONNX Runtime's x86 int8 kernels
+    assert "optimisations off" in verify_precision(out, digits_run).runtime
+    assert "fused int8" in verify_precision(exported.with_name("model.int8.onnx"), digits_run).runtime
+
+
+def test_reduce_range_uses_7_bit_weights(exported, digits_run, tmp_path):
+    out = tmp_path / "rr.onnx"
+    assert main(["quantize", str(exported), "--int8", "--reduce-range", "--run", str(digits_run.path), "-o", str(out)]) == 0
+    assert read_contract(out).precision["reduce_range"] is True
+    model = onnx.load(str(out))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    weights = [inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+               and inits[n.input[0]].dtype == np.int8 and inits[n.input[0]].ndim > 1]
+    assert weights and all(w.min() >= -64 and w.max() <= 64 for w in weights)  # 8-bit would reach +-127
+    assert max(int(np.abs(w.astype(int)).max()) for w in weights) > 32  # and the 7 bits are used
 
 
 def test_bench_names_two_graphs_of_one_precision_apart(exported, int8, tmp_path):
