@@ -211,6 +211,7 @@ def reduced(variant: str, fp32: Path, out: Path, run: Any, n: int) -> Path:
 
 
 def run_quality(args: argparse.Namespace) -> dict[str, Any]:
+    from metaerr_edge.errors import MetaErrError
     from metaerr_edge.fuse.export import export_run
     from metaerr_edge.fuse.verify import verify_precision
 
@@ -220,11 +221,16 @@ def run_quality(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.perf_counter()
             fp32 = export_run(run, Path(tmp) / f"{dataset}_{preset}.onnx", mode=mode).path
             for variant in VARIANTS:
-                path = reduced(variant, fp32, Path(tmp) / f"{dataset}_{preset}_{variant}.onnx", run, args.calibration_n)
+                row = {"dataset": dataset, "preset": preset, "mode": mode, "run": run.path.name,
+                       "arch": run.config.base.arch, "test_accuracy": run.summary.get("test_accuracy"), "variant": variant}
+                try:
+                    path = reduced(variant, fp32, Path(tmp) / f"{dataset}_{preset}_{variant}.onnx", run, args.calibration_n)
+                except MetaErrError as exc:  # a converter that fails on this graph is a result, not a crash
+                    rows.append({**row, "error": str(exc)[:400]})
+                    log(f"quality {dataset} / {preset} / {variant}: failed ({str(exc)[:120]})")
+                    continue
                 reports = {split: verify_precision(path, run, split=split).to_dict() for split in ("calib", "test")}
-                rows.append({"dataset": dataset, "preset": preset, "mode": mode, "run": run.path.name,
-                             "arch": run.config.base.arch, "test_accuracy": run.summary.get("test_accuracy"),
-                             "variant": variant, "size_ratio": path.stat().st_size / fp32.stat().st_size, **reports})
+                rows.append({**row, "size_ratio": path.stat().st_size / fp32.stat().st_size, **reports})
             log(f"quality {dataset} / {preset} ({mode}): {time.perf_counter() - t0:.0f} s")
     return {"rows": rows, "coverage_target": COVERAGE, "calibration_n": args.calibration_n,
             "rule": "default tail: fewer calib defer flips at the FP32 threshold, summed over runs and presets "
@@ -236,17 +242,20 @@ def choose_method(rows: list[dict[str, Any]]) -> dict[str, Any]:
     weights) with the most labels kept."""
     names = {"minmax": "int8", "percentile": "int8,percentile", "entropy": "int8,entropy",
              "reduce-range": "int8,reduce-range"}
-    agree = {m: float(sum(r["calib"]["label_agreement"] for r in rows if r["variant"] == v)) for m, v in names.items()}
+    failed = {r["variant"] for r in rows if "error" in r}  # a setting that fails on some graph cannot be the default
+    agree = {m: float(sum(r["calib"]["label_agreement"] for r in rows if r["variant"] == v and "error" not in r))
+             for m, v in names.items() if v not in failed}
     return {"label_agreement_sum": agree, "chosen": max(agree, key=lambda m: (round(agree[m], 6), m == "minmax"))}
 
 
 def choose_tail(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The preregistered rule, on the calibration split only."""
     def total(variant: str, key: str) -> float:
-        return float(sum(r["calib"][key] for r in rows if r["variant"] == variant))
+        return float(sum(r["calib"][key] for r in rows if r["variant"] == variant and "error" not in r))
 
     flips = {v: total(v, "flips_at_fp32_threshold") for v in ("int8", "int8,tail-quantized")}
-    ties = {v: float(sum(r["calib"]["largest_tie"]["int8"] for r in rows if r["variant"] == v)) for v in flips}
+    ties = {v: float(sum(r["calib"]["largest_tie"]["int8"] for r in rows if r["variant"] == v and "error" not in r))
+            for v in flips}
     chosen = min(flips, key=lambda v: (round(flips[v], 6), ties[v]))
     return {"flips": flips, "largest_tie": ties, "chosen": "float" if chosen == "int8" else "quantized"}
 
@@ -280,6 +289,10 @@ def quality_markdown(data: dict[str, Any]) -> str:
              "defer flips at FP32 t | distinct scores (FP32 -> reduced) | largest tie | calib coverage | test coverage |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in data["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['dataset']} / {r['arch']} | {r['preset']} ({r['mode']}) | {r['variant']} | "
+                         f"failed: {r['error'][:160]} |||||||| ")
+            continue
         t, p = r["test"], r["test"]["precision"]
         acc = "" if r["test_accuracy"] is None else f" ({100 * r['test_accuracy']:.1f}%)"
         lines.append(f"| {r['dataset']} / {r['arch']}{acc} | {r['preset']} ({r['mode']}) | {r['variant']} | "
@@ -302,7 +315,7 @@ def targets_markdown(lat: dict[str, Any] | None, qual: dict[str, Any] | None) ->
                              + (("held" if speed >= TARGET_SPEEDUP else "**not held**") if goal else "-") + " |")
     if qual:
         for r in qual["rows"]:
-            if r["variant"] != "int8":
+            if r["variant"] != "int8" or "error" in r:
                 continue
             t = r["test"]
             drop = t["auroc"]["fp32"] - t["auroc"]["int8"]

@@ -35,10 +35,12 @@ Example:
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -240,14 +242,22 @@ def recalibration_target(threshold: Any) -> dict[str, float | None]:
 
 @contextmanager
 def _stage(what: str, src: Path) -> Iterator[None]:
-    """Name the converter stage that failed: its own exceptions become one :class:`ContractError`."""
+    """Name the converter stage that failed: its own exceptions become one :class:`ContractError`. What
+    the converters print (ONNX Runtime's calibrators print histogram settings) goes to the debug log,
+    not to stdout, where the CLI writes its JSON."""
+    printed = io.StringIO()
     try:
-        yield
+        with redirect_stdout(printed):
+            yield
     except MetaErrError:
         raise
     except Exception as exc:  # onnxruntime's and onnx's own error types, and their assertions
         raise ContractError(f"{src}: {what} failed ({type(exc).__name__}: {str(exc).strip()[:300]}); nothing was "
-                            "written. Export the model again with the default exporter and opset, or keep it FP32") from exc
+                            "written. Try the default settings (--calibration-method minmax), export the model again with the default "
+                            "exporter and opset, or keep it FP32") from exc
+    finally:
+        if printed.getvalue().strip():
+            logging.getLogger("metaerr_edge.quantize").debug("%s printed: %s", what, printed.getvalue().strip())
 
 
 def _source(src: Path, dst: Path) -> tuple[onnx.ModelProto, Contract, ModelInfo]:
