@@ -70,6 +70,7 @@ def test_int8_contract_and_graph(int8, exported):
     assert p["name"] == "int8" and p["format"] == "QDQ" and p["target"] == "onnxruntime" and p["tail"] == "float"
     assert p["calibration"]["split"] == "meta_train" and p["calibration"]["method"] == "minmax"
     assert p["calibration"]["n"] > 0 and p["kept_float"] and p["recalibrated"] is True
+    assert p["reduce_range"] is True  # 7-bit weights by default for ONNX Runtime (x86 int16 saturation)
     source = read_contract(exported)
     assert p["source"]["threshold"] == source.threshold.value and p["source"]["graph_sha256"] == source.meta["graph_sha256"]
     assert contract.meta["graph_sha256"] != source.meta["graph_sha256"]  # the contract names its own graph
@@ -321,6 +322,7 @@ def test_int8_settings_with_fp16_are_refused(exported, tmp_path, capsys):
     assert main(["quantize", str(exported), "--fp16", "--target", "tensorrt", "-o", str(tmp_path / "x.onnx")]) == 2
     assert "--target: INT8 settings" in capsys.readouterr().err
     assert main(["quantize", str(exported), "--fp16", "--calibration-n", "64", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert main(["quantize", str(exported), "--fp16", "--no-reduce-range", "-o", str(tmp_path / "x.onnx")]) == 2
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -330,7 +332,7 @@ def test_tensorrt_flavour_from_the_cli(exported, int8, digits_run, tmp_path):
             "--run", str(digits_run.path), "-o", str(out)]
     assert main(argv) == 0
     p = read_contract(out).precision
-    assert p["target"] == "tensorrt" and p["activations"] == "int8 symmetric"
+    assert p["target"] == "tensorrt" and p["activations"] == "int8 symmetric" and p["reduce_range"] is False
     assert p["calibration"] == {"method": "minmax", "n": 100, "split": "meta_train", "seed": 3}
     from metaerr_edge.fuse.verify import verify_precision
 
@@ -341,7 +343,8 @@ def test_tensorrt_flavour_from_the_cli(exported, int8, digits_run, tmp_path):
 
 def test_reduce_range_uses_7_bit_weights(exported, digits_run, tmp_path):
     out = tmp_path / "rr.onnx"
-    assert main(["quantize", str(exported), "--int8", "--reduce-range", "--run", str(digits_run.path), "-o", str(out)]) == 0
+    assert main(["quantize", str(exported), "--int8", "--target", "tensorrt", "--reduce-range", "--run",
+                 str(digits_run.path), "-o", str(out)]) == 0  # asked for explicitly (off by default for TensorRT)
     assert read_contract(out).precision["reduce_range"] is True
     model = onnx.load(str(out))
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}

@@ -41,9 +41,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="the score tail (softmax, meta head, sigmoid, defer comparison): kept in float32 (default) "
                         "or reduced like the rest")  # fmt: skip
     p.add_argument("--per-channel", action="store_true", help="INT8: per-output-channel weight scales")
-    p.add_argument("--reduce-range", action="store_true",
+    p.add_argument("--reduce-range", default=None, action=argparse.BooleanOptionalAction,
                    help="INT8: 7-bit weights, so that x86 CPUs without AVX-512 VNNI do not saturate in ONNX Runtime's "
-                        "int8 kernels (see benchmarks/README.md)")  # fmt: skip
+                        "int8 kernels (default: on for --target onnxruntime, off for tensorrt; benchmarks/README.md)")
     p.add_argument("--calibration-method", default=None, choices=("minmax", "entropy", "percentile"),
                    help="INT8 activation ranges (default: minmax)")
     p.add_argument("--calibration-split", default=None, choices=CALIBRATION_SPLITS,
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--int8 needs calibration images for its activation ranges: pass --run RUN (the run the "
                           "model was exported from; its meta_train split is used, never test)")
     int8_only = {"--target": args.target, "--per-channel": args.per_channel or None,
-                 "--reduce-range": args.reduce_range or None,
+                 "--[no-]reduce-range": args.reduce_range,
                  "--calibration-method": args.calibration_method, "--calibration-split": args.calibration_split,
                  "--calibration-n": args.calibration_n, "--seed": args.seed}
     given = [flag for flag, value in int8_only.items() if value is not None]
