@@ -339,6 +339,13 @@ def test_tensorrt_flavour_from_the_cli(exported, int8, digits_run, tmp_path):
     # checked on its Q/DQ semantics (what TensorRT computes), not on ONNX Runtime's x86 int8 kernels
     assert "optimisations off" in verify_precision(out, digits_run).runtime
     assert "fused int8" in verify_precision(exported.with_name("model.int8.onnx"), digits_run).runtime
+    # and its threshold is fitted on those semantics too
+    contract = read_contract(out)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    images, labels = digits_run.split("calib")
+    label, _, score, _ = ort.InferenceSession(str(out), opts).run(None, {"image": dataset_feed(contract.input, images)})
+    assert contract.threshold.value == pytest.approx(threshold_for_coverage(score, error_labels(label, labels), 0.9).value)
 
 
 def test_reduce_range_uses_7_bit_weights(exported, digits_run, tmp_path):

@@ -119,6 +119,8 @@ def _precision_text(precision: dict) -> str:
     parts = [name] + [f"{k} {precision[k]}" for k in ("format", "target", "activations", "tail") if k in precision]
     if precision.get("per_channel"):
         parts.append("per-channel weights")
+    if precision.get("reduce_range"):
+        parts.append("7-bit weights")
     cal = precision.get("calibration") or {}
     if cal:
         parts.append(f"ranges from {cal.get('n')} {cal.get('split', '')} images ({cal.get('method')})")

@@ -25,13 +25,25 @@ __all__ = ["calibrate_model", "calibration_scores", "warn_if_degenerate"]
 
 
 def calibration_scores(model: str, run) -> tuple[np.ndarray, np.ndarray]:
-    """The deployed graph's failure scores and error labels on the run's calibration split (ONNX Runtime CPU)."""
+    """The deployed graph's failure scores and error labels on the run's calibration split (ONNX Runtime CPU).
+
+    A graph quantized for TensorRT is scored on its Q/DQ semantics (ONNX Runtime's graph optimisations
+    off), which is what TensorRT computes, not on ONNX Runtime's x86 int8 kernels.
+    """
+    from metaerr_edge.contract import read_contract
     from metaerr_edge.contract.spec import dataset_feed
     from metaerr_edge.runtime import open_session
+    from metaerr_edge.runtime.ort_backend import CPU, emulates_qdq, open_ort_inference_session
 
     images, labels = run.split("calib")
+    contract = read_contract(model)
+    feed = dataset_feed(contract.input, images)
+    if emulates_qdq(contract):
+        session = open_ort_inference_session(Path(model), [CPU], optimize=False, source=str(model))
+        label, _, score, _ = session.run(None, {contract.input.name: feed})
+        return np.asarray(score), error_labels(np.asarray(label), labels)
     with open_session(model, backend="onnxruntime") as session:
-        pred = session.predict(dataset_feed(session.contract.input, images))
+        pred = session.predict(feed)
     return pred.failure_score, error_labels(pred.label, labels)
 
 

@@ -358,7 +358,7 @@ def verify_precision(onnx_path: str | os.PathLike[str], run: Any, n: int | None 
     """
     from metaerr_edge.contract.reader import read_contract
     from metaerr_edge.metrics import aurc, auroc
-    from metaerr_edge.runtime.ort_backend import open_ort_inference_session
+    from metaerr_edge.runtime.ort_backend import emulates_qdq, open_ort_inference_session
 
     contract = read_contract(onnx_path)
     name = contract.precision_name
@@ -374,7 +374,7 @@ def verify_precision(onnx_path: str | os.PathLike[str], run: Any, n: int | None 
     # A TensorRT-flavoured graph is checked on its Q/DQ semantics (graph optimisations off: each Q/DQ
     # pair runs as written, as TensorRT's explicit quantization computes it), not on ONNX Runtime's
     # fused x86 int8 kernels, which the device never runs.
-    emulate = contract.precision.get("target") == "tensorrt"
+    emulate = emulates_qdq(contract)
     session = open_ort_inference_session(Path(onnx_path), list(providers), intra_op_num_threads=threads or None,
                                          optimize=not emulate, source=str(onnx_path))  # cannot run: ContractError
     was_training = fused.training

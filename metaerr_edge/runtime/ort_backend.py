@@ -60,6 +60,12 @@ def thread_option(value: Any, name: str, default: int) -> int:
     return int(value)
 
 
+def emulates_qdq(contract: Contract) -> bool:
+    """Whether a graph is checked with ONNX Runtime's graph optimisations off: an INT8 graph quantized for
+    TensorRT, whose Q/DQ arithmetic (what TensorRT computes) differs from ONNX Runtime's fused x86 kernels."""
+    return contract.precision_name == "int8" and contract.precision.get("target") == "tensorrt"
+
+
 def open_ort_inference_session(
     model: Path | bytes,
     providers: list[Any],
