@@ -180,10 +180,11 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], cali
         quantized = onnx.load(str(out))
     import onnxruntime
 
-    settings = {"name": "int8", "format": "QDQ", "target": target, "weights": "int8 symmetric",
+    settings = {"name": "int8", "format": "QDQ", "target": target,
+                "weights": "int8 symmetric" + (", 7-bit range" if reduce_range else ""),
                 "activations": "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric",
-                "per_channel": bool(per_channel), "reduce_range": bool(reduce_range), "calibration": {"method": method, "n": int(len(images)),
-                **(calibration_source or {})}, "tail": tail,
+                "per_channel": bool(per_channel), "reduce_range": bool(reduce_range),
+                "calibration": {"method": method, "n": int(len(images)), **(calibration_source or {})}, "tail": tail,
                 "quantizer": f"onnxruntime.quantization {onnxruntime.__version__} (quant_pre_process, quantize_static)"}
     return _finish(quantized, contract, info, dst, settings, kept)
 
