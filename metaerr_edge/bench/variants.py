@@ -181,6 +181,7 @@ def _base_variant(model: str | Path, contract: Contract, backend: str, threads: 
     from onnx.utils import Extractor
 
     from metaerr_edge.runtime.ort_backend import CPU, CUDA, open_ort_inference_session
+    from metaerr_edge.runtime.validate import validate_images
 
     full = onnx.load(str(model))
     base = Extractor(full).extract_model([full.graph.input[0].name], ["label", "probs"])
@@ -195,8 +196,6 @@ def _base_variant(model: str | Path, contract: Contract, backend: str, threads: 
              "copies_included": on_gpu, "cuda_graphs": False, "spin_wait": "not configured (the runtime's default)",
              "device_time": "not measured: host time only" if on_gpu else None,
              "intra_op_num_threads": threads or thread_counts(None)["onnxruntime_intra_op"]}
-    from metaerr_edge.runtime.validate import validate_images
-
     return Variant(f"base/{backend}", backend, lambda x: session.run(None, {name: validate_images(x, contract)}),
                    notes=notes)
 

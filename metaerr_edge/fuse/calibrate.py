@@ -24,11 +24,12 @@ from metaerr_edge.errors import ConfigError
 __all__ = ["calibrate_model", "calibration_scores", "warn_if_degenerate"]
 
 
-def calibration_scores(model: str, run) -> tuple[np.ndarray, np.ndarray]:
+def calibration_scores(model: str, run, contract=None) -> tuple[np.ndarray, np.ndarray]:
     """The deployed graph's failure scores and error labels on the run's calibration split (ONNX Runtime CPU).
 
     A graph quantized for TensorRT is scored on its Q/DQ semantics (ONNX Runtime's graph optimisations
-    off), which is what TensorRT computes, not on ONNX Runtime's x86 int8 kernels.
+    off), which is what TensorRT computes, not on ONNX Runtime's x86 int8 kernels. ``contract``: the
+    model's, when the caller has read it already.
     """
     from metaerr_edge.contract import read_contract
     from metaerr_edge.contract.spec import dataset_feed
@@ -36,7 +37,7 @@ def calibration_scores(model: str, run) -> tuple[np.ndarray, np.ndarray]:
     from metaerr_edge.runtime.ort_backend import CPU, emulates_qdq, open_ort_inference_session
 
     images, labels = run.split("calib")
-    contract = read_contract(model)
+    contract = contract if contract is not None else read_contract(model)
     feed = dataset_feed(contract.input, images)
     if emulates_qdq(contract):
         session = open_ort_inference_session(Path(model), [CPU], optimize=False, source=str(model))
@@ -65,7 +66,7 @@ def calibrate_model(model: str | Path, run, *, coverage: float | None = None, ri
     with path_lock(Path(out or model)):
         contract = read_contract(model)
         check_origin(run, contract, str(model), allow_other_run=allow_other_run)
-        scores, is_error = calibration_scores(str(model), run)
+        scores, is_error = calibration_scores(str(model), run, contract)
         if coverage is not None:
             choice = threshold_for_coverage(scores, is_error, coverage)
         else:

@@ -56,18 +56,21 @@ def load_checked(path: str | os.PathLike[str]) -> onnx.ModelProto:
     return _checked_model(path)[0]
 
 
-def load_with_contract(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, Contract, ModelInfo]:
-    """A fused model file read once: the loaded, checked model, its contract (threshold included) and its info."""
+def load_with_contract(path: str | os.PathLike[str], *, ignore_threshold: bool = False,
+                       ) -> tuple[onnx.ModelProto, Contract, ModelInfo]:
+    """A fused model file read once: the loaded, checked model, its contract and its info (the bytes
+    checked are the ones loaded). ``ignore_threshold``: a graph threshold that differs from the
+    contract's passes (for :func:`set_threshold`, which rewrites both)."""
     data = read_model_bytes(path)
     info = info_from_bytes(data, str(path))
-    return _load(data, path), checked_contract(info), info
+    contract = checked_contract(info, ignore_threshold=ignore_threshold)
+    return _load(data, path), contract, info
 
 
 def _checked_model(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, Contract]:
-    """:func:`load_checked` and the contract: the file is read once, and the bytes checked are the ones loaded."""
-    data = read_model_bytes(path)
-    contract = checked_contract(info_from_bytes(data, str(path)), ignore_threshold=True)
-    return _load(data, path), contract
+    """:func:`load_checked` and the contract, the threshold left out of the check."""
+    model, contract, _ = load_with_contract(path, ignore_threshold=True)
+    return model, contract
 
 
 def _load(data: bytes, path: str | os.PathLike[str]) -> onnx.ModelProto:

@@ -326,13 +326,13 @@ def _topological_sort(model: onnx.ModelProto) -> None:
     ready = {t.name for t in graph.initializer} | {v.name for v in graph.input} | {""}
     pending, ordered = list(graph.node), []
     while pending:
-        rest = [n for n in pending if not all(i in ready for i in n.input)]
-        done = [n for n in pending if all(i in ready for i in n.input)]
+        done, rest = [], []
+        for node in pending:
+            (done if all(i in ready for i in node.input) else rest).append(node)
         if not done:
             raise ContractError(f"the converted graph has a cycle or a dangling input near {rest[0].name!r}")
-        for node in done:
-            ordered.append(node)
-            ready.update(node.output)
+        ordered += done
+        ready.update(o for n in done for o in n.output)
         pending = rest
     copies = [onnx.NodeProto.FromString(n.SerializeToString()) for n in ordered]
     del graph.node[:]
