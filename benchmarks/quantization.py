@@ -82,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="short timings (a smoke run, not for publishing)")
     ap.add_argument("--datasets", nargs="*", default=["mnist", "fashion-mnist", "cifar10"])
     ap.add_argument("--root", default="../shared/datasets", help="as failure_prediction.py (run from the repository root)")
+    ap.add_argument("--recipe", default="converged-v1", help="failure_prediction.py's base recipes whose runs are quantized "
+                    "(the committed quality numbers were measured on converged-v1's bases)")
     ap.add_argument("--train", action="store_true", help="train the preset runs that are missing (base reused)")
     ap.add_argument("--no-digits", dest="digits", action="store_false", help="skip the digits run")
     ap.add_argument("--calibration-n", type=int, default=512)
@@ -159,7 +161,7 @@ def quality_runs(args: argparse.Namespace) -> list[tuple[str, str, Any, str]]:
     """(dataset, preset, run, meta mode) for every preset run found (or trained with --train)."""
     import failure_prediction as fp
 
-    fp_args = fp.parse_args(["--root", args.root])
+    fp_args = fp.parse_args(["--root", args.root, "--recipe", args.recipe])
     out = []
     for dataset in args.datasets:
         anchor_cfg = fp.run_config(fp_args, dataset, 0)
