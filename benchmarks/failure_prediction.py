@@ -153,7 +153,7 @@ def run_config(args, dataset: str, seed: int, arch: str | None = None, max_pool:
                epochs: int | None = None) -> RunConfig:
     mp = args.max_pool if max_pool is None else max_pool
     mt = args.max_test if max_test is None else max_test
-    recipes = RECIPES[getattr(args, "recipe", "converged-v2")]
+    recipes = RECIPES[args.recipe]
     recipe = recipes.get(dataset, recipes["mnist"])
     name = arch or args.arch or recipe["arch"]
     own = arch is None and args.arch is None  # the recipe's architecture: its kwargs and augmentation too
@@ -175,7 +175,7 @@ def run_config(args, dataset: str, seed: int, arch: str | None = None, max_pool:
 def run_folder(args, config: RunConfig) -> Path:
     """Where the run of ``config`` lives (and is reused from) under ``--runs-dir``."""
     d, b = config.data, config.base
-    kw = "".join(f"-{k}" + ".".join(map(str, v)) if isinstance(v, (list, tuple)) else f"-{k}{v}" for k, v in sorted(b.arch_kwargs.items()))
+    kw = "".join(f"-{k}{'.'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in sorted(b.arch_kwargs.items()))
     aug = "" if b.augment == "auto" else f"_{b.augment}"
     return Path(args.runs_dir) / f"{d.dataset}_{b.arch}{kw}_p{d.max_pool}_e{b.epochs}_b{b.batch_size}{aug}_s{config.seed}"
 
