@@ -11,13 +11,16 @@ from typing import Any, TypeVar
 import numpy as np
 
 from metaerr_edge.errors import ConfigError
-from metaerr_edge._fileio import dumps_json
-from metaerr_edge.metrics import auroc, aurc, bootstrap_ci, failure_metrics, risk_coverage_curve
-from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text
+from metaerr_edge._fileio import atomic_write_text, dumps_json, write_npz
+from metaerr_edge.metrics import auroc, aurc, bootstrap_ci, failure_metrics
 from metaerr_edge.pipeline import Run
+from metaerr_edge.plots import plot_risk_coverage
 from metaerr_edge.scores import ScoreContext, Scorer, available_scores, create_score
 
 T = TypeVar("T")
+
+#: The per-sample test scores that ``write_report`` keeps beside metrics.json (for the report's curves).
+SCORES_FILE = "scores.npz"
 
 def parse_score_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     """``"metaerr[image]"`` -> (label, name, params). Plain names take no params."""
@@ -129,8 +132,10 @@ def evaluate_run(run: Run, scores: list[str] | None = None, n_boot: int = 1000, 
 
 
 def write_report(report: EvalReport, out_dir: Path) -> dict[str, Path]:
-    """metrics.json, metrics.md and risk_coverage.png into ``out_dir``, as one set.
+    """metrics.json, metrics.md, risk_coverage.png and scores.npz into ``out_dir``, as one set.
 
+    ``scores.npz`` keeps the per-sample test scores (``names``, ``scores`` [score, sample], ``is_error``)
+    so that ``metaerr-edge report`` draws the curves without torch or the model.
     The three are staged and moved in together (:func:`metaerr_edge._fileio.replace_files`, under the
     lock of ``out_dir``, which is the run's own lock when ``out_dir`` is the run folder): a failure
     such as a full disk leaves the previous set, never new metrics beside an old plot.
@@ -138,35 +143,15 @@ def write_report(report: EvalReport, out_dir: Path) -> dict[str, Path]:
     from metaerr_edge._fileio import replace_files
 
     out_dir = Path(out_dir)
-    paths = {"json": out_dir / "metrics.json", "md": out_dir / "metrics.md", "png": out_dir / "risk_coverage.png"}
+    paths = {"json": out_dir / "metrics.json", "md": out_dir / "metrics.md", "png": out_dir / "risk_coverage.png",
+             "npz": out_dir / SCORES_FILE}
     undefined = "undefined on this split: it needs both failures and successes of the base"
     with replace_files(out_dir, [p.name for p in paths.values()]) as stage:
         atomic_write_text(stage / paths["json"].name, dumps_json(report.to_dict(), indent=2, reasons={
             k: undefined for k in ("auroc", "auroc_low", "auroc_high", "aupr_error", "aupr_success", "fpr95tpr")}))
         atomic_write_text(stage / paths["md"].name, report.to_markdown())
+        names = list(report.scores)
+        write_npz(stage / SCORES_FILE, {"names": np.array(names, dtype=np.str_), "is_error": report.is_error.astype(np.int8),
+                                        "scores": np.stack([report.scores[n] for n in names]) if names else np.zeros((0, len(report.is_error)))})
         plot_risk_coverage(report.scores, report.is_error, stage / paths["png"].name, f"{report.dataset} / {report.arch}")
     return paths
-
-
-def plot_risk_coverage(scores: dict[str, np.ndarray], is_error: np.ndarray, path: Path, title: str = "") -> Path:
-    """Selective risk against coverage, one curve per score (AURC x1000 in the legend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.4), dpi=120)
-    ax = fig.add_subplot()
-    for name, s in scores.items():
-        rc = risk_coverage_curve(s, is_error)
-        ax.plot(rc.coverages, rc.risks, label=f"{name} (AURC {1000 * rc.aurc:.1f}‰)", lw=1.4)
-    ax.set_xlabel("coverage (fraction accepted)")
-    ax.set_ylabel("selective risk (error rate of accepted)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.set_title(title or "risk-coverage")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write_bytes(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
-    return Path(path)

@@ -22,117 +22,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text, dumps_json, replace_files
+from metaerr_edge._fileio import atomic_write_text, dumps_json, replace_files
 from metaerr_edge.data import SEVERITIES, corrupt, families, ood_sets
 from metaerr_edge.errors import ConfigError
 from metaerr_edge.evaluate import each_score
 from metaerr_edge.metrics import augrc, auroc, aurc
 from metaerr_edge.pipeline import Run
+from metaerr_edge.plots import plot_shift
 from metaerr_edge.scores import ScoreContext
+from metaerr_edge.shift_report import CORRUPTION_KIND, OOD_KIND, SET_METRICS, ShiftReport
 
-#: The per-set metrics (raw areas; tables show AURC and AUGRC x1000).
-SET_METRICS = ("auroc", "aurc", "augrc")
-OOD_KIND, CORRUPTION_KIND = "ood", "corruption"
-
-
-@dataclass
-class ShiftReport:
-    """What :func:`evaluate_shift` measured. ``sets`` rows: ``{"set", "kind", "severity", "n",
-    "error_rate", "scores": {score: {auroc, aurc, augrc, coverage, risk}}}``; the first row is the
-    clean test split (kind ``"clean"``)."""
-
-    run: str
-    dataset: str
-    arch: str
-    group: str
-    coverage: float
-    thresholds: dict[str, float | None] = field(default_factory=dict)
-    sets: list[dict[str, Any]] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    split: str = "test"  # the run's split the sets are made from ("calib": for choosing, never reported)
-    test_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)  # rows of the test split used
-
-    @property
-    def scores(self) -> list[str]:
-        return list(self.thresholds)
-
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> "ShiftReport":
-        """A report back from :meth:`to_dict` (e.g. shift.json), enough to tabulate and plot it again."""
-        return cls(doc["run"], doc["dataset"], doc["arch"], doc["family_group"], doc["threshold_coverage"],
-                   dict(doc["thresholds"]), list(doc["sets"]), dict(doc.get("skipped", {})), doc.get("split", "test"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"run": self.run, "dataset": self.dataset, "arch": self.arch, "family_group": self.group, "split": self.split,
-                "threshold_coverage": self.coverage, "thresholds": self.thresholds, "sets": self.sets,
-                "summary": self.summary(), "skipped": self.skipped, "n_test_used": int(len(self.test_indices)),
-                "notes": "aurc and augrc are raw areas (tables x1000); OOD sets are the clean test split plus the OOD "
-                         "images, each OOD image a failure; thresholds: each score's at the calibration coverage"}  # fmt: skip
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        """Per score: clean AUROC, mean AUROC over the corrupted sets (all families and severities),
-        the worst corrupted cell, mean OOD AUROC, and the largest rise of selective risk at the threshold."""
-        out: dict[str, dict[str, float]] = {}
-        clean = self.sets[0]["scores"] if self.sets else {}
-        for name in self.scores:
-            rows = {kind: [s["scores"][name] for s in self.sets if s["kind"] == kind] for kind in (CORRUPTION_KIND, OOD_KIND)}
-            shifted = [r["auroc"] for r in rows[CORRUPTION_KIND] if not math.isnan(r["auroc"])]
-            rises = [r["risk"] - clean[name]["risk"] for r in rows[CORRUPTION_KIND]
-                     if r.get("risk") is not None and clean.get(name, {}).get("risk") is not None]
-            out[name] = {
-                "clean_auroc": clean.get(name, {}).get("auroc", math.nan),
-                "shift_auroc_mean": float(np.mean(shifted)) if shifted else math.nan,
-                "shift_auroc_min": float(np.min(shifted)) if shifted else math.nan,
-                "ood_auroc_mean": float(np.mean([r["auroc"] for r in rows[OOD_KIND]])) if rows[OOD_KIND] else math.nan,
-                "risk_rise_max": float(np.max(rises)) if rises else math.nan,
-            }
-        return out
-
-    def to_markdown(self) -> str:
-        names = self.scores
-        lines = [f"{self.dataset} / {self.arch}: failure prediction under shift ({self.group} corruption families, "
-                 f"OOD sets counted as failures)", ""]
-        for metric, scale, label in (("auroc", 1.0, "AUROC (higher is better)"), ("aurc", 1000.0, "AURC ×1000 (lower is better)"),
-                                     ("augrc", 1000.0, "AUGRC ×1000 (lower is better)")):  # fmt: skip
-            lines += [f"### {label}", "", "| set | severity | n | error rate | " + " | ".join(names) + " |",
-                      "|---|---|---|---|" + "---|" * len(names)]
-            for s in self.sets:
-                cells = [_fmt(s["scores"][n][metric], scale) for n in names]
-                lines.append(f"| {s['set']} | {s['severity'] or '-'} | {s['n']} | {s['error_rate']:.3f} | " + " | ".join(cells) + " |")
-            lines.append("")
-        lines += [f"### The deployed kind of threshold: each score's at {self.coverage:.0%} calibration coverage, "
-                  "then coverage / selective risk on each set", "",
-                  "| set | severity | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-        for s in self.sets:
-            cells = [_cov_risk(s["scores"][n]) for n in names]
-            lines.append(f"| {s['set']} | {s['severity'] or '-'} | " + " | ".join(cells) + " |")
-        summary = self.summary()
-        lines += ["", "### Summary", "", "| score | clean AUROC | shift mean AUROC | worst shift cell | OOD mean AUROC | "
-                  "max risk rise at the threshold |", "|---|---|---|---|---|---|"]
-        for n in names:
-            r = summary[n]
-            lines.append(f"| {n} | {_fmt(r['clean_auroc'])} | {_fmt(r['shift_auroc_mean'])} | {_fmt(r['shift_auroc_min'])} | "
-                         f"{_fmt(r['ood_auroc_mean'])} | {_fmt(r['risk_rise_max'])} |")
-        for name, why in self.skipped.items():
-            lines.append(f"\nskipped {name}: {why}")
-        return "\n".join(lines) + "\n"
-
-
-def _fmt(value: float | None, scale: float = 1.0) -> str:
-    return "-" if value is None or math.isnan(value) else f"{scale * value:.4f}" if scale == 1.0 else f"{scale * value:.2f}"
-
-
-def _cov_risk(row: dict[str, Any]) -> str:
-    if row.get("coverage") is None:
-        return "-"
-    return f"{row['coverage']:.3f} / {'-' if row['risk'] is None else format(row['risk'], '.3f')}"
-
+__all__ = ["SET_METRICS", "ShiftReport", "calibration_threshold", "evaluate_shift", "plot_shift", "write_shift_report"]
 
 def _set_row(name: str, kind: str, severity: int | None, is_error: np.ndarray) -> dict[str, Any]:
     return {"set": name, "kind": kind, "severity": severity, "n": int(len(is_error)),
@@ -246,48 +151,3 @@ def write_shift_report(report: ShiftReport, out_dir: str | Path) -> dict[str, Pa
         atomic_write_text(stage / paths["md"].name, report.to_markdown())
         plot_shift(report, stage / paths["png"].name)
     return paths
-
-
-def plot_shift(report: ShiftReport, path: str | Path) -> Path:
-    """AUROC against severity, one panel per corruption family (and one for the OOD sets), one line per score."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fams = list(dict.fromkeys(s["set"] for s in report.sets if s["kind"] == CORRUPTION_KIND))
-    oods = [s for s in report.sets if s["kind"] == OOD_KIND]
-    panels = fams + (["OOD"] if oods else [])
-    cols = min(4, max(1, len(panels)))
-    rows = max(1, math.ceil(len(panels) / cols))
-    fig = Figure(figsize=(3.2 * cols, 2.6 * rows + 0.6), dpi=110)
-    clean = report.sets[0]["scores"] if report.sets else {}
-    palette = matplotlib.colormaps["tab20" if len(report.scores) > 10 else "tab10"]
-    style = {name: {"color": palette(j % palette.N), "ls": "-" if j < palette.N else "--"} for j, name in enumerate(report.scores)}
-    for i, panel in enumerate(panels):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        for name in report.scores:
-            if panel == "OOD":
-                ax.plot(range(len(oods)), [s["scores"][name]["auroc"] for s in oods], marker="o", lw=1.2, label=name,
-                        **style[name])
-                ax.set_xticks(range(len(oods)), [s["set"].removeprefix("ood:") for s in oods], fontsize=6)
-            else:
-                cells = [s for s in report.sets if s["set"] == panel]
-                ax.plot([0] + [s["severity"] for s in cells], [clean[name]["auroc"]] + [s["scores"][name]["auroc"] for s in cells],
-                        marker="o", ms=3, lw=1.2, label=name, **style[name])  # fmt: skip
-                ax.set_xticks(range(0, 6))
-        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-        ax.set_title(panel, fontsize=8)
-        lowest = min((float(y) for line in ax.get_lines() for y in line.get_ydata() if np.isfinite(y)), default=0.3)
-        ax.set_ylim(min(0.3, lowest - 0.02), 1.0)  # an AUROC far below chance stays in view
-        ax.tick_params(labelsize=6)
-        ax.grid(alpha=0.3)
-        if i % cols == 0:
-            ax.set_ylabel("AUROC", fontsize=7)
-    if panels:
-        handles, names = fig.axes[0].get_legend_handles_labels()
-        fig.legend(handles, names, loc="lower center", ncol=min(6, len(names)), fontsize=7)
-    fig.suptitle(f"{report.dataset} / {report.arch}: AUROC vs severity (0 = clean), {report.group} families", fontsize=9)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    atomic_write_bytes(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
-    return Path(path)

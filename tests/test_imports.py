@@ -155,13 +155,14 @@ def folder(module: str) -> str:
     return module.split(".")[1] if module.count(".") else "(root)"
 
 
-#: What the torch-free stages (a device install: numpy, onnxruntime, pillow) may import, lazily or not.
-DEVICE_SIDE = {"contract", "runtime", "decide", "bench"}
-SHARED = {"errors", "registry", "console", "_fileio", "options"}
+#: The torch-free stages (a device install: numpy, onnxruntime, pillow; matplotlib for figures) and
+#: what they may import, lazily or not: the report and the figures it draws run there too.
+DEVICE_SIDE = {"contract", "runtime", "decide", "bench", "report", "plots", "shift_report", "metrics"}
+SHARED = {"errors", "registry", "console", "_fileio", "options", "(root)"}  # (root): the package itself, imported anyway
 
 
 def test_the_device_side_imports_nothing_upstream() -> None:
-    """runtime, decide, bench and the contract import no training stage (data, models, meta, scores,
+    """runtime, decide, bench, the contract, the report and its figures and metrics import no training stage (data, models, meta, scores,
     pipeline, fuse, evaluate, semisup, config), not even inside a function: nothing there pulls torch
     into a device. Training may import them (the pipeline registers its run opener with the runtime)."""
     graph = import_graph()

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,13 +300,30 @@ def plot_latency(
 ) -> Path:
     """Latency distributions, one panel per batch size, one box (or violin) per result.
 
-    Boxes span p25..p75 with whiskers at p1 and p99; the format follows the file suffix (.png,
+    Boxes span p25..p75 with whiskers at p1 and p99, as a caption under the panels says; the title
+    names the latency kind; a log axis labels 1-2-5 steps only. The format follows the file suffix (.png,
     .svg, .pdf). Needs matplotlib (Agg, no display) and the per-call samples, so results loaded
     from a file saved without ``include_samples`` cannot be plotted.
 
     Example:
         >>> plot_latency(results, "latency.png", log_scale=True)  # doctest: +SKIP
     """
+    fig = _latency_figure(results, kind=kind, style=style, log_scale=log_scale)
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    with atomic_target(path, keep_mode=True) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=120)
+    return path
+
+
+_KIND_TITLES = {"host": "Host latency per call (wall clock around each call)",
+                "device": "Device latency per call (GPU time between CUDA events)"}
+_CAPTIONS = {"box": ("box: p25-p75", "line: median", "whiskers: p1 and p99", "dots: beyond"),
+             "violin": ("violin: sample density", "line: median", "bars: min and max")}
+
+
+def _latency_figure(results: Sequence[BenchResult], *, kind: Kind, style: str, log_scale: bool) -> Any:
+    """The figure :func:`plot_latency` writes (checks its arguments the same way)."""
     _check_kind(kind)
     if style not in ("box", "violin"):
         raise ConfigError(f"plot style must be 'box' or 'violin', got {style!r}.")
@@ -326,11 +344,12 @@ def plot_latency(
     require("matplotlib", "metaerr-edge[train]", "plotting latency distributions")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     batches = sorted(groups)
-    width = max(4.0, sum(1.2 * len(groups[b]) + 1.0 for b in batches))
-    fig = Figure(figsize=(min(width, 24.0), 4.5), layout="constrained")
+    width = max(5.0, sum(1.2 * len(groups[b]) + 1.0 for b in batches))
+    fig = Figure(figsize=(min(width, 24.0), 5.0), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(batches), squeeze=False)[0]
     for ax, batch in zip(axes, batches):
@@ -341,19 +360,53 @@ def plot_latency(
             ax.boxplot(data, positions=positions, whis=(1, 99), flierprops={"markersize": 2})
         else:
             ax.violinplot(data, positions=positions, showmedians=True)
-        ax.set_xticks(positions, names, rotation=30, ha="right", fontsize=8)
+        ax.set_xticks(positions, _short_names(names), rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
         ax.set_title(f"batch {batch}")
         if log_scale:
             ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-            ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+            _log_ticks(ax)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel(f"{kind} latency (ms)")
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    with atomic_target(path, keep_mode=True) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=120)
-    return path
+    axes[0].set_ylabel(f"{kind} latency (ms{', log scale' if log_scale else ''})")
+    fig.suptitle(_KIND_TITLES[kind], fontsize=10)
+    if style == "box":
+        handles = [Patch(facecolor="none", edgecolor="black"), Line2D([], [], color="C1"), Line2D([], [], color="black"),
+                   Line2D([], [], ls="none", marker="o", ms=3, mfc="none", mec="black")]
+    else:
+        handles = [Patch(facecolor="C0", alpha=0.3), Line2D([], [], color="C0"), Line2D([], [], color="C0", marker="_", ms=8)]
+    fig.legend(handles, _CAPTIONS[style], loc="outside lower center", ncol=len(handles), fontsize=7, frameon=False)
+    return fig
+
+
+def _log_ticks(ax: Any) -> None:
+    """Readable ticks on a log latency axis: labels at 1-2-5 steps (decades only over > 6 decades), never every minor tick."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
+
+    lo, hi = ax.get_ylim()
+    decades = math.log10(hi / lo) if lo > 0 else math.inf
+    steps = LogLocator(base=10, subs=(1, 2, 5))
+    if decades > 6:
+        ax.yaxis.set_major_locator(LogLocator(base=10))
+        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(2, 10))))
+    elif sum(lo <= t <= hi for t in steps.tick_values(lo, hi)) >= 3:
+        ax.yaxis.set_major_locator(steps)
+        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(3, 4, 6, 7, 8, 9)))
+    else:  # under about a decade: evenly spaced round values label the axis better than one or two 1-2-5 ticks
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+        ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _short_names(names: Sequence[str], width: int = 24) -> list[str]:
+    """Names cut in the middle to ``width`` characters (``"metaerr[im…]/tensorrt-fp16"``); whole when cutting would merge two."""
+    def cut(name: str) -> str:
+        if len(name) <= width:
+            return name
+        head = (width - 1) // 2
+        return name[:head] + "…" + name[len(name) - (width - 1 - head):]
+
+    short = [cut(n) for n in names]
+    return short if len(set(short)) == len(set(names)) else list(names)
 
 
 # --- helpers -------------------------------------------------------------------------------

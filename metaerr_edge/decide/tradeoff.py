@@ -97,49 +97,16 @@ class TradeoffTable:
         return "\n".join(lines) + "\n"
 
     def plot(self, path: str | os.PathLike[str], deadline_ms: float | None = None,
-             min_accuracy: float | None = None) -> str:
+             min_accuracy: float | None = None, title: str | None = None) -> str:
         """Plot accuracy and p99 latency against deferral rate; write ``path`` atomically.
 
-        Marks always-device (deferral 0), always-fallback (deferral 1), the deadline and the
-        :func:`recommend`-ed point (omitted when no row is feasible). The format follows the
-        file suffix (.png, .pdf, .svg). Returns the path written.
+        Marks always-device (deferral 0), always-fallback (deferral 1), the deadline, the accuracy
+        target and the :func:`recommend`-ed point (a hollow star, so a point under it stays in
+        view; omitted when no row is feasible), under ``title``. The format follows the file
+        suffix (.png, .pdf, .svg). Returns the path written.
         """
-        require("matplotlib", "metaerr-edge[train]", "plotting the deferral trade-off")
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global state
-        from matplotlib.figure import Figure
-
         path = os.fspath(path)
-        deadline = self.deadline_ms if deadline_ms is None else deadline_ms
-        try:
-            best = recommend(self, deadline_ms=deadline, min_accuracy=min_accuracy)
-        except ConfigError:
-            best = None
-        order = np.argsort(self.deferral_rate, kind="stable")
-        x = self.deferral_rate[order]
-        fig = Figure(figsize=(6.4, 6.0))
-        FigureCanvasAgg(fig)
-        ax_acc, ax_lat = fig.subplots(2, 1, sharex=True)
-        ax_acc.plot(x, self.system_accuracy[order], "-", color="C0", label="system accuracy")
-        ax_lat.plot(x, self.p99_latency_ms[order], "-", color="C1", label="p99 latency")
-        ax_lat.plot(x, self.mean_latency_ms[order], "--", color="C1", alpha=0.6, label="mean latency")
-        for idx, label, marker in ((self._at_deferral(0.0), "always device", "s"),
-                                   (self._at_deferral(1.0), "always fallback", "D")):
-            if idx is not None:
-                ax_acc.plot(self.deferral_rate[idx], self.system_accuracy[idx], marker, color="0.3", label=label)
-                ax_lat.plot(self.deferral_rate[idx], self.p99_latency_ms[idx], marker, color="0.3")
-        if best is not None:
-            ax_acc.plot(best["deferral_rate"], best["system_accuracy"], "*", ms=14, color="C3", label="recommended")
-            ax_lat.plot(best["deferral_rate"], best["p99_latency_ms"], "*", ms=14, color="C3")
-        if deadline is not None:
-            ax_lat.axhline(deadline, color="C3", lw=0.8, ls=":", label=f"deadline {deadline:g} ms")
-        ax_acc.set_ylabel("system accuracy")
-        ax_lat.set_ylabel("latency (ms)")
-        ax_lat.set_xlabel("deferral rate")
-        ax_acc.legend(loc="best", fontsize=8)
-        ax_lat.legend(loc="best", fontsize=8)
-        ax_acc.grid(alpha=0.3)
-        ax_lat.grid(alpha=0.3)
-        fig.tight_layout()
+        fig = self._figure(deadline_ms, min_accuracy, title)
         suffix = os.path.splitext(path)[1] or ".png"
 
         def save(tmp: str) -> None:
@@ -148,6 +115,51 @@ class TradeoffTable:
 
         atomic_write_bytes(path, save)
         return path
+
+    def _figure(self, deadline_ms: float | None, min_accuracy: float | None, title: str | None) -> Any:
+        """The figure :meth:`plot` writes."""
+        require("matplotlib", "metaerr-edge[train]", "plotting the deferral trade-off")
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global state
+        from matplotlib.figure import Figure
+
+        deadline = self.deadline_ms if deadline_ms is None else deadline_ms
+        try:
+            best = recommend(self, deadline_ms=deadline, min_accuracy=min_accuracy)
+        except ConfigError:
+            best = None
+        order = np.argsort(self.deferral_rate, kind="stable")
+        x = self.deferral_rate[order]
+        fig = Figure(figsize=(7.6, 6.0), layout="constrained")
+        FigureCanvasAgg(fig)
+        fig.suptitle(title or f"Deferral trade-off over {len(self)} thresholds" + (f", {self.n} calibration samples" if self.n else ""),
+                     fontsize=10)
+        ax_acc, ax_lat = fig.subplots(2, 1, sharex=True)
+        ax_acc.plot(x, self.system_accuracy[order], "-", color="C0", label="system accuracy")
+        ax_lat.plot(x, self.p99_latency_ms[order], "-", color="C1", label="p99 latency")
+        ax_lat.plot(x, self.mean_latency_ms[order], "--", color="C1", alpha=0.6, label="mean latency")
+        for idx, label, marker in ((self._at_deferral(0.0), "always device", "s"),
+                                   (self._at_deferral(1.0), "always fallback", "D")):
+            if idx is not None:
+                ax_acc.plot(self.deferral_rate[idx], self.system_accuracy[idx], marker, color="0.3", label=label, zorder=3)
+                ax_lat.plot(self.deferral_rate[idx], self.p99_latency_ms[idx], marker, color="0.3", zorder=3)
+        star = {"marker": "*", "ms": 16, "mfc": "none", "mec": "C3", "mew": 1.6, "ls": "none", "zorder": 4}
+        if best is not None:
+            ax_acc.plot(best["deferral_rate"], best["system_accuracy"], label=f"recommended (deferral {best['deferral_rate']:.3f})",
+                        **star)
+            ax_lat.plot(best["deferral_rate"], best["p99_latency_ms"], **star)
+        if min_accuracy is not None:
+            ax_acc.axhline(min_accuracy, color="C2", lw=0.9, ls=":", label=f"accuracy target {min_accuracy:g}")
+        if deadline is not None:
+            ax_lat.axhline(deadline, color="C3", lw=0.8, ls=":", label=f"deadline {deadline:g} ms")
+        ax_acc.set_ylabel("system accuracy")
+        ax_lat.set_ylabel("latency (ms)")
+        ax_lat.set_xlabel("deferral rate")
+        ax_acc.set_title("system accuracy (on-device where kept, the fallback's where deferred)", fontsize=8)
+        ax_lat.set_title("latency per input (p99 solid, mean dashed)", fontsize=8)
+        for ax in (ax_acc, ax_lat):
+            ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", borderaxespad=0.0, fontsize=7)  # never over the curves
+            ax.grid(alpha=0.3)
+        return fig
 
     def _at_deferral(self, rate: float) -> int | None:
         hits = np.flatnonzero(np.abs(self.deferral_rate - rate) < _TIE)

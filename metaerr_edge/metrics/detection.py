@@ -14,10 +14,14 @@ import numpy.typing as npt
 
 from metaerr_edge.errors import ConfigError, DataError, require
 
-_skm = require("sklearn.metrics", "metaerr-edge[train]", "failure-detection metrics")
-
 ArrayLike = npt.ArrayLike
 _FIX = "pass one failure score and one 0/1 error label per prediction, as 1-D arrays"
+
+
+def _skm():
+    """scikit-learn's metrics, imported when a detection metric is computed (the risk-coverage
+    metrics and the report need numpy only)."""
+    return require("sklearn.metrics", "metaerr-edge[train]", "failure-detection metrics")
 
 
 def validate_inputs(
@@ -89,7 +93,7 @@ def auroc(failure_score: ArrayLike, is_error: ArrayLike) -> float:
     score, err = validate_inputs(failure_score, is_error)
     if _one_class(err):
         return math.nan
-    return float(_skm.roc_auc_score(err, score))
+    return float(_skm().roc_auc_score(err, score))
 
 
 def aupr_error(failure_score: ArrayLike, is_error: ArrayLike) -> float:
@@ -104,7 +108,7 @@ def aupr_error(failure_score: ArrayLike, is_error: ArrayLike) -> float:
     score, err = validate_inputs(failure_score, is_error)
     if _one_class(err):
         return math.nan
-    return float(_skm.average_precision_score(err, score))
+    return float(_skm().average_precision_score(err, score))
 
 
 def aupr_success(failure_score: ArrayLike, is_error: ArrayLike) -> float:
@@ -119,7 +123,7 @@ def aupr_success(failure_score: ArrayLike, is_error: ArrayLike) -> float:
     score, err = validate_inputs(failure_score, is_error)
     if _one_class(err):
         return math.nan
-    return float(_skm.average_precision_score(1 - err, -score))
+    return float(_skm().average_precision_score(1 - err, -score))
 
 
 def fpr_at_95tpr(
@@ -141,5 +145,5 @@ def fpr_at_95tpr(
     if _one_class(err):
         return math.nan
     # Keep every threshold: dropped collinear points could hide the first one over the target.
-    fpr, tpr, _ = _skm.roc_curve(1 - err, -score, drop_intermediate=False)
+    fpr, tpr, _ = _skm().roc_curve(1 - err, -score, drop_intermediate=False)
     return float(fpr[tpr >= target_tpr - 1e-12].min())
