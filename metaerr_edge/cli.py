@@ -1,6 +1,6 @@
 """``metaerr-edge``: one subcommand per pipeline stage. Thin: each lives in ``metaerr_edge/commands/``.
 
-    train -> evaluate -> export -> [quantize] -> verify -> calibrate -> predict -> bench -> tradeoff   (+ demo, ssl, inspect)
+    train -> evaluate -> export -> [quantize] -> verify -> calibrate -> predict -> bench -> tradeoff -> report   (+ demo, ssl, inspect)
 
 Building the parser imports no heavy library: every command module keeps torch, onnx, scikit-learn
 and matplotlib inside ``run``. So ``--help``, ``--version``, ``inspect``, ``predict`` and ``bench``
@@ -23,7 +23,7 @@ from metaerr_edge.errors import MetaErrError
 # module has ``add_parser(subparsers)`` and ``run(args) -> int``. (``ssl`` lives in ``semisup``: a module
 # named ``ssl`` would shadow the standard library's when a file of this package is run as a script.)
 COMMANDS = {name: name for name in ("demo", "train", "evaluate", "export", "quantize", "verify", "calibrate", "predict",
-                                    "bench", "tradeoff")} | {"ssl": "semisup", "inspect": "inspect_model"}
+                                    "bench", "tradeoff", "report")} | {"ssl": "semisup", "inspect": "inspect_model"}
 
 # Which pip extra brings a missing top-level module (anything else: the training extras).
 _EXTRA_OF = {"onnxslim": "simplify", "tensorrt": "tensorrt", "cuda": "tensorrt", "pycuda": "pycuda"}

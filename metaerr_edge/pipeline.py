@@ -62,7 +62,7 @@ from metaerr_edge.runtime.torch_backend import register_run_opener
 #: The files train_run writes (the manifest lists them), and what it owns besides: the manifest and
 #: what evaluate and tradeoff add to a run folder (a retraining drops them with the old run).
 RUN_FILES = re.compile(r"config\.json|splits\.npz|base\.pt|predictions\.npz|meta_.+\.pt")
-RUN_EXTRAS = re.compile(r"manifest\.json|metrics\.json|metrics\.md|risk_coverage\.png|shift\.json|shift\.md|shift\.png|tradeoff")
+RUN_EXTRAS = re.compile(r"manifest\.json|metrics\.json|metrics\.md|risk_coverage\.png|scores\.npz|report\.html|shift\.json|shift\.md|shift\.png|tradeoff")
 
 
 # What the run's settings mean for each stage's own config (the one translation of RunConfig).

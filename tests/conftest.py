@@ -70,3 +70,43 @@ def tiny_model(tmp_path_factory):
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter, on purpose
         export_onnx(fused, contract, path, dynamo=False)
     return path, fused
+
+
+#: The scores of the report tests' run (msp and temperature rank alike: a tie the report must show).
+REPORT_SCORES = ["metaerr[probs]", "msp", "temperature", "margin", "doctor-gini"]
+#: Every section of a report with all its inputs, in page order.
+ALL_SECTIONS = ["run", "evaluation", "curves", "shift", "latency", "tradeoff", "contract"]
+
+
+@pytest.fixture(scope="session")
+def full_run(digits_run, tiny_model, tmp_path_factory) -> dict[str, Path]:
+    """A copy of the digits run with metrics, scores, shift and trade-off; a bench JSON; a model file."""
+    import shutil
+
+    import numpy as np
+
+    from metaerr_edge.bench import BenchResult, LatencyStats
+    from metaerr_edge.bench.env import environment
+    from metaerr_edge.bench.report import save_json
+    from metaerr_edge.evaluate import evaluate_run, write_report
+    from metaerr_edge.pipeline import load_run
+    from metaerr_edge.cli import main
+    from metaerr_edge.shift_eval import evaluate_shift, write_shift_report
+
+    root = tmp_path_factory.mktemp("report")
+    run_dir = root / "run"
+    shutil.copytree(digits_run.path, run_dir)
+    run = load_run(run_dir)
+    write_report(evaluate_run(run, REPORT_SCORES, n_boot=50, progress=False), run_dir)
+    write_shift_report(evaluate_shift(run, ["metaerr[probs]", "msp"], group="test", severities=(1, 5), max_n=120,
+                                      progress=False), run_dir)
+    assert main(["tradeoff", str(run_dir), "--device-latency-ms", "1", "--fallback-latency-ms", "40",
+                 "--fallback-accuracy", "0.995", "--min-accuracy", "0.98"]) == 0
+    rng = np.random.default_rng(0)
+    results = [BenchResult(name, "onnxruntime", "m.onnx", batch,
+                           LatencyStats.from_samples(ms * (1 + rng.gamma(2, 0.05, 300)), batch, "host", 0.3 * ms), None,
+                           {"device": "cpu"})
+               for name, ms0 in (("fused/onnxruntime", 0.12), ("base/onnxruntime", 0.08)) for batch, ms in ((1, ms0), (8, 4 * ms0))]
+    bench = save_json(root / "bench.json", results, environment(), pairs=[("fused/onnxruntime", "base/onnxruntime")],
+                      include_samples=True)
+    return {"run": run_dir, "bench": bench, "model": tiny_model[0], "root": root}

@@ -523,7 +523,7 @@ def test_train_and_file_sets_remove_what_a_killed_writer_left(old_run: Path, rep
 
 
 @pytest.mark.parametrize("error", list(ERRORS))
-@pytest.mark.parametrize("step", ["metrics.json", "metrics.md", "risk_coverage.png", "moving in"])
+@pytest.mark.parametrize("step", ["metrics.json", "metrics.md", "scores.npz", "risk_coverage.png", "moving in"])
 def test_a_failed_report_leaves_the_previous_set(tmp_path: Path, report, step: str, error: str) -> None:
     from metaerr_edge.evaluate import write_report
 
@@ -531,7 +531,7 @@ def test_a_failed_report_leaves_the_previous_set(tmp_path: Path, report, step: s
     write_report(report, out)
     (out / "metrics.md").write_text("the previous set\n")  # tell the sets apart
     before = snapshot(out)
-    nth = {"metrics.json": 1, "metrics.md": 2, "risk_coverage.png": 3}
+    nth = {"metrics.json": 1, "metrics.md": 2, "scores.npz": 3, "risk_coverage.png": 4}
     with pytest.MonkeyPatch.context() as mp:
         if step == "moving in":  # the second file moved in fails: the first is rolled back
             mp.setattr(os, "replace", Once(os.replace, ERRORS[error](), lambda s, d: Path(d).parent == out, nth=2))
@@ -542,7 +542,7 @@ def test_a_failed_report_leaves_the_previous_set(tmp_path: Path, report, step: s
     if error == "disk full":
         assert info.value.filename == str(out)
     assert snapshot(out) == before  # the previous set, every byte
-    assert sorted(os.listdir(out)) == ["metrics.json", "metrics.md", "risk_coverage.png"]  # no temporaries
+    assert sorted(os.listdir(out)) == ["metrics.json", "metrics.md", "risk_coverage.png", "scores.npz"]  # no temporaries
     with pytest.MonkeyPatch.context() as mp:  # nothing before: nothing after, not even the folder
         mp.setattr(os, "fsync", Once(os.fsync, OSError(*ENOSPC), nth=2))
         with pytest.raises(OSError):
