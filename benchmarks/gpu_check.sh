@@ -1,21 +1,36 @@
 #!/usr/bin/env bash
 # One prepared check for a lent GPU machine (no TensorRT, no internet, no pip needed).
 #
-#   OUT=/some/empty/dir PYTHONPATH=$PWD bash benchmarks/gpu_check.sh      # from the repository root
+#   OUT=/some/empty/dir PYTHONPATH=$PWD bash benchmarks/gpu_check.sh [--dry-run] [--no-fullsize]
 #
-# Steps (each under its own timeout; total well under 6 minutes on an H200 host):
-#   1. the GPU-marked tests: pytest -m "gpu or tensorrt" (TensorRT tests skip with their reason)
-#   2. a tiny digits run (bundled data, no shared datasets) and its fused ONNX export
+# Steps (each under its own timeout; one call fits in 10 minutes of wall time):
+#   1. the GPU-marked tests (pytest -m "gpu or tensorrt"; TensorRT tests skip with their reason) and the
+#      2-process torchrun/gloo training test (tests/test_distributed.py: torch.distributed on this torch)
+#   2. a tiny digits run, on CUDA with mixed precision (--amp auto), and its fused ONNX export
 #   3. `metaerr-edge bench` on it: ONNX Runtime CPU + torch on CUDA, eager and CUDA graphs,
 #      host latency and device compute time (CUDA events)
 #   4. the latency benchmark's GPU variant, short (torch eager vs CUDA graphs, base vs fused)
-# Without CUDA (torch.cuda.is_available() is False) steps 3-4 run their CPU part only and say why.
+#   5. the full-size failure-prediction run: benchmarks/failure_prediction.py --recipe gpu-full on CUDA,
+#      one seed, for every dataset carried in .gpu_data/ (benchmarks/gpu_data.py pack writes it; a call
+#      carries 64 MiB at most: the two cifar10 parts in one call, mnist + fashion-mnist in another),
+#      writing the same JSON as the CPU benchmark under $OUT/results
+# Without CUDA (torch.cuda.is_available() is False) steps 3-5 run their CPU part only and say why.
+# --dry-run: every step that needs no CUDA, at toy sizes (step 5: 1 epoch on 1,200 images of each
+#   dataset found in .gpu_data/ or ../shared/datasets), to check the script on a CPU machine first.
 #
-# Writes at most 7 files under $OUT:
-#   gpu_check.log                              everything printed below (tee'd)
-#   bench/bench.{json,md,png}, bench/bench_device.png
-#   latency_gpu.json, latency_gpu.md
+# Writes under $OUT: gpu_check.log (everything printed), bench/bench.{json,md,png}, bench/bench_device.png,
+# latency_gpu.{json,md}, results/failure_prediction_<dataset>.json (+ its risk-coverage plot).
 # Exit status: 0 when every step that could run passed, 1 otherwise.
+
+DRY=0
+FULLSIZE=1
+for arg in "$@"; do
+    case "$arg" in
+        --dry-run) DRY=1 ;;
+        --no-fullsize) FULLSIZE=0 ;;
+        *) echo "gpu_check.sh: unknown option $arg (expected --dry-run, --no-fullsize)" >&2; exit 2 ;;
+    esac
+done
 
 set -u -o pipefail
 
@@ -59,19 +74,22 @@ import onnxruntime as ort
 print("onnxruntime providers:", ort.get_available_providers())
 EOF
 
-if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+if [ "$DRY" -eq 0 ] && "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     CUDA=1
+    TRAIN_DEVICE=(--device cuda --amp auto)
 else
     CUDA=0
-    say "torch.cuda.is_available() is False: the CUDA parts of steps 3-4 are skipped (their CPU parts still run)"
+    TRAIN_DEVICE=(--device cpu)
+    say "no CUDA (or --dry-run): the CUDA parts of steps 2-5 are skipped (their CPU parts still run)"
 fi
 
-# 1. GPU-marked tests.
+# 1. GPU-marked tests, and data-parallel training through torchrun (gloo, 2 processes on CPU).
 step "pytest gpu/tensorrt" 180 "$PY" -m pytest -m "gpu or tensorrt" -q -rs -p no:cacheprovider tests
+step "pytest distributed" 240 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_distributed.py
 
 # 2. A tiny digits run and its export (CPU: a few seconds on a many-core host).
 if step "train digits" 150 "$PY" -m metaerr_edge.cli train --dataset digits --epochs 3 --meta-epochs 5 --folds 2 \
-        --meta-modes probs --quiet -o "$WORK/run" \
+        --meta-modes probs --quiet "${TRAIN_DEVICE[@]}" -o "$WORK/run" \
    && step "export" 60 "$PY" -m metaerr_edge.cli export "$WORK/run" -o "$WORK/model.onnx"; then
     # 3. The bench command.
     if [ "$CUDA" -eq 1 ]; then
@@ -96,6 +114,40 @@ if [ "$CUDA" -eq 1 ]; then
     fi
 else
     say "latency.py GPU variant skipped: torch.cuda.is_available() is False"
+fi
+
+# 5. The full-size failure-prediction run, for the datasets this call carried.
+if [ "$FULLSIZE" -eq 1 ]; then
+    DATA="$WORK/data"
+    if ls .gpu_data/*of*.npz >/dev/null 2>&1; then
+        step "unpack .gpu_data" 120 "$PY" benchmarks/gpu_data.py unpack --archives .gpu_data --root "$DATA"
+        FOUND=""
+        [ -d "$DATA/MNIST" ] && FOUND="$FOUND mnist"
+        [ -d "$DATA/FashionMNIST" ] && FOUND="$FOUND fashion-mnist"
+        [ -d "$DATA/CIFAR10-jpeg" ] && FOUND="$FOUND cifar10"
+        FOUND="${FOUND# }"
+    elif [ "$DRY" -eq 1 ] && [ -d ../shared/datasets ]; then
+        DATA=../shared/datasets
+        FOUND="mnist"
+    else
+        FOUND=""
+    fi
+    if [ -z "$FOUND" ]; then
+        say "full-size run skipped: no dataset in .gpu_data/ (python benchmarks/gpu_data.py pack, then carry its parts)"
+    elif [ "$CUDA" -eq 1 ]; then
+        # shellcheck disable=SC2086
+        step "failure_prediction.py --recipe gpu-full ($FOUND)" 540 "$PY" benchmarks/failure_prediction.py \
+            --recipe gpu-full --device cuda --threads 8 --root "$DATA" --datasets $FOUND --seeds 0 \
+            --out "$OUT/results" --readme "$WORK/README.md" --runs-dir "$WORK/runs" --quiet
+    elif [ "$DRY" -eq 1 ]; then
+        # shellcheck disable=SC2086
+        step "failure_prediction.py dry run ($FOUND)" 540 "$PY" benchmarks/failure_prediction.py \
+            --recipe gpu-full --device cpu --threads 2 --root "$DATA" --datasets $FOUND --seeds 0 \
+            --max-pool 1200 --max-test 400 --epochs 1 --meta-epochs 2 --n-boot 20 \
+            --out "$OUT/results" --readme "$WORK/README.md" --runs-dir "$WORK/runs" --quiet
+    else
+        say "full-size run skipped: it needs CUDA (torch.cuda.is_available() is False)"
+    fi
 fi
 
 say "files in OUT: $(cd "$OUT" && find . -type f | sort | tr '\n' ' ')"

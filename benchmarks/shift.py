@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from failure_prediction import (CANDIDATES, candidate_runs, candidate_specs, get_run,  # noqa: E402  (the same runs as
-                                run_config, run_folder)  # the failure-prediction benchmark, the same candidates)
+                                run_config, run_folder, same_config)  # the failure-prediction benchmark, the same candidates)
 
 from metaerr_edge._fileio import atomic_write_text, dumps_json, loads_json  # noqa: E402
 from metaerr_edge.shift_eval import ShiftReport, evaluate_shift, plot_shift  # noqa: E402
@@ -68,7 +68,12 @@ def run_dataset(args, dataset: str) -> dict:
     doc = loads_json(path.read_text()) if args.resume and path.is_file() else {"dataset": dataset, "seeds": {}}
     settings = {"config": {**run_config(args.fp, dataset, 0).to_dict(), "seed": "per seed"}, "max_n": args.max_n,
                 "severities": sorted(set(args.severities)), "scores": list(args.scores), "calib_n": args.calib_n}
-    changed = sorted(k for k, v in settings.items() if doc["seeds"] and loads_json(dumps_json(v)) != doc.get(k))
+    def differs(key: str, value) -> bool:  # the config as a config: a field added since (at its default) is no change
+        if key == "config":
+            return not isinstance(doc.get(key), dict) or not same_config(doc[key], run_config(args.fp, dataset, 0))
+        return loads_json(dumps_json(value)) != doc.get(key)
+
+    changed = sorted(k for k, v in settings.items() if doc["seeds"] and differs(k, v))
     if changed:
         raise SystemExit(f"{path} holds seeds run with other {', '.join(changed)}; run without --resume to start over")
     doc.update(settings, torch=torch.__version__, threads=torch.get_num_threads())

@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:  # --help, --version (0) and usage errors (2): a code, not an exception
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    args._argv = list(sys.argv[1:] if argv is None else argv)  # what `train --nproc` hands to torchrun
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("metaerr_edge").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     prefix = f"metaerr-edge {args.command}: error:"

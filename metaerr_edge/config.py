@@ -35,6 +35,8 @@ from metaerr_edge.options import (EPOCHS, batch_size, device_name, fold_count, n
 
 META_MODES = ("probs", "image", "image+probs", "mentor", "mentor-features")
 AUGMENTATIONS = ("auto", "none", "shift", "shift_flip")
+#: Mixed precision of training on CUDA (see FitConfig.amp).
+AMP_MODES = ("auto", "bf16", "fp16", "off")
 #: What a head can be stacked on (``MetaConfig.skip``): free scores of the base's probabilities.
 META_SKIPS = ("none", "auto", "msp", "margin", "gini", "entropy")
 #: The registered base architectures, for --help only (the registry needs torch; a test keeps them equal).
@@ -176,6 +178,8 @@ class RunConfig:
     meta: MetaConfig = field(default_factory=MetaConfig)
     seed: int = option(0, "seed of splits, initial weights and data order", parse=seed)
     device: str = option("cpu", "cpu, cuda, cuda:N or auto", parse=device_name)
+    amp: str = option("auto", "mixed precision of base and mentor training on CUDA: bf16, fp16 (with loss scaling), off, "
+                      "or auto: bf16 where the GPU supports it; CPU training is always float32", choices=AMP_MODES)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "RunConfig":
         flat = sorted(k for k in kwargs if k in _FLAT)
@@ -190,6 +194,8 @@ class RunConfig:
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"RunConfig.{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
         _check_int("RunConfig", {"seed": self.seed}, low=0, high=2**31 - 1)
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"RunConfig.amp must be one of {list(AMP_MODES)}, got {self.amp!r}")
         if not isinstance(self.device, str):
             raise ConfigError(f"RunConfig.device must be a name (cpu, cuda, cuda:N, auto), got {self.device!r}")
         # Whether the architectures are registered and the device exists is checked where they are

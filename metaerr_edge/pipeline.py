@@ -39,6 +39,7 @@ from metaerr_edge.data import DatasetArrays, ImageArrays, SplitConfig, Splits, l
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text, dumps_json, write_npz
 from metaerr_edge.contract.spec import Contract, InputSpec, ThresholdSpec
+from metaerr_edge.models import distributed
 from metaerr_edge.models.fused import FusedModel
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.models.seams import canonical_state_dict
@@ -87,7 +88,8 @@ def fit_config(config: RunConfig, channels: int, seed_offset: int = 0) -> FitCon
     """How a base (and a mentor, ``seed_offset=7``) is trained on images with ``channels`` channels."""
     b = config.base
     augment = b.augment if b.augment != "auto" else ("shift_flip" if channels == 3 else "shift")
-    return FitConfig(b.epochs, b.batch_size, b.lr, augment=augment, seed=config.seed + seed_offset, device=config.device)
+    return FitConfig(b.epochs, b.batch_size, b.lr, augment=augment, seed=config.seed + seed_offset, device=config.device,
+                     amp=config.amp)
 
 
 def head_config(config: RunConfig, mode: str) -> HeadConfig:
@@ -317,6 +319,11 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
     drops what ``evaluate`` and ``tradeoff`` wrote from the old run (metrics.*, risk_coverage.png,
     tradeoff/); a folder holding anything else (an exported model, notes) is refused, not deleted.
 
+    Under torchrun (``metaerr-edge train --nproc N``) every rank runs this same function: training is
+    data-parallel (:mod:`metaerr_edge.models.distributed`), rank 0 alone takes the lock and writes
+    the folder, and every rank returns the run it wrote; ``summary["distributed"]`` records the
+    world size and backend.
+
     Example:
         >>> run = train_run(RunConfig(base=BaseConfig(epochs=5)), "runs/digits")  # metaerr_edge.config
     """
@@ -328,10 +335,13 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
     t0 = time.perf_counter()
     check_config(config)
     out = Path(out_dir)
+    dist = distributed.current()  # under torchrun: every rank trains, rank 0 alone writes
+    progress = progress and dist.is_main
+
     def owned(name: str) -> bool:
         return RUN_FILES.fullmatch(name) is not None or RUN_EXTRAS.fullmatch(name) is not None
 
-    with path_lock(out):
+    with distributed.main_holds(dist, lambda: path_lock(out)):
         check_replaceable(out, owned, "metaerr-edge train")
         data = load_dataset(config.data.dataset, config.data.root, config.data.download)
         splits = make_splits(data, split_config(config))
@@ -408,19 +418,24 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
             "meta": meta_results,
             "train_seconds": round(time.perf_counter() - t0, 2),
             "torch": torch.__version__,
+            "distributed": dist.to_dict(),
         }
         cfg = {"config": config.to_dict(), "summary": summary, "classes": list(data.classes), "mean": list(mean),
                "std": list(std), "input_shape": [c, h, w]}  # fmt: skip
-        with replace_folder(out, owned=owned, writer="metaerr-edge train") as tmp:
-            for mode, ckpt in meta_ckpts.items():
-                _save_torch(tmp / f"meta_{mode}.pt", ckpt)
-            _save_torch(tmp / "base.pt", {"arch": config.base.arch, "arch_kwargs": dict(config.base.arch_kwargs),
-                                          "state_dict": base.state_dict()})
-            write_npz(tmp / "splits.npz", splits.to_npz_dict())
-            write_npz(tmp / "predictions.npz", preds)
-            atomic_write_text(tmp / "config.json", dumps_json(cfg, indent=2))
-            write_manifest(tmp, writer="metaerr_edge.pipeline.train_run", metaerr_edge=__version__,
-                           run_id=secrets.token_hex(8), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        def write() -> None:
+            with replace_folder(out, owned=owned, writer="metaerr-edge train") as tmp:
+                for mode, ckpt in meta_ckpts.items():
+                    _save_torch(tmp / f"meta_{mode}.pt", ckpt)
+                _save_torch(tmp / "base.pt", {"arch": config.base.arch, "arch_kwargs": dict(config.base.arch_kwargs),
+                                              "state_dict": base.state_dict()})
+                write_npz(tmp / "splits.npz", splits.to_npz_dict())
+                write_npz(tmp / "predictions.npz", preds)
+                atomic_write_text(tmp / "config.json", dumps_json(cfg, indent=2))
+                write_manifest(tmp, writer="metaerr_edge.pipeline.train_run", metaerr_edge=__version__,
+                               run_id=secrets.token_hex(8), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                               world_size=dist.world_size)
+
+        distributed.main_first(dist, write)  # the other ranks wait for rank 0's folder (or its error)
         return Run(out)
 
 

@@ -62,6 +62,22 @@ def test_training_on_an_empty_split_is_a_clear_error():
         FitConfig(augment="mixup")
 
 
+def test_mixed_precision_is_cuda_only_and_auto_means_float32_on_cpu():
+    from metaerr_edge.config import RunConfig
+    from metaerr_edge.models.training import amp_dtype
+
+    assert amp_dtype("auto", torch.device("cpu")) is None and amp_dtype("bf16", torch.device("cpu")) is None
+    assert FitConfig(amp="auto").amp == "auto" and FitConfig(amp="off").amp == "off"
+    for amp in ("bf16", "fp16"):
+        with pytest.raises(ConfigError, match=f"amp '{amp}' is mixed precision on CUDA.*--amp auto or off"):
+            FitConfig(amp=amp, device="cpu")
+    with pytest.raises(ConfigError, match="amp must be"):
+        FitConfig(amp="int8")
+    with pytest.raises(ConfigError, match="RunConfig.amp must be one of"):
+        RunConfig(amp="half")
+    assert RunConfig.from_dict({k: v for k, v in RunConfig().to_dict().items() if k != "amp"}).amp == "auto"  # old config.json
+
+
 def _plain_torchvision(name: str, channels: int, num_classes: int) -> nn.Module:
     """The registry's torchvision models as built before the seams (the layout older run folders hold)."""
     if name == "resnet18":

@@ -9,6 +9,7 @@ from metaerr_edge.config import add_config_options, add_preset_option, config_fr
 from metaerr_edge.data import available_sources
 from metaerr_edge.errors import ConfigError
 from metaerr_edge._fileio import dumps_json
+from metaerr_edge.options import positive_int
 
 
 def add_train_options(p: argparse.ArgumentParser, modes: tuple[str, ...] | None = None) -> None:
@@ -35,13 +36,50 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--base-from", metavar="RUN", default=None,
                    help="reuse the base (and mentor) of this run folder, trained with the same data, base, seed and "
                         "error-label options: only the meta-models are trained")  # fmt: skip
+    p.add_argument("--nproc", type=positive_int, default=1,
+                   help="train data-parallel in N processes (DistributedDataParallel: gloo on CPU, nccl on CUDA with one "
+                        "GPU each): launches `torchrun --standalone --nproc_per_node N -m metaerr_edge.cli train ...`; "
+                        "for several nodes run torchrun yourself (default: %(default)s)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    from metaerr_edge.models import distributed
+
+    if args.nproc > 1 and not distributed.launched_by_torchrun():
+        return launch_torchrun(args.nproc, args._argv)
     from metaerr_edge.pipeline import train_run
 
     out = check_run_folder(args.out)
-    run_ = train_run(config_from_args(args), out, progress=not args.quiet, base_from=args.base_from)
-    print(dumps_json({"run": str(run_.path), **run_.summary}, indent=2))
+    config = config_from_args(args)
+    dist = distributed.init_from_env(config.device)  # under torchrun: join the group (a no-op otherwise)
+    try:
+        run_ = train_run(config, out, progress=not args.quiet, base_from=args.base_from)
+    finally:
+        distributed.shutdown()
+    if dist.is_main:
+        print(dumps_json({"run": str(run_.path), **run_.summary}, indent=2))
     return 0
+
+
+def launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """Run this same command line under ``torchrun --standalone --nproc_per_node nproc``; its exit code."""
+    import os
+    import subprocess
+    import sys
+
+    rest = []
+    skip = False
+    for arg in argv:  # the same arguments without --nproc (each rank is one process of the group)
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "metaerr_edge.cli", *rest]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))  # the cores, shared out
+    print(f"+ OMP_NUM_THREADS={env['OMP_NUM_THREADS']} torchrun {' '.join(cmd[3:])}", file=sys.stderr, flush=True)
+    return subprocess.call(cmd, env=env)

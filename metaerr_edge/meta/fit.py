@@ -25,6 +25,7 @@ from metaerr_edge.data.labels import error_labels
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.meta.heads import SKIP_SCORES, MetaModel, skip_score
 from metaerr_edge.meta.labels import crossfit_probs
+from metaerr_edge.models import distributed
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.models.training import FitConfig, fit_classifier, resolve_device, run_batched, to_float
 
@@ -243,7 +244,8 @@ def _train_head(meta: MetaModel, data: MetaData, preprocess: Preprocess, config:
 
     images, probs, is_error = data.images, data.probs, data.is_error
     n_err = int(is_error.sum())
-    device = resolve_device(config.device)
+    dist = distributed.current()
+    device = resolve_device(distributed.rank_device(config.device))
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     x_all = to_float(images) if meta.config.uses_image else None  # a mentor's outputs come precomputed
@@ -276,6 +278,9 @@ def _train_head(meta: MetaModel, data: MetaData, preprocess: Preprocess, config:
         mb = m_all[idx].to(device) if m_all is not None else None
         return xb, p_all[idx].to(device), mb
 
+    logits: nn.Module = _Logit(meta)
+    if dist.enabled:  # DDP; it must look for unused parameters only where a mode leaves some without a gradient
+        logits = distributed.wrap(logits, dist, device, find_unused=_leaves_parameters_unused(logits, batch(tr_idx[:2])))
     best = (-1.0, -1, copy.deepcopy(meta.state_dict()))
 
     def val_auroc(epoch: int) -> float:
@@ -292,15 +297,16 @@ def _train_head(meta: MetaModel, data: MetaData, preprocess: Preprocess, config:
 
     if meta.config.skip != "none":  # epoch 0 is the free score itself: kept unless training beats it
         best = (val_auroc(-1), -1, copy.deepcopy(meta.state_dict()))
-    bar = progress_bar(range(config.epochs), enabled=progress, desc=desc)
+    bar = progress_bar(range(config.epochs), enabled=progress and dist.is_main, desc=desc)
     for epoch in bar:
         meta.train()
-        order = tr_idx[torch.randperm(len(tr_idx), generator=gen)]
+        order = tr_idx[torch.randperm(len(tr_idx), generator=gen)]  # the same on every rank
         for start in range(0, len(order), config.batch_size):
             idx = order[start : start + config.batch_size]
-            if len(idx) < 2:
+            if len(idx) < 2 * dist.world_size:
                 continue
-            loss = loss_fn(meta.logit(*batch(idx)), idx)
+            idx = distributed.local_rows(idx, dist)  # this rank's part of the global batch
+            loss = loss_fn(logits(*batch(idx)), idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -310,10 +316,32 @@ def _train_head(meta: MetaModel, data: MetaData, preprocess: Preprocess, config:
         bar.set_postfix(val_auroc=f"{auc:.4f}", best=f"{best[0]:.4f}", refresh=False)
     meta.load_state_dict(best[2])
     meta.eval()
-    if config.epochs > 1 and best[1] == config.epochs - 1:
+    if dist.is_main and config.epochs > 1 and best[1] == config.epochs - 1:
         warn(f"{desc}: the best meta-validation AUROC ({best[0]:.4f}) came in the last of {config.epochs} epochs, "
              "so the meta-model may not have converged; try more meta epochs (--meta-epochs)", name="metaerr_edge.meta")
     return MetaFitResult(best[1], best[0], int(len(tr_idx)), int(len(va_idx)), n_err)
+
+
+def _leaves_parameters_unused(module: nn.Module, inputs: tuple) -> bool:
+    """Whether one backward pass leaves a trainable parameter of ``module`` without a gradient (eval mode: no statistics move)."""
+    was_training = module.training
+    module.eval()
+    module(*inputs).sum().backward()
+    unused = any(p.grad is None for p in module.parameters() if p.requires_grad)
+    module.zero_grad(set_to_none=True)
+    module.train(was_training)
+    return unused
+
+
+class _Logit(nn.Module):
+    """``meta.logit`` as a module's forward, what DistributedDataParallel wraps."""
+
+    def __init__(self, meta: MetaModel) -> None:
+        super().__init__()
+        self.meta = meta
+
+    def forward(self, *inputs: torch.Tensor | None) -> torch.Tensor:
+        return self.meta.logit(*inputs)
 
 
 def meta_scores(
