@@ -132,3 +132,7 @@ def test_train_nproc_launches_torchrun_and_a_bad_value_is_refused(tmp_path: Path
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["world_size"] == 2
     bad = _cli(["train", "--nproc", "0"], tmp_path)
     assert bad.returncode == 2 and "--nproc" in bad.stderr and "Traceback" not in bad.stderr
+    # checked before torchrun starts: one line, not a traceback per rank and one from torchrun
+    wrong = _cli(["train", "--nproc", "2", "--arch", "nope", "-o", "never"], tmp_path)
+    assert wrong.returncode == 2 and wrong.stderr.count("error:") == 1 and "Traceback" not in wrong.stderr
+    assert not (tmp_path / "never").exists()

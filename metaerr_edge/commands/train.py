@@ -46,12 +46,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from metaerr_edge.models import distributed
 
-    if args.nproc > 1 and not distributed.launched_by_torchrun():
-        return launch_torchrun(args.nproc, args._argv)
-    from metaerr_edge.pipeline import train_run
+    from metaerr_edge.pipeline import check_config, train_run
 
     out = check_run_folder(args.out)
     config = config_from_args(args)
+    if args.nproc > 1 and not distributed.launched_by_torchrun():
+        check_config(config)  # a bad architecture or a missing GPU is one line here, not N ranks' tracebacks
+        return launch_torchrun(args.nproc, args._argv)
     dist = distributed.init_from_env(config.device)  # under torchrun: join the group (a no-op otherwise)
     try:
         run_ = train_run(config, out, progress=not args.quiet, base_from=args.base_from)

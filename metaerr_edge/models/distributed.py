@@ -93,7 +93,10 @@ def init_from_env(device: str) -> Dist:
                           f"{'CUDA' if cuda else 'CPU'}; train in one process (without torchrun / --nproc)")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if cuda:
-        count = torch.cuda.device_count()
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {device!r}: no CUDA GPU is visible to torch {torch.__version__}; "
+                              "use --device cpu (gloo) for distributed training on CPU")
         if local_rank >= count:
             raise ConfigError(f"torchrun started more processes per node than the {count} visible GPU(s); "
                               f"pass --nproc {count} or fewer")
