@@ -176,3 +176,14 @@ def test_the_report_needs_no_training_stack(full_run, tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "IMPORTED: []" in proc.stdout
     assert Page(out.read_text()).sections == ALL_SECTIONS
+
+
+def test_the_run_section_names_a_data_parallel_run(full_run) -> None:
+    from metaerr_edge.report import sections
+
+    config = json.loads((full_run["run"] / "config.json").read_text())
+    metrics = json.loads((full_run["run"] / "metrics.json").read_text())
+    one = sections.run_section(config, metrics, "run").body
+    config["summary"]["distributed"] = {"world_size": 2, "backend": "gloo"}
+    two = sections.run_section(config, metrics, "run").body
+    assert "processes" not in one and "0 / cpu, 2 processes (gloo)" in two

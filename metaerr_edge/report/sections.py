@@ -50,7 +50,7 @@ def run_section(config: Mapping[str, Any], metrics: Mapping[str, Any] | None, ru
         ("error labels", how_labels),
         ("meta-model modes", f"{', '.join(meta.get('modes', []))} (the first is deployed)"),
         ("meta-train errors", f"{summary.get('meta_train_errors')} of {summary.get('meta_train_n')} meta-train predictions"),
-        ("seed / device", f"{cfg.get('seed')} / {cfg.get('device')}"),
+        ("seed / device", f"{cfg.get('seed')} / {cfg.get('device')}" + _processes(summary.get("distributed"))),
         ("training time", f"{summary.get('train_seconds', '-')} s (torch {summary.get('torch', '-')})"),
     ]
     split_rows = [(name, {"n": n, "share": n / max(1, sum(sizes.values()))}) for name, n in sizes.items()]
@@ -253,6 +253,13 @@ def _ci(low: float | None, high: float | None, digits: int, scale: float) -> str
     if low is None or high is None or math.isnan(low) or math.isnan(high):
         return "-"
     return f"[{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+
+
+def _processes(dist: Mapping[str, Any] | None) -> str:
+    """``", 2 processes (gloo)"`` for a data-parallel run; nothing for one process (or a run that predates it)."""
+    if not dist or int(dist.get("world_size", 1)) <= 1:
+        return ""
+    return f", {dist['world_size']} processes ({dist.get('backend')})"
 
 
 def _per_family(doc: Mapping[str, Any], names: Sequence[str]) -> str:
