@@ -309,10 +309,11 @@ def plot_latency(
         >>> plot_latency(results, "latency.png", log_scale=True)  # doctest: +SKIP
     """
     fig = _latency_figure(results, kind=kind, style=style, log_scale=log_scale)
+    from metaerr_edge.plots.style import figure_format
+
     path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "png"
     with atomic_target(path, keep_mode=True) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=120)
+        fig.savefig(tmp, format=figure_format(path), dpi=120)
     return path
 
 

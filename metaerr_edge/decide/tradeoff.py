@@ -105,13 +105,14 @@ class TradeoffTable:
         view; omitted when no row is feasible), under ``title``. The format follows the file
         suffix (.png, .pdf, .svg). Returns the path written.
         """
+        from metaerr_edge.plots.style import figure_format
+
         path = os.fspath(path)
         fig = self._figure(deadline_ms, min_accuracy, title)
-        suffix = os.path.splitext(path)[1] or ".png"
 
         def save(tmp: str) -> None:
             with open(tmp, "wb") as fh:  # a handle: savefig would otherwise append the format to the name
-                fig.savefig(fh, format=suffix.lstrip("."), dpi=120)
+                fig.savefig(fh, format=figure_format(path), dpi=120)
 
         atomic_write_bytes(path, save)
         return path
@@ -121,6 +122,8 @@ class TradeoffTable:
         require("matplotlib", "metaerr-edge[train]", "plotting the deferral trade-off")
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global state
         from matplotlib.figure import Figure
+
+        from metaerr_edge.plots.style import legend_outside
 
         deadline = self.deadline_ms if deadline_ms is None else deadline_ms
         try:
@@ -157,7 +160,7 @@ class TradeoffTable:
         ax_acc.set_title("system accuracy (on-device where kept, the fallback's where deferred)", fontsize=8)
         ax_lat.set_title("latency per input (p99 solid, mean dashed)", fontsize=8)
         for ax in (ax_acc, ax_lat):
-            ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", borderaxespad=0.0, fontsize=7)  # never over the curves
+            legend_outside(ax)  # never over the curves
             ax.grid(alpha=0.3)
         return fig
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -227,31 +226,17 @@ def main_first(dist: Dist, action: Callable[[], T]) -> T:
 @contextlib.contextmanager
 def main_holds(dist: Dist, make: Callable[[], contextlib.AbstractContextManager[Any]]) -> Iterator[None]:
     """Enter ``make()`` (a lock) on rank 0 only, for the whole block; every rank raises if entering it failed."""
-    if not dist.enabled:
-        with make():
-            yield
-        return
-    held = None
-    if dist.is_main:
-        try:
-            held = make()
-            held.__enter__()
-            outcome: tuple[str, Any] = ("ok", None)
-        except Exception as exc:
-            held, outcome = None, ("error", exc)
-    status, value = broadcast(outcome if dist.is_main else None, dist)
-    if status == "error":
-        raise value if dist.is_main else _as_error(value)
-    try:
+    with contextlib.ExitStack() as stack:
+        outcome: tuple[str, Any] = ("ok", None)
+        if dist.is_main:
+            try:
+                stack.enter_context(make())
+            except Exception as exc:  # re-raised below, on every rank
+                outcome = ("error", exc)
+        status, value = broadcast(outcome if dist.is_main else None, dist)
+        if status == "error":
+            raise value if dist.is_main else _as_error(value)
         yield
-    except BaseException:
-        if held is not None:
-            held.__exit__(*sys.exc_info())
-            held = None
-        raise
-    finally:
-        if held is not None:
-            held.__exit__(None, None, None)
 
 
 def _as_error(exc: BaseException) -> Exception:

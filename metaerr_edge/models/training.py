@@ -218,9 +218,7 @@ def run_batched(
         xb = pre(to_float(images[start : start + batch_size]).to(dev))
         more = [torch.from_numpy(np.ascontiguousarray(e[start : start + batch_size])).to(dev) for e in extras]
         out.append(fn(xb, *more).cpu())
-    local = torch.cat(out).numpy() if out else None
-    if dist.enabled:
-        local = distributed.gather_rows(local, n, dist)
+    local = distributed.gather_rows(torch.cat(out).numpy() if out else None, n, dist)  # a no-op for one process
     if local is None:
         return empty if empty is not None else np.zeros((0,), np.float32)
     return local

@@ -107,7 +107,9 @@ def render_report(inputs: ReportInputs) -> str:
         built.append(sections.shift_section(_render, plots.plot_shift, ShiftReport.from_dict(inputs.shift), inputs.shift))
     if inputs.bench is not None:
         b = inputs.bench
-        built.append(sections.latency_section(_render, _latency_plot, b.results, b.ratios, b.environment, inputs.bench_source))
+        from metaerr_edge.bench.report import plot_latency
+
+        built.append(sections.latency_section(_render, plot_latency, b.results, b.ratios, b.environment, inputs.bench_source))
     if inputs.tradeoff is not None:
         built.append(sections.tradeoff_section(_render, _tradeoff_table(inputs.tradeoff), inputs.tradeoff))
     if inputs.model is not None:
@@ -163,14 +165,11 @@ def _load_scores(inputs: ReportInputs) -> None:
     inputs.score_names, inputs.scores, inputs.is_error = names, scores, is_error.astype(np.int64)
 
 
-def _render(plot: Callable[..., Any], args: tuple, kwargs: dict) -> bytes:
-    """Call a plot function that writes a path, and return the PNG bytes (palette-compressed)."""
+def _render(draw: Callable[[Path], Any]) -> bytes:
+    """``draw(path)`` into a temporary PNG, and return its bytes (palette-compressed)."""
     with tempfile.TemporaryDirectory(prefix="metaerr-edge-report.") as tmp:
         path = Path(tmp) / "figure.png"
-        if getattr(plot, "__self__", None) is not None:  # a bound method (TradeoffTable.plot) takes the path first
-            plot(path, *args, **kwargs)
-        else:
-            plot(*args, path, **kwargs)
+        draw(path)
         return _compress(path.read_bytes())
 
 
@@ -183,12 +182,6 @@ def _compress(png: bytes) -> bytes:
         buf = io.BytesIO()
         small.save(buf, format="PNG", optimize=True)
     return buf.getvalue() if buf.tell() < len(png) else png
-
-
-def _latency_plot(results: Any, path: Path, **kwargs: Any) -> Any:
-    from metaerr_edge.bench.report import plot_latency
-
-    return plot_latency(results, path, **kwargs)
 
 
 def _tradeoff_table(doc: dict[str, Any]) -> Any:

@@ -5,17 +5,17 @@
 from __future__ import annotations
 
 import json
-
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from metaerr_edge.plots.style import is_metaerr
 from metaerr_edge.report.html import Column, Section, esc, figure, fmt, key_values, table
 
-#: Draws a figure into the given path (the plot functions' shape); the report embeds the bytes.
-Render = Callable[[Callable[..., Any], tuple, dict], bytes]
+#: ``render(draw)``: ``draw(path)`` writes a figure there; the report embeds its bytes.
+Render = Callable[[Callable[[Any], Any]], bytes]
 
 _EVAL_COLUMNS = (
     Column("AUROC", "auroc", better="high"), Column("95% CI", "auroc_ci"),
@@ -24,10 +24,6 @@ _EVAL_COLUMNS = (
     Column("E-AURC ‰", "eaurc", 2, 1000.0, "low"), Column("AUGRC ‰", "augrc", 2, 1000.0, "low"),
     Column("risk@90% cov.", "risk@cov90", better="low"), Column("cov.@2% risk", "cov@risk2", better="high"),
 )
-
-
-def is_metaerr(name: str) -> bool:
-    return name.startswith("metaerr")
 
 
 def run_section(config: Mapping[str, Any], metrics: Mapping[str, Any] | None, run_path: str) -> Section:
@@ -104,10 +100,10 @@ def curves_section(render: Render, plots: Mapping[str, Callable[..., Any]], name
                   'RUN</code> again for the reference curves and the generalized-risk plot.</p>')
     else:
         by_name = {n: scores[i] for i, n in enumerate(names)}
-        body = (figure(render(plots["risk_coverage"], (by_name, is_error), {"title": title}), "risk-coverage curves",
+        body = (figure(render(lambda path: plots["risk_coverage"](by_name, is_error, path, title=title)), "risk-coverage curves",
                        "Selective risk (error rate among accepted inputs) at each coverage; oracle = a perfect score, "
                        "random = no score.")
-                + figure(render(plots["generalized_risk"], (by_name, is_error), {"title": title}), "generalized-risk curves",
+                + figure(render(lambda path: plots["generalized_risk"](by_name, is_error, path, title=title)), "generalized-risk curves",
                          "Generalized risk (accepted errors / all inputs) at each coverage: its area is AUGRC."))
     return Section("curves", "Risk-coverage curves",
                    "Sort the test inputs by failure score, keep the lowest-scored fraction (coverage) and defer the "
@@ -132,7 +128,7 @@ def shift_section(render: Render, plot_shift: Callable[..., Any], report: Any, d
              + _per_family(doc, names))
     body += (f"<h3>The deployed threshold under shift (each score's at {fmt(doc.get('threshold_coverage'), 2)} "
              "calibration coverage)</h3>" + _threshold_table(doc, names))
-    body += figure(render(plot_shift, (report,), {}), "AUROC against severity per family",
+    body += figure(render(lambda path: plot_shift(report, path)), "AUROC against severity per family",
                    "AUROC against severity (0 = clean) per family, and per OOD set; the dotted line is chance (0.5).")
     return Section("shift", "Under shift and out of distribution",
                    "A camera sees noise, blur, bad exposure and objects of no class it knows. Each set is the test split "
@@ -168,7 +164,7 @@ def latency_section(render: Render, plot_latency: Callable[..., Any], results: S
         positive = np.concatenate([np.asarray(r.host.samples_ms, np.float64) for r in results])
         positive = positive[positive > 0]
         log = positive.size > 0 and positive.max() / positive.min() > 10  # else the slowest calls flatten every box
-        body += figure(render(plot_latency, (results,), {"log_scale": log}), "latency distributions",
+        body += figure(render(lambda path: plot_latency(results, path, log_scale=log)), "latency distributions",
                        "Per batch size, one box per result: box p25-p75, line median, whiskers p1 and p99, dots beyond."
                        + (" Log scale: the slowest calls are over 10x the fastest." if log else ""))
     else:
@@ -206,8 +202,8 @@ def tradeoff_section(render: Render, table_obj: Any, doc: Mapping[str, Any]) -> 
              ("recommended", ", ".join(f"{k} {fmt(best.get(k), 4)}" for k in ("threshold", "deferral_rate", "system_accuracy",
                                                                             "p99_latency_ms") if k in best) or "none feasible")]
     body = key_values(pairs) + table(cols, shown, first="point", highlight=["recommended"])
-    body += figure(render(table_obj.plot, (), {"deadline_ms": inputs.get("deadline_ms"),
-                                               "min_accuracy": inputs.get("min_accuracy")}),
+    body += figure(render(lambda path: table_obj.plot(path, deadline_ms=inputs.get("deadline_ms"),
+                                                      min_accuracy=inputs.get("min_accuracy"))),
                    "deferral trade-off", "System accuracy and p99 latency against the deferral rate.")
     return Section("tradeoff", "When to defer: the accuracy/latency trade-off",
                    "Each row is one threshold: inputs scored above it go to the fallback (a bigger model, a server, a "
