@@ -201,10 +201,11 @@ def get_run(config: RunConfig, folder: Path, progress: bool, base_from: Path | N
     return run, time.perf_counter() - t0
 
 
-def candidate_runs(anchor: Run, progress: bool) -> dict[str, Run]:
-    """The :data:`CANDIDATES` runs on ``anchor``'s base, in folders beside it (reused when unchanged)."""
+def candidate_runs(anchor: Run, progress: bool, candidates: dict[str, dict] | None = None) -> dict[str, Run]:
+    """The ``candidates`` (default :data:`CANDIDATES`) runs on ``anchor``'s base, in folders beside it
+    (reused when unchanged)."""
     out = {}
-    for name, changes in CANDIDATES.items():
+    for name, changes in (CANDIDATES if candidates is None else candidates).items():
         config = dataclasses.replace(anchor.config, meta=dataclasses.replace(anchor.config.meta, **changes))
         out[name], _ = get_run(config, Path(f"{anchor.path}__{name}"), progress, base_from=anchor.path)
     return out

@@ -3,6 +3,7 @@
     python benchmarks/shift.py --root ../shared/datasets                      # MNIST + Fashion-MNIST, seed 0
     python benchmarks/shift.py --root DATA --datasets cifar10 --seeds 0 1 --resume
     python benchmarks/shift.py --readme-only                                  # re-tabulate saved JSON
+    python benchmarks/shift.py --select-only --datasets mnist --seeds 1 2     # choose among TRIALS (no test look)
 
 Per dataset and seed it opens (or trains) the run folder of ``benchmarks/failure_prediction.py`` with
 the same settings (same config: the same folder, reused) and its MetaErr candidates (``CANDIDATES``
@@ -12,9 +13,18 @@ there: the same base, other meta-models), then :func:`metaerr_edge.shift_eval.ev
   numbers any choice of preset or default may look at), clean calib AUROC and mean shifted AUROC;
 - **report**: the test split under the **test** corruption families (reported only; nothing is
   chosen on it), five severities, and the OOD sets counted as failures.
- Outputs: ``benchmarks/results/shift_<dataset>.json`` (written
-after every seed: ``--resume`` skips the seeds already there), ``shift_<dataset>.png`` (seed 0) and
-the tables in ``benchmarks/README.md`` between the shift markers.
+
+Both passes also score out-of-distribution inputs, each counted as a failure: the selection pass the
+validation outlier families made from calibration images (smoothed noise, blends:
+:func:`metaerr_edge.data.outlier_sets`), the report the OOD datasets and uniform noise.
+Outputs: ``benchmarks/results/shift_<dataset>.json`` (written after every seed: ``--resume`` skips
+the seeds already there), ``shift_<dataset>.png`` (seed 0) and the tables in
+``benchmarks/README.md`` between the shift markers.
+
+``--select-only`` runs the selection pass alone, for :data:`TRIALS` (candidate meta-models of a
+choice not made yet) beside :data:`CANDIDATES`: it reads no test image and no OOD dataset, and
+writes ``benchmarks/results/selection_<dataset>.json`` (``--resume``: per seed) and its table.
+A trial the rule picks then joins ``CANDIDATES`` and is reported by the two passes above.
 """
 
 from __future__ import annotations
@@ -43,6 +53,12 @@ BEGIN, END = "<!-- shift:begin -->", "<!-- shift:end -->"
 SCORES = ["metaerr[probs]", "metaerr[mentor]", "msp", "margin", "logit-margin", "doctor-gini", "temperature",
           "maxlogit-pnorm", "rel-u", "mc-dropout", "trustscore", "confidnet"]
 SUMMARY = ("clean_auroc", "shift_auroc_mean", "shift_auroc_min", "ood_auroc_mean", "risk_rise_max")
+#: Candidates of a choice not made yet (``--select-only``; attempts log in benchmarks/README.md):
+#: the robust preset's head also trained on synthetic outliers (training outlier families), as failures.
+TRIALS = {
+    "views2-oe05": {"modes": ("mentor-features",), "shift_views": 2, "outliers": 0.05},
+    "views2-oe20": {"modes": ("mentor-features",), "shift_views": 2, "outliers": 0.2},
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,6 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--scores", nargs="+", default=SCORES)
     ap.add_argument("--resume", action="store_true", help="keep the seeds already in the results file")
     ap.add_argument("--readme-only", action="store_true")
+    ap.add_argument("--select-only", action="store_true",
+                    help="the selection pass alone (calib, validation families and outliers) for CANDIDATES and TRIALS")
     ap.add_argument("--threads", type=int, default=2)
     args, rest = ap.parse_known_args(argv)
     args.fp = fp_args(rest)  # the failure-prediction benchmark's options (--root, --epochs, --max-pool, ...)
@@ -87,8 +105,7 @@ def run_dataset(args, dataset: str) -> dict:
         cands = candidate_runs(run, progress)
         metaerr = [f"metaerr[{m}]" for m in run.config.meta.modes] + candidate_specs(cands)
         t0 = time.perf_counter()
-        chosen_on = evaluate_shift(run, ["msp"] + metaerr, group="validation", split="calib", severities=args.severities,
-                                   ood=False, max_n=args.calib_n or None, seed=seed, progress=progress, meta_runs=cands)
+        chosen_on = selection_pass(args, run, metaerr, cands, seed)
         select_s = time.perf_counter() - t0
         report = evaluate_shift(run, list(dict.fromkeys(args.scores + metaerr)), group="test", severities=args.severities,
                                 root=args.fp.root, max_n=args.max_n or None, seed=seed, progress=progress, meta_runs=cands)
@@ -100,6 +117,41 @@ def run_dataset(args, dataset: str) -> dict:
         doc.update(settings)
         atomic_write_text(path, dumps_json(doc, indent=1))
         print(f"{dataset} seed {seed}: acc {run.summary.get('test_accuracy'):.4f} {doc['seeds'][str(seed)]['seconds']}", flush=True)
+    return doc
+
+
+def selection_pass(args, run, metaerr: list[str], cands: dict, seed: int) -> ShiftReport:
+    """What a choice may look at: the calibration split under the validation families, and the
+    validation outliers of its images (counted as failures)."""
+    return evaluate_shift(run, ["msp"] + metaerr, group="validation", split="calib", severities=args.severities,
+                          ood=True, max_n=args.calib_n or None, seed=seed, progress=not args.fp.quiet, meta_runs=cands)
+
+
+def select_dataset(args, dataset: str) -> dict:
+    """``--select-only``: the selection pass for CANDIDATES and TRIALS, per seed, into selection_<dataset>.json."""
+    path = RESULTS / f"selection_{dataset}.json"
+    doc = loads_json(path.read_text()) if args.resume and path.is_file() else {"dataset": dataset, "seeds": {}}
+    settings = {"trials": TRIALS, "calib_n": args.calib_n, "severities": sorted(set(args.severities))}
+    if doc["seeds"] and any(loads_json(dumps_json(v)) != doc.get(k) for k, v in settings.items()):
+        raise SystemExit(f"{path} holds seeds run with other trials or settings; run without --resume to start over")
+    doc.update(settings)
+    for seed in args.seeds:
+        if str(seed) in doc["seeds"]:
+            print(f"{dataset} seed {seed}: kept from {path} (--resume)", flush=True)
+            continue
+        config = run_config(args.fp, dataset, seed)
+        run, _ = get_run(config, run_folder(args.fp, config), progress=not args.fp.quiet)
+        t0 = time.perf_counter()
+        cands = candidate_runs(run, not args.fp.quiet, {**CANDIDATES, **TRIALS})
+        metaerr = [f"metaerr[{m}]" for m in run.config.meta.modes] + candidate_specs(cands)
+        train_s = time.perf_counter() - t0
+        report = selection_pass(args, run, metaerr, cands, seed)
+        doc["seeds"][str(seed)] = {"selection": {"split": "calib", "families": "validation", "n": args.calib_n,
+                                                 "summary": report.summary()},
+                                   "seconds": {"trials": round(train_s, 1), "select": round(time.perf_counter() - t0 - train_s, 1)}}
+        atomic_write_text(path, dumps_json(doc, indent=1))
+        print(f"{dataset} seed {seed}: {doc['seeds'][str(seed)]['seconds']}", flush=True)
+    print(selection_table(doc))
     return doc
 
 
@@ -131,14 +183,20 @@ def selection_table(doc: dict) -> str:
     if not seeds:
         return ""
     names = list(seeds[0]["selection"]["summary"])
+    # The validation outliers joined the selection pass later: seeds selected before have no OOD value.
+    with_ood = [s for s in seeds if isinstance(s["selection"]["summary"]["msp"].get("ood_auroc_mean"), float)
+                and np.isfinite(s["selection"]["summary"]["msp"]["ood_auroc_mean"])]
     lines = [f"#### {doc['dataset']}: selection numbers (calibration split, validation families; {len(seeds)} seed(s), "
-             f"{seeds[0]['selection']['n']} calib images per set)", "",
-             "| score | calib clean AUROC | calib validation-shift mean AUROC | worst cell | mean of the two |",
-             "|---|---|---|---|---|"]  # fmt: skip
+             f"{seeds[0]['selection']['n']} calib images per set; validation outliers on {len(with_ood)} of them)", "",
+             "| score | calib clean AUROC | calib validation-shift mean AUROC | worst cell | mean of the two | "
+             "validation-outlier mean AUROC | mean of the three |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for n in names:
         vals = {k: np.mean([s["selection"]["summary"][n][k] for s in seeds]) for k in ("clean_auroc", "shift_auroc_mean", "shift_auroc_min")}
+        two = (vals["clean_auroc"] + vals["shift_auroc_mean"]) / 2
+        ood = [s["selection"]["summary"][n]["ood_auroc_mean"] for s in with_ood]
+        ood_cells = f"{np.mean(ood):.4f} | {(2 * two + np.mean(ood)) / 3:.4f}" if ood else "- | -"
         lines.append(f"| {n} | {vals['clean_auroc']:.4f} | {vals['shift_auroc_mean']:.4f} | {vals['shift_auroc_min']:.4f} | "
-                     f"{(vals['clean_auroc'] + vals['shift_auroc_mean']) / 2:.4f} |")
+                     f"{two:.4f} | {ood_cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -263,6 +321,10 @@ def main(argv=None) -> None:
     README = Path(args.fp.readme)
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.select_only:
+        for dataset in args.datasets:
+            select_dataset(args, dataset)
+        return
     if not args.readme_only:
         for dataset in args.datasets:
             run_dataset(args, dataset)

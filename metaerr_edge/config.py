@@ -31,7 +31,7 @@ from typing import Any
 
 from metaerr_edge.errors import ConfigError
 from metaerr_edge.options import (EPOCHS, batch_size, device_name, fold_count, name_list, positive_float, positive_int,
-                                  seed, view_count)
+                                  seed, unit_interval, view_count)
 
 META_MODES = ("probs", "image", "image+probs", "mentor", "mentor-features")
 AUGMENTATIONS = ("auto", "none", "shift", "shift_flip")
@@ -140,6 +140,9 @@ class MetaConfig:
     shift_views: int = option(0, "corrupted views of each meta-train image (validation corruption families, random "
                               "severity), labelled by calling the base: the meta-model also learns failure under "
                               "shift; 0 = clean images only", parse=view_count)
+    outliers: float = option(0.0, "synthetic outliers (training outlier families: pixel- and tile-shuffled meta-train "
+                             "images) per meta-train image, each labelled a failure: the meta-model also learns that "
+                             "an image of no class is one; 0 = none, at most 1", parse=unit_interval)
 
     def __post_init__(self) -> None:
         _check_types("MetaConfig", self, {"labels": str, "target": str, "mentor_arch": str, "mentor_kwargs": dict, "skip": str})
@@ -160,6 +163,9 @@ class MetaConfig:
         _check_int("MetaConfig", {"folds": self.folds}, low=2)
         _check_int("MetaConfig", {"epochs": self.epochs, "hidden": self.hidden, "image_width": self.image_width})
         _check_int("MetaConfig", {"shift_views": self.shift_views}, low=0, high=16)
+        if isinstance(self.outliers, bool) or not isinstance(self.outliers, (int, float)) or not 0.0 <= self.outliers <= 1.0:
+            raise ConfigError(f"MetaConfig.outliers must be a number in [0, 1] (outliers per meta-train image), got {self.outliers!r}")
+        object.__setattr__(self, "outliers", float(self.outliers))
 
     def target_of(self, mode: str) -> str:
         """``target="auto"``: "tcp" for mentor-features (its best recipe in benchmarks/README.md), else "error"."""

@@ -35,7 +35,8 @@ from torch import nn
 
 from metaerr_edge.console import warn
 from metaerr_edge.config import RunConfig
-from metaerr_edge.data import DatasetArrays, ImageArrays, SplitConfig, Splits, load_dataset, make_splits, shift_views
+from metaerr_edge.data import (DatasetArrays, ImageArrays, SplitConfig, Splits, load_dataset, make_splits, outlier_views,
+                               shift_views)
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text, dumps_json, write_npz
 from metaerr_edge.contract.spec import Contract, InputSpec, ThresholdSpec
@@ -386,6 +387,11 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
             views_p = predict_probs(base, views_x, pre, device=config.device)
         meta_data = MetaData(meta_x, meta_probs, meta_y)
         views = None if views_x is None else MetaData(views_x, views_p, np.tile(meta_y, config.meta.shift_views))
+        outliers = None
+        if config.meta.outliers:  # images of no class, made from the meta-train images: failures, whatever the base says
+            outlier_x = outlier_views(meta_x, config.meta.outliers, config.seed)
+            outliers = MetaData(outlier_x, predict_probs(base, outlier_x, pre, device=config.device),
+                                np.full(len(outlier_x), -1, np.int64))
         is_error = meta_data.is_error
         preds: dict[str, np.ndarray] = {
             "calib_probs": predict_probs(base, calib.images, pre, device=config.device),
@@ -402,7 +408,7 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
             meta = MetaModel(head_config(config, mode), c, k, (h, w))
             trained = reuse is not None and _reuse_mentor(meta, reuse, config, mode)
             result = fit_meta_mode(meta, config, meta_data, mentor_train, base, pre, meta_fit_config(config, i), progress,
-                                   mentor_trained=trained, views=views)  # fmt: skip
+                                   mentor_trained=trained, views=views, outliers=outliers)  # fmt: skip
             meta_results[mode] = asdict(result)
             for split, arr in (("calib", calib), ("test", test)):
                 preds[f"{split}_score_{mode}"] = meta_scores(meta, arr.images, preds[f"{split}_probs"], pre, device=config.device)
@@ -414,6 +420,8 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
             "meta_train_n": int(len(is_error)),
             "meta_train_errors": int(is_error.sum()),
             **({} if views is None else {"shift_view_n": int(len(views.labels)), "shift_view_errors": int(views.is_error.sum())}),
+            **({} if outliers is None else {"outlier_n": int(len(outliers.labels)),
+                                            "outlier_base_confidence": float(outliers.probs.max(1).mean())}),
             **({} if reuse is None else {"base_from": str(reuse.path)}),
             "meta": meta_results,
             "train_seconds": round(time.perf_counter() - t0, 2),
@@ -441,7 +449,7 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
 
 def fit_meta_mode(meta: MetaModel, config: RunConfig, data: MetaData, base_train: ImageArrays, base: nn.Module,
                   pre: Preprocess, fit: MetaFitConfig, progress: bool = True, mentor_trained: bool = False,
-                  views: MetaData | None = None) -> MetaFitResult:
+                  views: MetaData | None = None, outliers: MetaData | None = None) -> MetaFitResult:
     """Fit one meta-model the way ``train_run`` does: the run's settings turned into plain data for
     :func:`metaerr_edge.meta.fit_meta` (the one recipe).
 
@@ -459,7 +467,7 @@ def fit_meta_mode(meta: MetaModel, config: RunConfig, data: MetaData, base_train
     if meta.config.target == "tcp" and config.meta.labels == "heldout":
         fit_only = MetaData(base_train.images, predict_probs(base, base_train.images, pre, device=config.device),
                             base_train.labels)
-    return fit_meta(meta, data, pre, fit, mentor=mentor, fit_only=fit_only, views=views, progress=progress,
+    return fit_meta(meta, data, pre, fit, mentor=mentor, fit_only=fit_only, views=views, outliers=outliers, progress=progress,
                     desc=f"meta [{meta.config.mode}]")
 
 

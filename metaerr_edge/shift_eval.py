@@ -5,7 +5,10 @@ is when a device must defer. :func:`evaluate_shift` takes a run's test split thr
 corruption family of one group (:func:`metaerr_edge.data.families`: ``"test"``, reported only, by
 default; ``"validation"``, the only group any choice may look at) at each severity, and adds the
 OOD sets (:func:`metaerr_edge.data.ood_sets`) mixed with the clean test split, every OOD image
-counted as a failure (whatever the base predicts, it is wrong). Per set and score: AUROC, AURC and
+counted as a failure (whatever the base predicts, it is wrong). The validation group gets the
+validation outlier families instead (:func:`metaerr_edge.data.outlier_sets`: smoothed noise, blends
+of two images, made from the split's own images), so a choice about out-of-distribution inputs
+never looks at a reported OOD set either. Per set and score: AUROC, AURC and
 AUGRC of the failure score against the base's errors on that set, and what the deployed kind of
 threshold does there: each score's threshold at ``coverage`` of the calibration split (fitted on
 clean calibration data, as deployed), and the coverage and selective risk it gives on the set.
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from metaerr_edge._fileio import atomic_write_text, dumps_json, replace_files
-from metaerr_edge.data import SEVERITIES, corrupt, families, ood_sets
+from metaerr_edge.data import SEVERITIES, corrupt, families, ood_sets, outlier_sets
 from metaerr_edge.errors import ConfigError
 from metaerr_edge.evaluate import each_score
 from metaerr_edge.metrics import augrc, auroc, aurc
@@ -80,6 +83,8 @@ def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str,
         severities: a subset of 1..5.
         ood: add the OOD sets of the run's dataset (:func:`~metaerr_edge.data.ood_sets`), each
             mixed with the clean test split; ``root`` (default: the run's data root) holds them.
+            With ``group="validation"``: the validation outlier sets of the split's images instead
+            (:func:`~metaerr_edge.data.outlier_sets`; no files needed).
         max_n: use at most this many test images: a seeded random subset of the test split
             (``report.test_indices``), not its first images (a split may be sorted by class).
         coverage: the calibration coverage of each score's threshold.
@@ -110,7 +115,9 @@ def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str,
     images, labels = images[picked], labels[picked]
     skipped: dict[str, str] = {}
     oods: dict[str, np.ndarray] = {}
-    if ood:  # first: a missing OOD dataset fails before any corruption is computed
+    if ood and group == "validation":
+        oods = outlier_sets(images, "validation", seed=seed)
+    elif ood:  # first: a missing OOD dataset fails before any corruption is computed
         data_root = root if root is not None else run.config.data.root
         oods = ood_sets(run.config.data.dataset, (run.channels, run.height, run.width), data_root, n=len(images), seed=seed)
         if run.config.data.dataset == "digits" and data_root is None:

@@ -53,7 +53,8 @@ class MetaFitConfig:
 @dataclass(frozen=True)
 class MetaData:
     """Rows a meta-model learns from: uint8 images N x C x H x W, the base's probabilities on them
-    (N x K; rows the base did not train on: held-out or out-of-fold) and the true labels (N,)."""
+    (N x K; rows the base did not train on: held-out or out-of-fold) and the true labels (N,).
+    A label of -1 marks an image of no class (an outlier): always a failure, its TCP 0."""
 
     images: np.ndarray
     probs: np.ndarray
@@ -73,7 +74,10 @@ class MetaData:
     @property
     def tcp(self) -> np.ndarray:
         """The base's probability of the true label (the target of ``target="tcp"`` heads)."""
-        return self.probs[np.arange(len(self.labels)), self.labels].astype(np.float32)
+        known = self.labels >= 0
+        tcp = np.zeros(len(self.labels), np.float32)
+        tcp[known] = self.probs[np.flatnonzero(known), self.labels[known]]
+        return tcp
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,7 @@ def fit_meta(
     mentor: MentorData | None = None,
     fit_only: MetaData | None = None,
     views: MetaData | None = None,
+    outliers: MetaData | None = None,
     progress: bool = True,
     desc: str = "meta",
 ) -> MetaFitResult:
@@ -148,7 +153,9 @@ def fit_meta(
     training rows, ConfidNet's recipe). ``views``: corrupted copies of ``data``'s images with the
     base's probabilities on them (:func:`metaerr_edge.data.shift_views`: row ``v * N + i`` is a view
     of row ``i``), fitted and validated on like ``data``, a view always on the same side of the split
-    as its source image; the mentor modes read them through the final mentor. Validation is a
+    as its source image; the mentor modes read them through the final mentor. ``outliers``: images
+    of no class (labels -1, :func:`metaerr_edge.data.outlier_views`) with the base's probabilities,
+    fitted on as failures (TCP 0) and never validated on. Validation is a
     stratified ``config.val_fraction`` of ``data`` (and its views) and always scores the error
     labels. ``target="error"`` heads: class-weighted BCE (errors up-weighted by ``n_correct / n_error`` unless ``config.balanced`` is False);
     ``target="tcp"`` heads: MSE to the base's true-class probability.
@@ -182,10 +189,15 @@ def fit_meta(
         parts.append(views)
         val = np.concatenate([val, np.tile(val, len(views.labels) // n)])
         groups = np.concatenate([groups, np.ones(len(views.labels), np.int8)])
-    if fit_only is not None:
-        parts.append(fit_only)
-        val = np.concatenate([val, np.zeros(len(fit_only.labels), bool)])
-        groups = np.concatenate([groups, np.full(len(fit_only.labels), 2, np.int8)])
+    if outliers is not None and (outliers.images.shape[1:] != data.images.shape[1:] or (outliers.labels != -1).any()):
+        raise DataError(f"outliers: {outliers.images.shape[1:]} images labelled {np.unique(outliers.labels)[:5].tolist()} "
+                        f"for meta rows of {data.images.shape[1:]}; expected images of the same shape, every label -1 "
+                        "(no class: metaerr_edge.data.outlier_views)")
+    for extra in (fit_only, outliers):  # fitted on, never validated on
+        if extra is not None and len(extra.labels):
+            parts.append(extra)
+            val = np.concatenate([val, np.zeros(len(extra.labels), bool)])
+            groups = np.concatenate([groups, np.full(len(extra.labels), 2, np.int8)])
     rows = data if len(parts) == 1 else MetaData(*(np.concatenate([getattr(p, f) for p in parts])
                                                     for f in ("images", "probs", "labels")))
     if meta.config.skip == "auto":
