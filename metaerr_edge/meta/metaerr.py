@@ -56,25 +56,45 @@ class MetaErr:
         labels: np.ndarray,
         mentor_train: tuple[np.ndarray, np.ndarray] | None = None,
         mentor_fit: FitConfig | None = None,
+        *,
+        shift_views: int = 0,
+        outliers: float = 0.0,
     ) -> MetaFitResult:
         """Label the base's errors on ``images`` (which it must not have trained on) and fit the meta-model.
 
         ``mentor_train`` (images, labels the base may have trained on) is required for the mentor modes.
         A ``target="tcp"`` head regresses the base's probability of the true label on ``images``.
+        ``shift_views``: also learn from that many corrupted copies of each image (validation
+        corruption families, :func:`metaerr_edge.data.shift_views`), labelled by calling the base;
+        ``outliers``: also learn from that many synthetic outliers per image (training outlier
+        families, :func:`metaerr_edge.data.outlier_views`), each a failure. The robust preset of
+        ``metaerr-edge train`` is ``mode="mentor-features"`` with ``shift_views=2``.
         """
-        if images.ndim != 4 or images.dtype != np.uint8:
-            raise ConfigError(f"images must be uint8 N x C x H x W, got {images.dtype} {images.shape}")
+        from metaerr_edge.data import outlier_views, shift_views as make_views
+
+        if not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.uint8:
+            got = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+            raise ConfigError(f"images must be uint8 N x C x H x W, got {got}")
         pre = self.preprocess or Preprocess([0.0] * images.shape[1], [1.0] * images.shape[1])
         self.preprocess = pre
         self.base = base.eval()
-        data = MetaData(images, predict_probs(base, images, pre, device=self.fit_config.device), np.asarray(labels))
+        device, seed = self.fit_config.device, self.fit_config.seed
+        data = MetaData(images, predict_probs(base, images, pre, device=device), np.asarray(labels))
+        views = odd = None
+        if shift_views:
+            x = make_views(images, shift_views, seed)
+            views = MetaData(x, predict_probs(base, x, pre, device=device), np.tile(data.labels, shift_views))
+        if outliers:
+            x = outlier_views(images, outliers, seed)
+            odd = MetaData(x, predict_probs(base, x, pre, device=device), np.full(len(x), -1, np.int64))
         meta = MetaModel(self.head, images.shape[1], data.probs.shape[1], images.shape[2:])
         mentor = None
         if meta.mentor is not None:
             if mentor_train is None:
                 raise ConfigError(f"mode={self.head.mode!r} needs mentor_train=(images, labels) to train the mentor network")
             mentor = MentorData(*mentor_train, fit=mentor_fit or FitConfig(seed=self.fit_config.seed))
-        self.result = fit_meta(meta, data, pre, self.fit_config, mentor=mentor, progress=self.progress)
+        self.result = fit_meta(meta, data, pre, self.fit_config, mentor=mentor, views=views, outliers=odd,
+                               progress=self.progress)
         self.meta = meta
         return self.result
 
