@@ -191,11 +191,16 @@ def run_folder(args, config: RunConfig) -> Path:
     return Path(args.runs_dir) / f"{d.dataset}_{b.arch}{kw}_p{d.max_pool}_e{b.epochs}_b{b.batch_size}{aug}_s{config.seed}"
 
 
+def reusable(folder: Path, config: RunConfig) -> bool:
+    """Whether ``folder`` holds a finished run of ``config`` (what :func:`get_run` reuses)."""
+    cfg = folder / "config.json"
+    return cfg.is_file() and RunConfig.from_dict(json.loads(cfg.read_text())["config"]) == config
+
+
 def get_run(config: RunConfig, folder: Path, progress: bool, base_from: Path | None = None) -> tuple[Run, float]:
     """Reuse a finished run folder with the same config, else train one (on ``base_from``'s base)."""
-    cfg = folder / "config.json"
-    if cfg.is_file() and RunConfig.from_dict(json.loads(cfg.read_text())["config"]) == config:
-        return Run(folder), float(json.loads(cfg.read_text())["summary"].get("train_seconds", 0.0))
+    if reusable(folder, config):
+        return Run(folder), float(json.loads((folder / "config.json").read_text())["summary"].get("train_seconds", 0.0))
     t0 = time.perf_counter()
     run = train_run(config, folder, progress=progress, base_from=base_from)
     return run, time.perf_counter() - t0
@@ -292,14 +297,8 @@ def one_seed(args, config: RunConfig, specs: list[str], with_variants: bool, pro
     eval_s = time.perf_counter() - t0
     err_cal = error_labels(run.predictions["calib_probs"], run.predictions["calib_labels"])
     rows = dict(report.rows)
-    shape = (run.channels, run.height, run.width)
-    costs = {"base": cost(run.base, shape)}
-    for name, r in {"": run, **cand_runs}.items():  # calib metrics of the trained MetaErr modes (for selection) and costs
-        for mode in r.config.meta.modes:
-            label = f"metaerr[{mode}{'@' + name if name else ''}]"
-            s_cal = r.predictions[f"calib_score_{mode}"].astype(np.float64)
-            rows[label].update(calib_auroc=float(auroc(s_cal, err_cal)), calib_aurc=float(aurc(s_cal, err_cal)))
-            costs[label] = meta_cost(r.meta(mode), shape)
+    costs = {"base": cost(run.base, (run.channels, run.height, run.width))}
+    add_calib_and_costs(rows, costs, {"": run, **cand_runs}, err_cal)
     scores = dict(report.scores)
     t1 = time.perf_counter()
     if with_variants:
@@ -309,10 +308,7 @@ def one_seed(args, config: RunConfig, specs: list[str], with_variants: bool, pro
             rows[label] = row_metrics(s["test"], report.is_error, s["calib"], err_cal, args.n_boot, config.seed)
             scores[label] = s["test"]
     variants_s = time.perf_counter() - t1
-    # the MetaErr variant with the best calib AUROC (ties: the cheaper one), chosen without test
-    cands = [k for k in rows if k.startswith("metaerr[") and "calib_auroc" in rows[k]]
-    best = max(cands, key=lambda k: (round(rows[k]["calib_auroc"], 4), -costs.get(k, {"flops": 0})["flops"]))
-    rows["metaerr[selected]"] = {**rows[best], "selected": best}
+    best = select_best(rows, costs)
     scores["metaerr[selected]"] = scores[best]
     result = {
         "seed": config.seed, "test_accuracy": report.test_accuracy, "error_rate": report.error_rate, "n_test": report.n_test,
@@ -323,6 +319,45 @@ def one_seed(args, config: RunConfig, specs: list[str], with_variants: bool, pro
                     "variants": round(variants_s, 1)},
     }  # fmt: skip
     return result, scores, report.is_error
+
+
+def add_calib_and_costs(rows: dict, costs: dict, runs: dict[str, Run], err_cal: np.ndarray) -> None:
+    """Calib AUROC/AURC (what selection looks at) and the cost of each trained MetaErr mode of ``runs``
+    (``{"": the anchor run, candidate name: its run}``), into ``rows`` and ``costs``."""
+    for name, r in runs.items():
+        for mode in r.config.meta.modes:
+            label = f"metaerr[{mode}{'@' + name if name else ''}]"
+            s_cal = r.predictions[f"calib_score_{mode}"].astype(np.float64)
+            rows[label].update(calib_auroc=float(auroc(s_cal, err_cal)), calib_aurc=float(aurc(s_cal, err_cal)))
+            costs[label] = meta_cost(r.meta(mode), (r.channels, r.height, r.width))
+
+
+def select_best(rows: dict, costs: dict) -> str:
+    """``rows["metaerr[selected]"]``: the MetaErr variant with the best calib AUROC (ties: the cheaper
+    one), chosen without test; returns its label."""
+    cands = [k for k in rows if k.startswith("metaerr[") and k != "metaerr[selected]" and "calib_auroc" in rows[k]]
+    best = max(cands, key=lambda k: (round(rows[k]["calib_auroc"], 4), -costs.get(k, {"flops": 0})["flops"]))
+    rows["metaerr[selected]"] = {**rows[best], "selected": best}
+    return best
+
+
+def add_candidates(args, config: RunConfig, kept: dict, names: list[str], progress: bool) -> dict:
+    """A kept seed with the CANDIDATES ``names`` added, from its run folder (the same base, the same
+    test split): their rows, costs, and ``metaerr[selected]`` chosen again on calib."""
+    run, _ = get_run(config, run_folder(args, config), progress)
+    t0 = time.perf_counter()
+    cand_runs = candidate_runs(run, progress, {n: CANDIDATES[n] for n in names})
+    report = evaluate_run(run, candidate_specs(cand_runs), n_boot=args.n_boot, seed=config.seed, progress=progress,
+                          meta_runs=cand_runs)
+    if report.n_test != kept["n_test"] or abs(report.test_accuracy - kept["test_accuracy"]) > 1e-9:
+        raise SystemExit(f"{run.path}: its test accuracy {report.test_accuracy:.6f} on {report.n_test} images is not the kept "
+                         f"seed's ({kept['test_accuracy']:.6f} on {kept['n_test']}); rerun without --resume")
+    rows, costs = dict(kept["rows"]), dict(kept["costs"])
+    rows.update(report.rows)
+    add_calib_and_costs(rows, costs, cand_runs, error_labels(run.predictions["calib_probs"], run.predictions["calib_labels"]))
+    best = select_best(rows, costs)
+    return {**kept, "rows": rows, "costs": costs, "selected": best, "candidates": sorted(set(kept["candidates"]) | set(names)),
+            "seconds": {**kept["seconds"], "added": round(time.perf_counter() - t0, 1)}}
 
 
 def aggregate(seeds: list[dict]) -> dict:
@@ -356,29 +391,38 @@ def run_dataset(args, dataset: str, progress: bool) -> dict:
         old = loads_json(path.read_text())
         # Compared as configs, not dicts: a field added since (with its default) does not discard finished seeds.
         if same_config(old["config"], run_config(args, dataset, 0)):
-            done = {s["seed"]: s for s in old["seeds"] if s.get("candidates") == sorted(CANDIDATES)}
+            done = {s["seed"]: s for s in old["seeds"] if set(s.get("candidates", ())) <= set(CANDIDATES)}
             t0 -= old.get("wall_seconds", 0.0)
     for seed in args.seeds:
         config = run_config(args, dataset, seed)
-        if seed in done:
+        missing = sorted(set(CANDIDATES) - set(done[seed]["candidates"])) if seed in done else []
+        if seed in done and not missing:
             seeds.append(done[seed])
             log(f"{dataset} seed {seed}: kept from {path.name} (--resume)")
             continue
-        res, scores, err = one_seed(args, config, specs, True, progress)
-        seeds.append(res)
-        if seed == args.seeds[0]:
-            shown = {k: v for k, v in scores.items() if k in PLOTTED}
-            plot_risk_coverage(shown, err, RESULTS / f"risk_coverage_{dataset}.png",
-                               f"{dataset} / {config.base.arch} (seed {seed}, acc {res['test_accuracy']:.3f})")  # fmt: skip
-        doc = {"dataset": dataset, "config": {**config.to_dict(), "seed": "per seed"}, "seeds": seeds,
-               "aggregate": aggregate(seeds), "wall_seconds": round(time.perf_counter() - t0, 1),
-               "white_box": sorted(WHITE_BOX), "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "notes": "aurc/eaurc/augrc raw (tables x1000); failure score: higher = more likely wrong; "
-                        "metaerr[selected] = best calib AUROC among MetaErr variants"}  # fmt: skip
-        atomic_write_text(path, dumps_json(doc, indent=1))
-        log(f"{dataset} seed {seed}: acc {res['test_accuracy']:.4f} selected {res['selected']} "
-            f"{json.dumps(res['seconds'])}")  # fmt: skip
-    return doc
+        if seed in done and reusable(run_folder(args, config), config):  # a candidate added since: only it is computed
+            seeds.append(add_candidates(args, config, done[seed], missing, progress))
+            log(f"{dataset} seed {seed}: kept from {path.name}, candidates {missing} added from its run folder")
+        else:  # not run yet, or its run folder is gone (the base is trained again): the whole seed anew
+            res, scores, err = one_seed(args, config, specs, True, progress)
+            seeds.append(res)
+            if seed == args.seeds[0]:
+                shown = {k: v for k, v in scores.items() if k in PLOTTED}
+                plot_risk_coverage(shown, err, RESULTS / f"risk_coverage_{dataset}.png",
+                                   f"{dataset} / {config.base.arch} (seed {seed}, acc {res['test_accuracy']:.3f})")  # fmt: skip
+        atomic_write_text(path, dumps_json(results_doc(dataset, config, seeds, time.perf_counter() - t0), indent=1))
+        log(f"{dataset} seed {seed}: acc {seeds[-1]['test_accuracy']:.4f} selected {seeds[-1]['selected']} "
+            f"{json.dumps(seeds[-1]['seconds'])}")  # fmt: skip
+    return results_doc(dataset, run_config(args, dataset, 0), seeds, time.perf_counter() - t0)
+
+
+def results_doc(dataset: str, config: RunConfig, seeds: list[dict], wall_s: float) -> dict:
+    """What ``failure_prediction_<dataset>.json`` holds: the seeds, their aggregate and the settings."""
+    return {"dataset": dataset, "config": {**config.to_dict(), "seed": "per seed"}, "seeds": seeds,
+            "aggregate": aggregate(seeds), "wall_seconds": round(wall_s, 1),
+            "white_box": sorted(WHITE_BOX), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "notes": "aurc/eaurc/augrc raw (tables x1000); failure score: higher = more likely wrong; "
+                     "metaerr[selected] = best calib AUROC among MetaErr variants"}  # fmt: skip
 
 
 def run_arch_check(args, progress: bool) -> dict:

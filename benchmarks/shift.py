@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from failure_prediction import (CANDIDATES, candidate_runs, candidate_specs, get_run,  # noqa: E402  (the same runs as
-                                run_config, run_folder, same_config)  # the failure-prediction benchmark, the same candidates)
+                                reusable, run_config, run_folder, same_config)  # the failure-prediction benchmark)
 
 from metaerr_edge._fileio import atomic_write_text, dumps_json, loads_json  # noqa: E402
 from metaerr_edge.shift_eval import ShiftReport, evaluate_shift, plot_shift  # noqa: E402
@@ -96,12 +96,19 @@ def run_dataset(args, dataset: str) -> dict:
         raise SystemExit(f"{path} holds seeds run with other {', '.join(changed)}; run without --resume to start over")
     doc.update(settings, torch=torch.__version__, threads=torch.get_num_threads())
     for seed in args.seeds:
-        if str(seed) in doc["seeds"]:
-            print(f"{dataset} seed {seed}: kept from {path}", flush=True)
-            continue
+        kept = doc["seeds"].get(str(seed))
         config = run_config(args.fp, dataset, seed)
         progress = not args.fp.quiet
-        run, train_s = get_run(config, run_folder(args.fp, config), progress=progress)
+        missing = [] if kept is None else [n for n in CANDIDATES if not any(k.endswith(f"@{n}]") for k in kept["summary"])]
+        if kept is not None and not missing:
+            print(f"{dataset} seed {seed}: kept from {path}", flush=True)
+            continue
+        if kept is not None and reusable(run_folder(args.fp, config), config):  # candidates added since: only they run
+            doc["seeds"][str(seed)] = add_candidates(args, config, kept, missing)
+            atomic_write_text(path, dumps_json(doc, indent=1))
+            print(f"{dataset} seed {seed}: kept from {path}, candidates {missing} added from its run folder", flush=True)
+            continue
+        run, train_s = get_run(config, run_folder(args.fp, config), progress=progress)  # a kept seed whose folder is gone: anew
         cands = candidate_runs(run, progress)
         metaerr = [f"metaerr[{m}]" for m in run.config.meta.modes] + candidate_specs(cands)
         t0 = time.perf_counter()
@@ -118,6 +125,31 @@ def run_dataset(args, dataset: str) -> dict:
         atomic_write_text(path, dumps_json(doc, indent=1))
         print(f"{dataset} seed {seed}: acc {run.summary.get('test_accuracy'):.4f} {doc['seeds'][str(seed)]['seconds']}", flush=True)
     return doc
+
+
+def add_candidates(args, config, kept: dict, names: list[str]) -> dict:
+    """A kept seed with the CANDIDATES ``names`` added from its run folder: the same seeded sets
+    (test images, corruptions, OOD images), their scores merged in, the summaries computed again; the
+    selection pass again for them and MSP (which then also has the validation outliers)."""
+    progress = not args.fp.quiet
+    run, _ = get_run(config, run_folder(args.fp, config), progress=progress)
+    t0 = time.perf_counter()
+    cands = candidate_runs(run, progress, {n: CANDIDATES[n] for n in names})
+    specs = candidate_specs(cands)
+    chosen_on = selection_pass(args, run, specs, cands, config.seed)
+    report = evaluate_shift(run, specs, group="test", severities=args.severities, root=args.fp.root,
+                            max_n=args.max_n or None, seed=config.seed, progress=progress, meta_runs=cands)
+    layout = lambda sets: [(x["set"], x["severity"], x["n"], round(x["error_rate"], 9)) for x in sets]  # noqa: E731
+    if layout(report.sets) != layout(kept["sets"]):
+        raise SystemExit(f"{run.path}: its sets under shift are not the kept seed's (another base or test subset?); "
+                         "rerun without --resume")
+    for old, new in zip(kept["sets"], report.sets):
+        old["scores"].update(new["scores"])
+    merged = ShiftReport.from_dict(kept)
+    merged.thresholds.update(report.thresholds)
+    selection = {**kept["selection"], "summary": {**kept["selection"]["summary"], **chosen_on.summary()}}
+    return {**kept, "thresholds": merged.thresholds, "summary": merged.summary(), "selection": selection,
+            "seconds": {**kept["seconds"], "added": round(time.perf_counter() - t0, 1)}}
 
 
 def selection_pass(args, run, metaerr: list[str], cands: dict, seed: int) -> ShiftReport:
@@ -146,8 +178,9 @@ def select_dataset(args, dataset: str) -> dict:
         metaerr = [f"metaerr[{m}]" for m in run.config.meta.modes] + candidate_specs(cands)
         train_s = time.perf_counter() - t0
         report = selection_pass(args, run, metaerr, cands, seed)
+        ood = {x["set"]: {n: v["auroc"] for n, v in x["scores"].items()} for x in report.sets if x["kind"] == "ood"}
         doc["seeds"][str(seed)] = {"selection": {"split": "calib", "families": "validation", "n": args.calib_n,
-                                                 "summary": report.summary()},
+                                                 "summary": report.summary(), "ood_sets": ood},
                                    "seconds": {"trials": round(train_s, 1), "select": round(time.perf_counter() - t0 - train_s, 1)}}
         atomic_write_text(path, dumps_json(doc, indent=1))
         print(f"{dataset} seed {seed}: {doc['seeds'][str(seed)]['seconds']}", flush=True)
@@ -157,7 +190,7 @@ def select_dataset(args, dataset: str) -> dict:
 
 def summary_table(doc: dict) -> str:
     seeds = list(doc["seeds"].values())
-    names = list(seeds[0]["summary"])
+    names = list(dict.fromkeys(n for s in seeds for n in s["summary"]))
     acc = np.mean([s["test_accuracy"] for s in seeds])
     cfg = doc["config"]
     lines = [f"### {doc['dataset']}: base {cfg['base']['arch']} ({cfg['base']['epochs']} epochs, pool {cfg['data']['max_pool']}), "
@@ -170,10 +203,12 @@ def summary_table(doc: dict) -> str:
              "|---|---|---|---|---|---|"]  # fmt: skip
     for n in names:
         cells = []
+        have = [s for s in seeds if n in s["summary"]]
         for key in SUMMARY:
-            vals = [s["summary"][n][key] for s in seeds if s["summary"][n].get(key) is not None]
+            vals = [s["summary"][n][key] for s in have if s["summary"][n].get(key) is not None]
             cells.append(f"{np.mean(vals):.4f}" if vals else "-")
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+        label = n if len(have) == len(seeds) else f"{n} ({len(have)} of {len(seeds)} seeds)"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -182,21 +217,20 @@ def selection_table(doc: dict) -> str:
     seeds = [s for s in doc["seeds"].values() if "selection" in s]
     if not seeds:
         return ""
-    names = list(seeds[0]["selection"]["summary"])
-    # The validation outliers joined the selection pass later: seeds selected before have no OOD value.
-    with_ood = [s for s in seeds if isinstance(s["selection"]["summary"]["msp"].get("ood_auroc_mean"), float)
-                and np.isfinite(s["selection"]["summary"]["msp"]["ood_auroc_mean"])]
-    lines = [f"#### {doc['dataset']}: selection numbers (calibration split, validation families; {len(seeds)} seed(s), "
-             f"{seeds[0]['selection']['n']} calib images per set; validation outliers on {len(with_ood)} of them)", "",
-             "| score | calib clean AUROC | calib validation-shift mean AUROC | worst cell | mean of the two | "
-             "validation-outlier mean AUROC | mean of the three |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    names = list(dict.fromkeys(n for s in seeds for n in s["selection"]["summary"]))
+    lines = [f"#### {doc['dataset']}: selection numbers (calibration split, validation families and outliers; "
+             f"{len(seeds)} seed(s), {seeds[0]['selection']['n']} calib images per set)", "",
+             "| score | seeds | calib clean AUROC | calib validation-shift mean AUROC | worst cell | mean of the two | "
+             "validation-outlier mean AUROC (seeds) | mean of the three |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for n in names:
-        vals = {k: np.mean([s["selection"]["summary"][n][k] for s in seeds]) for k in ("clean_auroc", "shift_auroc_mean", "shift_auroc_min")}
+        rows = [s["selection"]["summary"][n] for s in seeds if n in s["selection"]["summary"]]
+        vals = {k: np.mean([r[k] for r in rows]) for k in ("clean_auroc", "shift_auroc_mean", "shift_auroc_min")}
         two = (vals["clean_auroc"] + vals["shift_auroc_mean"]) / 2
-        ood = [s["selection"]["summary"][n]["ood_auroc_mean"] for s in with_ood]
-        ood_cells = f"{np.mean(ood):.4f} | {(2 * two + np.mean(ood)) / 3:.4f}" if ood else "- | -"
-        lines.append(f"| {n} | {vals['clean_auroc']:.4f} | {vals['shift_auroc_mean']:.4f} | {vals['shift_auroc_min']:.4f} | "
-                     f"{two:.4f} | {ood_cells} |")
+        # the validation outliers joined the selection pass later: a score selected before has no OOD value there
+        ood = [r["ood_auroc_mean"] for r in rows if isinstance(r.get("ood_auroc_mean"), float) and np.isfinite(r["ood_auroc_mean"])]
+        ood_cells = f"{np.mean(ood):.4f} ({len(ood)}) | {(2 * two + np.mean(ood)) / 3:.4f}" if ood else "- | -"
+        lines.append(f"| {n} | {len(rows)} | {vals['clean_auroc']:.4f} | {vals['shift_auroc_mean']:.4f} | "
+                     f"{vals['shift_auroc_min']:.4f} | {two:.4f} | {ood_cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -214,7 +248,8 @@ def latency_key(label: str) -> str | None:
 
 
 def _set_means(seeds: list[dict], name: str, kind: str, metric: str) -> float:
-    vals = [np.mean([x["scores"][name][metric] for x in s["sets"] if x["kind"] == kind]) for s in seeds]
+    """The seed mean (over the seeds that have ``name``) of its mean ``metric`` over the sets of ``kind``."""
+    vals = [np.mean([x["scores"][name][metric] for x in s["sets"] if x["kind"] == kind]) for s in seeds if name in s["summary"]]
     return float(np.mean(vals))
 
 
@@ -233,7 +268,7 @@ def frontier_table(doc: dict) -> str:
              "median, measured side by side)", "",
              "| score | latency b1 | latency b32 | clean AUROC | clean AURC ×1000 | test-shift AUROC | test-shift AURC ×1000 | "
              "OOD AUROC | OOD AURC ×1000 |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for name in seeds[0]["summary"]:
+    for name in dict.fromkeys(n for s in seeds for n in s["summary"]):
         key = latency_key(name)
         lat = [ratios.get((f"{arch}/fused[{key}]/onnxruntime", b)) if key else None for b in (1, 32)]
         cells = [f"{x:.3f}x" if x else ("~1x" if key is None else "-") for x in lat]
@@ -260,10 +295,15 @@ def targets_table(docs: list[dict]) -> str:
             continue
         fp = loads_json(fp_path.read_text())["aggregate"]["scores"]
         seeds = list(doc["seeds"].values())
+        cheap, robust = PRESET_LABELS["cheap"], PRESET_LABELS["robust"]
+        # Compared on the seeds that have both presets (a candidate added since may not be on every seed yet).
+        seeds = [x for x in seeds if cheap in x["summary"] and robust in x["summary"]]
+        if not seeds:
+            continue
         mean = lambda n, k: round(float(np.mean([x["summary"][n][k] for x in seeds if x["summary"][n][k] is not None])), 4)  # noqa: E731
         worst = lambda n: round(float(min(x["summary"][n]["shift_auroc_min"] for x in seeds)), 4)  # noqa: E731
-        cols.append(f"{doc['dataset']} ({len(seeds)} seed(s))")
-        cheap, robust = PRESET_LABELS["cheap"], PRESET_LABELS["robust"]
+        shown = "" if len(seeds) == len(doc["seeds"]) else f" of {len(doc['seeds'])}"
+        cols.append(f"{doc['dataset']} ({len(seeds)}{shown} seed(s))")
         au = lambda n: round(fp[n]["auroc"]["mean"], 4)  # noqa: E731  (compared at the precision shown)
         ar = lambda n: round(fp[n]["aurc"]["mean"], 5)  # noqa: E731
         free = [n for n in FREE if n in fp]
