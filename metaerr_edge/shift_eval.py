@@ -32,6 +32,7 @@ import numpy as np
 
 from metaerr_edge._fileio import atomic_write_text, dumps_json, replace_files
 from metaerr_edge.data import SEVERITIES, corrupt, families, ood_sets, outlier_sets
+from metaerr_edge.data.outliers import VALIDATION_OOD_SOURCES
 from metaerr_edge.errors import ConfigError
 from metaerr_edge.evaluate import each_score
 from metaerr_edge.metrics import augrc, auroc, aurc
@@ -84,7 +85,8 @@ def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str,
         ood: add the OOD sets of the run's dataset (:func:`~metaerr_edge.data.ood_sets`), each
             mixed with the clean test split; ``root`` (default: the run's data root) holds them.
             With ``group="validation"``: the validation outlier sets of the split's images instead
-            (:func:`~metaerr_edge.data.outlier_sets`; no files needed).
+            (:func:`~metaerr_edge.data.outlier_sets`), and with a root the validation OOD dataset
+            (CIFAR-10's training images for the gray datasets; never a reported OOD set).
         max_n: use at most this many test images: a seeded random subset of the test split
             (``report.test_indices``), not its first images (a split may be sorted by class).
         coverage: the calibration coverage of each score's threshold.
@@ -115,10 +117,12 @@ def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str,
     images, labels = images[picked], labels[picked]
     skipped: dict[str, str] = {}
     oods: dict[str, np.ndarray] = {}
-    if ood and group == "validation":
-        oods = outlier_sets(images, "validation", seed=seed)
-    elif ood:  # first: a missing OOD dataset fails before any corruption is computed
-        data_root = root if root is not None else run.config.data.root
+    data_root = root if root is not None else run.config.data.root
+    if ood and group == "validation":  # first: a missing OOD dataset fails before any corruption is computed
+        oods = outlier_sets(images, "validation", seed=seed, dataset=run.config.data.dataset, root=data_root)
+        for source in VALIDATION_OOD_SOURCES.get(run.config.data.dataset, ()) if data_root is None else ():
+            skipped[f"ood:{source}"] = "the validation OOD dataset needs a data root; pass root= (--root)"
+    elif ood:
         oods = ood_sets(run.config.data.dataset, (run.channels, run.height, run.width), data_root, n=len(images), seed=seed)
         if run.config.data.dataset == "digits" and data_root is None:
             skipped["ood:fashion-mnist"] = "a digits run without a data root gets the noise set only; pass root= (--root)"

@@ -197,3 +197,28 @@ def test_metaerr_for_a_users_model_learns_from_views_and_outliers(digits_run):
     assert b.n_errors > a.n_errors + round(0.5 * len(images)) - 1
     with pytest.raises(ConfigError, match="outlier fraction"):
         both.fit(digits_run.base, images, labels, outliers=2.0)
+
+
+def test_the_validation_ood_dataset_is_never_a_reported_ood_set_and_comes_from_a_training_split(monkeypatch):
+    import metaerr_edge.data.sources as sources_mod
+    from metaerr_edge.data import DatasetArrays, ImageArrays
+    from metaerr_edge.data.outliers import VALIDATION_OOD_SOURCES
+    from metaerr_edge.data.shift import OOD_SOURCES
+
+    for dataset, names in VALIDATION_OOD_SOURCES.items():
+        assert not set(names) & set(OOD_SOURCES.get(dataset, ())) and dataset not in names
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 128, (300, 3, 32, 32), dtype=np.uint8)  # train and test told apart by their values
+    test = rng.integers(128, 256, (100, 3, 32, 32), dtype=np.uint8)
+    fake = DatasetArrays("cifar10", ImageArrays(train, np.zeros(300, np.int64)), ImageArrays(test, np.zeros(100, np.int64)),
+                         tuple("abcdefghij"))
+    loaded: list[tuple[str, str]] = []
+    monkeypatch.setattr(sources_mod, "load_dataset", lambda name, root=None: loaded.append((name, root)) or fake)
+    x = load_dataset("digits").train.images[:50]
+    sets = outlier_sets(x, seed=3, dataset="mnist", root="data")
+    assert loaded == [("cifar10", "data")] and list(sets) == [*VALIDATION_OUTLIERS, "cifar10"]
+    assert sets["cifar10"].shape == x.shape and sets["cifar10"].max() < 128  # resized gray training images only
+    assert len({im.tobytes() for im in sets["cifar10"]}) == 50  # drawn without replacement
+    np.testing.assert_array_equal(sets["cifar10"], outlier_sets(x, seed=3, dataset="mnist", root="data")["cifar10"])
+    assert list(outlier_sets(x, seed=3, dataset="mnist")) == list(VALIDATION_OUTLIERS)  # no root: synthetic only
+    assert list(outlier_sets(x, seed=3, dataset="cifar10", root="data")) == list(VALIDATION_OUTLIERS)

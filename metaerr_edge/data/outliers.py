@@ -18,6 +18,12 @@ smooth_noise   validation  uniform noise blurred by a Gaussian of (longer side) 
 blend          validation  the mean of it and another image of the batch: two objects in one
 =============  ==========  ===========================================================================
 
+**A validation dataset**: with a data root, :func:`outlier_sets` adds natural images of no class
+(:data:`VALIDATION_OOD_SOURCES`: CIFAR-10, in the run's format, for the gray datasets), drawn from
+the source's *training* split. It is never a reported OOD set of the same run (those come from other
+datasets' test splits, :data:`metaerr_edge.data.shift.OOD_SOURCES`): what synthetic outliers cannot
+stand in for, an object of no class that looks like a photograph, a choice may still look at.
+
 **Groups**, fixed here like the corruption families: :data:`TRAIN_OUTLIERS` may be learned from
 (``MetaConfig.outliers``: meta-training rows labelled as failures, :func:`outlier_views`);
 :data:`VALIDATION_OUTLIERS` are what a choice may look at (:func:`outlier_sets`, used by
@@ -36,16 +42,17 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import numpy as np
 
-from metaerr_edge.data.shift import _check_images, _filter, _gaussian_taps, _rng
+from metaerr_edge.data.shift import _check_images, _filter, _gaussian_taps, _rng, to_format
 from metaerr_edge.errors import ConfigError, DataError, UnknownName
 from metaerr_edge.registry import Registry
 
-__all__ = ["OUTLIERS", "OUTLIER_GROUPS", "TRAIN_OUTLIERS", "VALIDATION_OUTLIERS", "make_outliers", "outlier_sets",
-           "outlier_views"]
+__all__ = ["OUTLIERS", "OUTLIER_GROUPS", "TRAIN_OUTLIERS", "VALIDATION_OOD_SOURCES", "VALIDATION_OUTLIERS", "make_outliers",
+           "outlier_sets", "outlier_views"]
 
 #: ``f(images uint8 NCHW, rng) -> uint8 NCHW``; metadata ``group``.
 Outlier = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -53,6 +60,9 @@ OUTLIERS: Registry[Outlier] = Registry("outlier family")
 TRAIN_OUTLIERS: tuple[str, ...] = ("pixel_shuffle", "tile_shuffle")
 VALIDATION_OUTLIERS: tuple[str, ...] = ("smooth_noise", "blend")
 OUTLIER_GROUPS = ("train", "validation")
+#: Datasets a choice may look at as out-of-distribution images (training split; never a reported OOD set).
+VALIDATION_OOD_SOURCES: dict[str, tuple[str, ...]] = {"mnist": ("cifar10",), "fashion-mnist": ("cifar10",),
+                                                      "digits": ("cifar10",)}
 
 
 @OUTLIERS.register("pixel_shuffle", group="train")
@@ -113,13 +123,24 @@ def make_outliers(images: np.ndarray, family: str, seed: int = 0) -> np.ndarray:
     return fn(x, _rng(seed, "outlier", family)) if len(x) else x.copy()
 
 
-def outlier_sets(images: np.ndarray, group: str = "validation", seed: int = 0) -> dict[str, np.ndarray]:
+def outlier_sets(images: np.ndarray, group: str = "validation", seed: int = 0, *, dataset: str | None = None,
+                 root: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """``{family: outliers of images}`` for each family of ``group`` (``"validation"``: what a choice
-    may look at; ``"train"``: what meta-training may learn from), one outlier per image."""
+    may look at; ``"train"``: what meta-training may learn from), one outlier per image; for the
+    validation group with a ``root``, also ``{source: images}`` of :data:`VALIDATION_OOD_SOURCES`
+    of ``dataset`` (as many, seeded, from the source's training split, in the images' format)."""
     if group not in OUTLIER_GROUPS:
         raise UnknownName("outlier group", group, OUTLIER_GROUPS)
     names = VALIDATION_OUTLIERS if group == "validation" else TRAIN_OUTLIERS
-    return {name: make_outliers(images, name, seed) for name in names}
+    out = {name: make_outliers(images, name, seed) for name in names}
+    if group == "validation" and root is not None and len(images):
+        from metaerr_edge.data.sources import load_dataset
+
+        for source in VALIDATION_OOD_SOURCES.get(str(dataset), ()):
+            train = load_dataset(source, root).train
+            pick = np.sort(_rng(seed, "validation-ood", source).choice(len(train), size=min(len(images), len(train)), replace=False))
+            out[source] = to_format(train.images[pick], images.shape[1:])
+    return out
 
 
 def outlier_views(images: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
