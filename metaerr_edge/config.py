@@ -297,8 +297,9 @@ PRESET_HELP = {
     "cheap": "the probabilities head stacked on the best free score (what train does by default): never below "
              "that score on meta-validation, a few graph nodes (+10%% latency at batch 1 on a small CNN, ~0 on resnet9)",
     "robust": "mentor-features (a small mentor network's features and posterior) trained on clean and two "
-              "corrupted views per image: the best failure score under shift and out of distribution in the "
-              "benchmark, for the mentor's latency (+7-9%% on resnet9, 2.1x on a small CNN)",
+              "corrupted views per image: the best failure score under the benchmark's test corruptions (never "
+              "below chance there), though below MSP out of distribution, for the mentor's latency (+7-9%% on "
+              "resnet9, 2.1x on a small CNN)",
 }
 
 
