@@ -27,7 +27,9 @@ from metaerr_edge.semisup import selectors as selectors_mod
 
 FIT = FitConfig(epochs=2, batch_size=32, augment="none")
 TINY = {"width": 8}
-FAST_OPTIONS = {"metaerr": {"meta_epochs": 3, "folds": 2}, "metaerr-topk": {"meta_epochs": 3, "folds": 2}, "mc-dropout": {"passes": 3}}
+FAST_OPTIONS = {"metaerr": {"meta_epochs": 3, "folds": 2}, "metaerr-topk": {"meta_epochs": 3, "folds": 2},
+                "metaerr-balanced": {"meta_epochs": 3, "folds": 2}, "metaerr-perclass": {"meta_epochs": 3, "folds": 2},
+                "mc-dropout": {"passes": 3}}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,8 @@ def ssl_setup(digits):
 
 
 def test_registry_is_the_one_list():
-    assert available_selectors() == sorted(["confidence", "topk", "mc-dropout", "metaerr", "metaerr-topk"])
+    assert available_selectors() == sorted(["confidence", "topk", "mc-dropout", "metaerr", "metaerr-topk", "metaerr-balanced",
+                                            "metaerr-perclass"])
     for name in available_selectors():
         assert create_selector(name).name == name
 
@@ -90,7 +93,7 @@ def test_selector_returns_valid_unique_pool_indices(name, ssl_setup):
     assert idx.min() >= 0 and idx.max() < len(pool)
     assert np.intersect1d(pool_idx[idx], labelled_idx).size == 0  # never a labelled sample
     assert np.array_equal(labels, ctx.probs[idx].argmax(1)) or name == "mc-dropout"
-    if name in ("topk", "metaerr-topk"):
+    if name in ("topk", "metaerr-topk", "metaerr-balanced", "metaerr-perclass"):
         assert len(idx) == 40  # count-matched to the budget
 
 
@@ -202,3 +205,91 @@ def test_metaerr_mentor_selector_gets_a_second_network_and_selects_the_budget(ss
     assert "meta_val_auroc" in ctx.info or ctx.info.get("meta_fallback") == "msp"
     with pytest.raises(ConfigError, match="not mentor-features"):
         create_selector("metaerr-topk", mode="mentor-features")
+
+
+def _fixed_ctx(probs: np.ndarray, budget=None, **kw) -> SelectContext:
+    n = len(probs)
+    return SelectContext(model=None, probs=probs, pool_images=np.zeros((n, 1, 8, 8), np.uint8),
+                         labelled_images=np.zeros((6, 1, 8, 8), np.uint8), labelled_labels=np.arange(6) % 2,
+                         preprocess=None, round=1, budget=budget, fit=FIT, factory=None, **kw)
+
+
+# Eight pool samples, two classes: predicted class 0 for rows 0-4 (confidences .99 .95 .9 .8 .7), class 1
+# for rows 5-7 (.97 .6 .55); a fixed failure score that disagrees with confidence inside each class.
+FIXED_PROBS = np.array([[.99, .01], [.95, .05], [.9, .1], [.8, .2], [.7, .3], [.03, .97], [.4, .6], [.45, .55]], np.float32)
+FIXED_FAIL = np.array([.5, .1, .4, .2, .3, .9, .05, .6])
+
+
+@pytest.mark.parametrize(("name", "budget", "kept"), [
+    ("confidence", None, [0, 1, 5]),            # max prob >= 0.95
+    ("topk", 4, [0, 1, 5, 6]),                  # 2 per class, most confident first
+    ("metaerr-topk", 3, [1, 3, 6]),             # the 3 lowest failure scores, any class
+    ("metaerr-topk", None, [1, 3, 6]),          # default count: what confidence keeps (3)
+    ("metaerr-balanced", 4, [1, 3, 6, 7]),      # 2 lowest failure scores per predicted class
+    ("metaerr-perclass", None, [1, 3, 6]),      # confidence's mix (2 of class 0, 1 of class 1), MetaErr inside each
+    ("metaerr-perclass", 6, [1, 3, 4, 2, 6, 7]),  # the mix scaled to 6 (4 + 2), the lowest scores of each class
+])
+def test_each_selector_keeps_what_its_rule_says_on_fixed_inputs(name, budget, kept, monkeypatch):
+    monkeypatch.setattr(selectors_mod._MetaErrBase, "failure_scores", lambda self, ctx: FIXED_FAIL)
+    idx, labels = create_selector(name, threshold=0.95).select(_fixed_ctx(FIXED_PROBS, budget))
+    assert idx.tolist() == sorted(kept)
+    assert labels.tolist() == FIXED_PROBS[idx].argmax(1).tolist()  # the label is always the model's argmax
+
+
+def test_per_class_pick_orders_within_classes_then_fills_and_quotas_scale():
+    pred, score = np.array([0, 0, 0, 1, 2, 2]), np.array([.3, .1, .2, .9, .5, .4])
+    # class 1 has one candidate for a quota of 2: the rest is filled by the lowest remaining scores
+    assert selectors_mod.per_class_pick(pred, score, np.array([1, 2, 1]), 4).tolist() == [1, 3, 5, 2]
+    assert selectors_mod.scaled_quotas(np.array([6, 3, 1]), 5).tolist() == [3, 2, 0]
+    assert selectors_mod.scaled_quotas(np.array([0, 0, 0]), 4).tolist() == [2, 1, 1]
+    assert selectors_mod.scaled_quotas(np.array([1, 1]), 0).tolist() == [0, 0]
+
+
+def test_metaerr_on_labelled_and_pseudo_rows_cross_fits_over_both(ssl_setup, monkeypatch):
+    *_, make_ctx = ssl_setup
+    seen = {}
+    real = selectors_mod.crossfit_probs
+
+    def spy(factory, images, labels, preprocess, fit, k=5, **kw):
+        seen["n"], seen["labels"], seen["extra"] = len(images), labels, kw.get("extra")
+        return real(factory, images, labels, preprocess, fit, k=k, **kw)
+
+    monkeypatch.setattr(selectors_mod, "crossfit_probs", spy)
+    base = make_ctx(budget=5)
+    ctx = dataclasses.replace(base, pseudo_images=base.pool_images[:30], pseudo_labels=base.probs[:30].argmax(1))
+    sel = create_selector("metaerr-topk", folds=2, meta_epochs=2, meta_rows="labelled+pseudo")
+    data = sel.meta_data(ctx)
+    assert seen["n"] == len(base.labelled_labels) + 30 and seen["extra"] is None
+    assert np.array_equal(data.labels[-30:], ctx.pseudo_labels) and ctx.info["meta_pseudo_rows"] == 30
+    assert len(sel.meta_data(base).labels) == len(base.labelled_labels)  # round 1: no pseudo-labels yet
+    with pytest.raises(ConfigError, match="meta_rows must be one of"):
+        create_selector("metaerr", meta_rows="pool")
+
+
+def test_the_round_loop_trains_on_the_models_labels_never_the_true_ones(digits, monkeypatch):
+    import metaerr_edge.semisup.pseudo_label as loop_mod
+
+    labelled_idx = sample_labelled(digits.train.labels, 100, seed=2)
+    trained: list[tuple[np.ndarray, np.ndarray]] = []
+    real_fit = loop_mod.fit_classifier
+    monkeypatch.setattr(loop_mod, "fit_classifier", lambda net, x, y, *a, **k: trained.append((x, y)) or real_fit(net, x, y, *a, **k))
+    seen: list[SelectContext] = []
+
+    class Spy(selectors_mod.ConfidenceSelector):
+        def select(self, ctx):
+            seen.append(ctx)
+            return selectors_mod.TopKSelector().select(dataclasses.replace(ctx, budget=40))
+
+    res = run_pseudo_labelling(digits, labelled_idx, Spy(), rounds=2, fit=FIT, seed=2, arch_kwargs=TINY, pool_size=200,
+                               min_steps=10)
+    _, pool, _, _ = split_for_ssl(digits, labelled_idx, seed=2, pool_size=200)
+    assert [len(y) for _, y in trained] == [100, 140, 140]
+    for r, ctx in enumerate(seen, start=1):
+        assert not any(f.name in ("labels", "pool_labels") for f in dataclasses.fields(ctx))  # no true pool labels in sight
+        idx, plabels = selectors_mod.TopKSelector().select(dataclasses.replace(ctx, budget=40))
+        x, y = trained[r]
+        assert np.array_equal(y[100:], ctx.probs[idx].argmax(1))  # the round's base learns the model's labels
+        assert np.array_equal(x[100:], pool.images[idx])
+        wrong = ctx.probs[idx].argmax(1) != pool.labels[idx]
+        assert res.rounds[r].precision == pytest.approx(1 - wrong.mean())
+        assert sum(res.rounds[r].class_counts) == 40 and res.rounds[r].imbalance >= 1.0

@@ -14,7 +14,7 @@ from metaerr_edge._fileio import write_json
 
 
 # Shown in --help only; the selector registry (metaerr_edge.semisup) decides what is valid when the command runs.
-SELECTOR_HELP = "confidence, topk, mc-dropout, metaerr, metaerr-topk"
+SELECTOR_HELP = "confidence, topk, mc-dropout, metaerr, metaerr-topk, metaerr-balanced, metaerr-perclass"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -24,14 +24,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--selector", default="metaerr", help=f"{SELECTOR_HELP} (default: %(default)s)")
     p.add_argument("--rounds", type=round_count, default=3, help="pseudo-labelling rounds after round 0 (default: %(default)s)")
     p.add_argument("--budget", type=positive_int, default=None,
-                   help="per-round count for topk and metaerr-topk (default: what confidence would keep)")
+                   help="per-round count for topk and the count-based metaerr selectors (default: what confidence "
+                        "would keep)")
     p.add_argument("--threshold", type=fraction, default=None,
-                   help="confidence threshold of confidence and mc-dropout; sets the default budget of topk and "
-                        "metaerr-topk (default: 0.95)")
+                   help="confidence threshold of confidence and mc-dropout; sets the default budget of topk and the "
+                        "count-based metaerr selectors (metaerr-perclass: also its class mix) (default: 0.95)")
     p.add_argument("--max-score", type=fraction, default=None,
                    help="metaerr keeps pool images whose failure score is below this (default: 0.5)")
     p.add_argument("--meta-mode", type=name, default="probs", help="metaerr head input: probs, image, image+probs (default: %(default)s)")
     p.add_argument("--folds", type=fold_count, default=3, help="cross-fitting folds for the metaerr error labels (default: %(default)s)")
+    p.add_argument("--meta-rows", choices=("labelled", "labelled+pseudo"), default="labelled",
+                   help="what the metaerr meta-model learns from: the labelled set's out-of-fold errors, or also the "
+                        "previous round's pseudo-labels (one cross-fit over both) (default: %(default)s)")
     p.add_argument("--width", type=at_most(1024), default=None, help="small_cnn width (default: the architecture's)")
     p.add_argument("--min-steps", type=at_most(10_000_000), default=100, help="at least this many optimiser steps per training")
     # What a pseudo-labelling run shares with `train`: the same fields, defaults and help.
@@ -46,7 +50,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 #: Which of --threshold / --budget / --max-score each selector takes (a flag it does not take is refused).
 SELECTOR_OPTIONS = {"confidence": ("threshold",), "mc-dropout": ("threshold",), "topk": ("threshold", "budget"),
-                    "metaerr": ("max_score",), "metaerr-topk": ("threshold", "budget")}
+                    "metaerr": ("max_score",), "metaerr-topk": ("threshold", "budget"),
+                    "metaerr-balanced": ("threshold", "budget"), "metaerr-perclass": ("threshold", "budget")}
 
 
 def _selector_options(args: argparse.Namespace) -> dict:
@@ -60,15 +65,18 @@ def _selector_options(args: argparse.Namespace) -> dict:
                           f"{', '.join('--' + k.replace('_', '-') for k in takes)}")
     opts = {k: getattr(args, k) for k in ("threshold", "max_score") if k in takes and getattr(args, k) is not None}
     if name.startswith("metaerr"):
-        opts.update(mode=args.meta_mode, folds=args.folds)
+        opts.update(mode=args.meta_mode, folds=args.folds, meta_rows=args.meta_rows)
     return opts
 
 
 def format_table(result) -> str:
-    rows = ["round | kept  | precision | test acc | train n | seconds", "------|-------|-----------|----------|---------|--------"]
+    rows = ["round | kept  | precision | imbalance | test acc | train n | seconds",
+            "------|-------|-----------|-----------|----------|---------|--------"]
     for r in result.rounds:
         prec = "-" if math.isnan(r.precision) else f"{100 * r.precision:8.2f}%"
-        rows.append(f"{r.round:5d} | {r.kept:5d} | {prec:>9s} | {100 * r.test_acc:7.2f}% | {r.n_train:7d} | {r.seconds:6.1f}")
+        imb = "-" if math.isnan(r.imbalance) else f"{r.imbalance:9.2f}"
+        rows.append(f"{r.round:5d} | {r.kept:5d} | {prec:>9s} | {imb:>9s} | {100 * r.test_acc:7.2f}% | {r.n_train:7d} | "
+                    f"{r.seconds:6.1f}")
     return "\n".join(rows)
 
 

@@ -29,7 +29,8 @@ from metaerr_edge.semisup.selectors import SelectContext, Selector, create_selec
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """One round. ``kept``/``precision`` describe the pseudo-labels the round's base trained on."""
+    """One round. ``kept``/``precision``/``class_counts`` (kept per pseudo-label class) describe the
+    pseudo-labels the round's base trained on."""
 
     round: int
     kept: int
@@ -38,6 +39,13 @@ class RoundRecord:
     n_train: int
     seconds: float
     info: dict = field(default_factory=dict)
+    class_counts: tuple[int, ...] = ()
+
+    @property
+    def imbalance(self) -> float:
+        """Largest class count over the mean count of the kept set (1 = balanced; NaN when none kept)."""
+        counts = np.asarray(self.class_counts, np.float64)
+        return float(counts.max() / counts.mean()) if counts.size and counts.sum() > 0 else float("nan")
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,8 @@ class SSLResult:
         return self.rounds[-1].test_acc
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "rounds": [asdict(r) for r in self.rounds], "final_test_acc": self.final_test_acc}
+        return {**asdict(self), "rounds": [{**asdict(r), "imbalance": r.imbalance} for r in self.rounds],
+                "final_test_acc": self.final_test_acc}
 
 
 def pseudo_label_precision(pseudo_labels: np.ndarray, true_labels: np.ndarray) -> float:
@@ -195,7 +204,8 @@ def run_pseudo_labelling(
         y = np.concatenate([labelled.labels, pseudo_y])
         cur_fit = fit_for(fit, len(x), min_steps, seed * 1000 + r)
         model = fit_classifier(factory(), x, y, pre, cur_fit, progress, f"round {r}")
-        records.append(RoundRecord(r, len(idx), precision, test_acc(model), len(x), time.perf_counter() - t0, dict(ctx.info)))
+        records.append(RoundRecord(r, len(idx), precision, test_acc(model), len(x), time.perf_counter() - t0, dict(ctx.info),
+                                   tuple(int(v) for v in np.bincount(plabels, minlength=num_classes))))
         _warn_if_degenerate(records, len(pool), sel.name)
     return SSLResult(sel.name, sel.params(), seed, len(labelled), len(pool), len(test), tuple(records))
 
@@ -218,6 +228,7 @@ def train_round0(
 #: How to make each selector keep fewer pseudo-labels (the knob the `ssl` command exposes).
 _STRICTER = {"confidence": "Raise --threshold", "mc-dropout": "Raise --threshold (or lower max_std)",
              "topk": "Give a smaller --budget", "metaerr-topk": "Give a smaller --budget",
+             "metaerr-balanced": "Give a smaller --budget", "metaerr-perclass": "Give a smaller --budget",
              "metaerr": "Lower --max-score"}
 
 

@@ -14,6 +14,14 @@ The registry below is the one list of them:
   keeps the pool samples it predicts correct (failure score < ``max_score``).
 - ``metaerr-topk``: the same meta-model, keeping the ``budget`` samples with the lowest failure score
   (count-matched: with the budget set to what ``confidence`` kept, precision compares at equal count).
+- ``metaerr-balanced``: MetaErr with class balance: the budget split evenly over the predicted
+  classes (as ``topk``), the lowest failure scores within each.
+- ``metaerr-perclass``: MetaErr's ranking within each predicted class, keeping per class as many as
+  ``confidence`` keeps there: the confidence selector's class mix, MetaErr's choice inside each class.
+
+The MetaErr selectors learn from out-of-fold errors of the labelled set; ``meta_rows="labelled+pseudo"``
+cross-fits over the labelled set and the pseudo-labels accepted in the round before, so the
+meta-model sees many more (pseudo-)errors, at the price of targets that are themselves guesses.
 
 A count-based selector given no budget uses the count ``confidence`` would keep from the same model
 in the same round, so it is count-matched by default.
@@ -39,6 +47,8 @@ from metaerr_edge.registry import Registry
 log = logging.getLogger(__name__)
 
 Selection = tuple[np.ndarray, np.ndarray]
+#: What the MetaErr selectors' meta-model learns from (``meta_rows``).
+META_ROWS = ("labelled", "labelled+pseudo")
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,36 @@ def lowest(score: np.ndarray, n: int) -> np.ndarray:
     return np.argsort(score, kind="stable")[:n]
 
 
+def per_class_pick(pred: np.ndarray, score: np.ndarray, quotas: np.ndarray, n: int) -> np.ndarray:
+    """Within each predicted class ``c`` the ``quotas[c]`` lowest scores, then (when a class had fewer
+    candidates, or the quotas sum below ``n``) the lowest scores of the rest, up to ``n`` in all.
+
+    Example:
+        >>> per_class_pick(np.array([0, 0, 1, 1]), np.array([0.3, 0.1, 0.2, 0.4]), np.array([1, 1]), 2)
+        array([1, 2])
+    """
+    taken = [c_idx[lowest(score[c_idx], int(q))] for c, q in enumerate(quotas) for c_idx in [np.flatnonzero(pred == c)]]
+    taken = np.concatenate(taken) if taken else np.zeros(0, np.int64)
+    rest = np.setdiff1d(np.arange(len(score)), taken)
+    return np.concatenate([taken, rest[lowest(score[rest], max(0, n - len(taken)))]])
+
+
+def scaled_quotas(counts: np.ndarray, n: int) -> np.ndarray:
+    """``counts`` scaled to sum to ``n`` by the largest-remainder rule (even quotas when all are 0).
+
+    Example:
+        >>> scaled_quotas(np.array([6, 3, 1]), 5)
+        array([3, 2, 0])
+    """
+    counts = np.asarray(counts, np.float64)
+    if counts.sum() <= 0:
+        counts = np.ones_like(counts)
+    exact = counts * n / counts.sum()
+    out = np.floor(exact).astype(np.int64)
+    out[np.argsort(-(exact - out), kind="stable")[: n - int(out.sum())]] += 1
+    return out
+
+
 @register_selector("confidence")
 @dataclass(frozen=True)
 class ConfidenceSelector(Selector):
@@ -156,13 +196,8 @@ class TopKSelector(Selector):
 
     def select(self, ctx: SelectContext) -> Selection:
         n = _budget(ctx, self.threshold)
-        pred, score = ctx.probs.argmax(axis=1), -ctx.probs.max(axis=1)
-        per_class = n // ctx.num_classes
-        chosen = [c_idx[lowest(score[c_idx], per_class)] for c_idx in (np.flatnonzero(pred == c) for c in range(ctx.num_classes))]
-        taken = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
-        rest = np.setdiff1d(np.arange(len(score)), taken)
-        fill = rest[lowest(score[rest], n - len(taken))]
-        return _selection(np.concatenate([taken, fill]), ctx.probs)
+        quotas = np.full(ctx.num_classes, n // ctx.num_classes)
+        return _selection(per_class_pick(ctx.probs.argmax(axis=1), -ctx.probs.max(axis=1), quotas, n), ctx.probs)
 
 
 @register_selector("mc-dropout")
@@ -222,18 +257,21 @@ class _MetaErrBase(Selector):
     max_score: float = 0.5
     threshold: float = 0.95
     oof_pseudo: bool = False
+    meta_rows: str = "labelled"
 
     def __post_init__(self) -> None:
         HeadConfig(self.mode)  # validates the mode
         _check_threshold("max_score", self.max_score)
         _check_threshold("threshold", self.threshold)
+        if self.meta_rows not in META_ROWS:
+            raise ConfigError(f"meta_rows must be one of {list(META_ROWS)}, got {self.meta_rows!r}")
         if self.mode == "mentor-features":
             raise ConfigError("the metaerr selector supports modes probs, image, image+probs, mentor (not mentor-features)")
 
     def failure_scores(self, ctx: SelectContext) -> np.ndarray:
         if len(ctx.labelled_labels) < 2 * self.folds:
             raise ConfigError(f"metaerr needs at least {2 * self.folds} labelled samples for {self.folds} folds, got {len(ctx.labelled_labels)}")
-        data = MetaData(ctx.labelled_images, labelled_oof_probs(ctx, self.folds, self.oof_pseudo), ctx.labelled_labels)
+        data = self.meta_data(ctx)
         ctx.info.update(meta_train=len(data.labels), meta_errors=int(data.is_error.sum()))
         c, h, w = ctx.labelled_images.shape[1:]
         meta = MetaModel(HeadConfig(self.mode), c, ctx.num_classes, (h, w))
@@ -251,6 +289,20 @@ class _MetaErrBase(Selector):
             return 1.0 - ctx.probs.max(axis=1)
         ctx.info.update(meta_val_auroc=res.val_auroc)
         return meta_scores(meta, ctx.pool_images, ctx.probs.astype(np.float32), ctx.preprocess, device=ctx.fit.device)
+
+
+    def meta_data(self, ctx: SelectContext) -> MetaData:
+        """The rows the meta-model learns from: the labelled set with out-of-fold probabilities, and
+        with ``meta_rows="labelled+pseudo"`` the round's accepted pseudo-labels too (one cross-fit over
+        both; a pseudo-labelled row's "error" is disagreement with its pseudo-label)."""
+        if self.meta_rows == "labelled" or ctx.pseudo_labels is None or len(ctx.pseudo_labels) == 0:
+            return MetaData(ctx.labelled_images, labelled_oof_probs(ctx, self.folds, self.oof_pseudo), ctx.labelled_labels)
+        x = np.concatenate([ctx.labelled_images, ctx.pseudo_images])
+        y = np.concatenate([ctx.labelled_labels, ctx.pseudo_labels])
+        fit = FitConfig(**{**ctx.fit.__dict__, "seed": ctx.fit.seed + 7 + 101 * ctx.round})
+        oof, _ = crossfit_probs(ctx.factory, x, y, ctx.preprocess, fit, k=self.folds, progress=ctx.progress, desc="meta fold")
+        ctx.info.update(meta_pseudo_rows=int(len(ctx.pseudo_labels)))
+        return MetaData(x, oof, y)
 
 
 @register_selector("metaerr")
@@ -272,3 +324,29 @@ class MetaErrTopKSelector(_MetaErrBase):
     def select(self, ctx: SelectContext) -> Selection:
         n = _budget(ctx, self.threshold)
         return _selection(lowest(self.failure_scores(ctx), n), ctx.probs)
+
+
+@register_selector("metaerr-balanced")
+@dataclass(frozen=True)
+class MetaErrBalancedSelector(_MetaErrBase):
+    """MetaErr with class balance: ``budget // K`` lowest failure scores per predicted class, the
+    remainder (and any class short of candidates) filled by the lowest of the rest, as ``topk``."""
+
+    def select(self, ctx: SelectContext) -> Selection:
+        n = _budget(ctx, self.threshold)
+        quotas = np.full(ctx.num_classes, n // ctx.num_classes)
+        return _selection(per_class_pick(ctx.probs.argmax(axis=1), self.failure_scores(ctx), quotas, n), ctx.probs)
+
+
+@register_selector("metaerr-perclass")
+@dataclass(frozen=True)
+class MetaErrPerClassSelector(_MetaErrBase):
+    """MetaErr's ranking within each predicted class: per class as many as the confidence selector at
+    ``threshold`` keeps there (scaled to the budget when one is given), the lowest failure scores of
+    that class. Against ``confidence`` at equal count it differs only in which samples of a class it keeps."""
+
+    def select(self, ctx: SelectContext) -> Selection:
+        n = _budget(ctx, self.threshold)
+        pred = ctx.probs.argmax(axis=1)
+        confident = np.bincount(pred[ctx.probs.max(axis=1) >= self.threshold], minlength=ctx.num_classes)
+        return _selection(per_class_pick(pred, self.failure_scores(ctx), scaled_quotas(confident, n), n), ctx.probs)
