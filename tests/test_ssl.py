@@ -264,6 +264,18 @@ def test_metaerr_on_labelled_and_pseudo_rows_cross_fits_over_both(ssl_setup, mon
     assert len(sel.meta_data(base).labels) == len(base.labelled_labels)  # round 1: no pseudo-labels yet
     with pytest.raises(ConfigError, match="meta_rows must be one of"):
         create_selector("metaerr", meta_rows="pool")
+    with pytest.raises(ConfigError, match="unknown head skip"):
+        create_selector("metaerr-topk", skip="bogus")
+
+
+def test_the_cheap_preset_head_starts_as_the_free_score_it_stacks_on(ssl_setup, monkeypatch):
+    *_, make_ctx = ssl_setup
+    heads = []
+    real = selectors_mod.fit_meta
+    monkeypatch.setattr(selectors_mod, "fit_meta", lambda meta, *a, **k: heads.append(meta) or real(meta, *a, **k))
+    ctx = make_ctx(budget=20)
+    idx, _ = create_selector("metaerr-topk", folds=2, meta_epochs=2, skip="auto").select(ctx)
+    assert len(idx) == 20 and heads[0].config.skip in ("msp", "margin", "gini", "entropy")
 
 
 def test_the_round_loop_trains_on_the_models_labels_never_the_true_ones(digits, monkeypatch):

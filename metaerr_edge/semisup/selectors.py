@@ -19,7 +19,8 @@ The registry below is the one list of them:
 - ``metaerr-perclass``: MetaErr's ranking within each predicted class, keeping per class as many as
   ``confidence`` keeps there: the confidence selector's class mix, MetaErr's choice inside each class.
 
-The MetaErr selectors learn from out-of-fold errors of the labelled set; ``meta_rows="labelled+pseudo"``
+The MetaErr selectors learn from out-of-fold errors of the labelled set (``skip="auto"``: the head
+stacked on the best free score, the cheap preset of ``metaerr-edge train``); ``meta_rows="labelled+pseudo"``
 cross-fits over the labelled set and the pseudo-labels accepted in the round before, so the
 meta-model sees many more (pseudo-)errors, at the price of targets that are themselves guesses.
 
@@ -258,9 +259,10 @@ class _MetaErrBase(Selector):
     threshold: float = 0.95
     oof_pseudo: bool = False
     meta_rows: str = "labelled"
+    skip: str = "none"
 
     def __post_init__(self) -> None:
-        HeadConfig(self.mode)  # validates the mode
+        HeadConfig(self.mode, skip=self.skip)  # validates the mode and the skip (skip="auto": the cheap preset's head)
         _check_threshold("max_score", self.max_score)
         _check_threshold("threshold", self.threshold)
         if self.meta_rows not in META_ROWS:
@@ -274,7 +276,7 @@ class _MetaErrBase(Selector):
         data = self.meta_data(ctx)
         ctx.info.update(meta_train=len(data.labels), meta_errors=int(data.is_error.sum()))
         c, h, w = ctx.labelled_images.shape[1:]
-        meta = MetaModel(HeadConfig(self.mode), c, ctx.num_classes, (h, w))
+        meta = MetaModel(HeadConfig(self.mode, skip=self.skip), c, ctx.num_classes, (h, w))
         mentor = None
         if self.mode == "mentor":  # a second opinion: the base's architecture, trained on the labelled set with another seed
             mentor = MentorData(ctx.labelled_images, ctx.labelled_labels, oof_folds=self.folds, factory=ctx.factory,
