@@ -1,15 +1,21 @@
 """Pseudo-labelling benchmark: MetaErr against confidence, class-balanced top-k and MC-Dropout (UPS).
 
-Settings: MNIST with 100 and 1,000 labels, Fashion-MNIST with 1,000, CIFAR-10 with 4,000. Every
-selector gets the same labelled set, pool, test subset, schedule and round-0 base per seed. The
-count-based selectors (``topk``, ``metaerr-topk``) get, per round, the number of pseudo-labels the
+Settings: MNIST with 100 and 1,000 labels, Fashion-MNIST with 1,000 and 4,000, CIFAR-10 with 4,000 and
+10,000. Every selector gets the same labelled set, pool, test split, schedule and round-0 base per
+seed. The count-based selectors (``COUNT_MATCHED``) get, per round, the number of pseudo-labels the
 ``confidence`` selector kept in the same seed and round, so their precision compares at equal count.
 
-The defaults fit about an hour on one CPU thread (small pool, narrow CNN, few epochs); the flags
-scale it up on a GPU, e.g. ``--max-pool 0 --max-test 0 --width 32 --epochs 15 --rounds 3 --device cuda``.
+Two protocols (``--protocol``; any flag given explicitly wins over the protocol's default):
 
-    python benchmarks/pseudo_label.py --root ../shared/datasets            # all settings
-    python benchmarks/pseudo_label.py --settings mnist-100 --seeds 0 1 2
+- ``first`` (the first attempt, ``results/pseudo_label_<setting>.json``): a pool of 2,000, a test
+  subset of 1,000, a width-16 CNN, 2 rounds; about an hour on one CPU thread.
+- ``realistic`` (``results/pseudo_label_realistic_<setting>.json``): the whole unlabelled pool and
+  test split, 5 rounds, the base retrained from scratch each round, a width-32 CNN at batch 128
+  on CPU (``--arch resnet9`` with the failure-prediction benchmark's recipes on a GPU); resumable
+  per seed and selector (``--resume``), so it can be spread over sessions.
+
+    python benchmarks/pseudo_label.py --root ../shared/datasets            # all settings, first protocol
+    python benchmarks/pseudo_label.py --protocol realistic --settings mnist-100 --seeds 0 1 2 --resume
     python benchmarks/pseudo_label.py --readme-only                        # re-tabulate saved JSON
 """
 
@@ -30,11 +36,24 @@ SETTINGS = {  # name -> (dataset, labels)
     "mnist-100": ("mnist", 100),
     "mnist-1000": ("mnist", 1000),
     "fashion-mnist-1000": ("fashion-mnist", 1000),
+    "fashion-mnist-4000": ("fashion-mnist", 4000),
     "cifar10-4000": ("cifar10", 4000),
+    "cifar10-10000": ("cifar10", 10000),
 }
-SELECTORS = ("confidence", "topk", "mc-dropout", "metaerr", "metaerr-topk", "metaerr-mentor-topk")
-COUNT_MATCHED = ("topk", "metaerr-topk", "metaerr-mentor-topk")
-REGISTERED = {"metaerr-mentor-topk": "metaerr-topk"}  # benchmark label -> registered selector (with options below)
+SELECTORS = ("confidence", "topk", "mc-dropout", "metaerr", "metaerr-topk", "metaerr-mentor-topk", "metaerr-cheap-topk",
+             "metaerr-more-topk", "metaerr-balanced", "metaerr-perclass")
+COUNT_MATCHED = ("topk", "metaerr-topk", "metaerr-mentor-topk", "metaerr-cheap-topk", "metaerr-more-topk", "metaerr-balanced",
+                 "metaerr-perclass")
+#: benchmark label -> registered selector (with the options of ``run_setting``)
+REGISTERED = {"metaerr-mentor-topk": "metaerr-topk", "metaerr-cheap-topk": "metaerr-topk", "metaerr-more-topk": "metaerr-topk"}
+FIRST_SETTINGS = ("mnist-100", "mnist-1000", "fashion-mnist-1000", "cifar10-4000")
+#: Per-protocol defaults of the schedule flags (a flag given explicitly wins).
+PROTOCOLS = {
+    "first": {"rounds": 2, "pool_size": 2000, "max_test": 1000, "epochs": 3, "min_steps": 300, "batch_size": 32, "lr": 5e-3,
+              "width": 16, "threshold": 0.9, "selectors": SELECTORS[:6]},
+    "realistic": {"rounds": 5, "pool_size": 0, "max_test": 0, "epochs": 3, "min_steps": 300, "batch_size": 128, "lr": 2e-3,
+                  "width": 32, "threshold": 0.95, "selectors": SELECTORS},
+}
 SECTION = "## Pseudo-labelling"
 
 
@@ -56,9 +75,12 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         augment="shift_flip" if data.channels == 3 else "shift", device=args.device,
     )  # fmt: skip
-    arch_kwargs = {"width": args.width}
+    if args.arch == "small_cnn":
+        arch_kwargs = {"width": args.width}
+    else:  # the failure-prediction benchmark's resnet9: widths 32/64/128 on the grey sets, full width on CIFAR-10
+        arch_kwargs = {"widths": [32, 64, 128]} if data.channels == 1 else {}
     common = {
-        "arch_kwargs": arch_kwargs, "pool_size": args.pool_size or None, "max_test": args.max_test or None,
+        "arch": args.arch, "arch_kwargs": arch_kwargs, "pool_size": args.pool_size or None, "max_test": args.max_test or None,
         "min_steps": args.min_steps, "progress": False,
     }  # fmt: skip
     options = {
@@ -69,6 +91,13 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
         "metaerr-topk": {"mode": args.meta_mode, "folds": args.folds, "meta_epochs": args.meta_epochs, "threshold": args.threshold},
         "metaerr-mentor-topk": {"mode": "mentor", "folds": args.folds, "meta_epochs": args.meta_epochs, "threshold": args.threshold},
     }
+    meta = {"mode": args.meta_mode, "folds": args.folds, "meta_epochs": args.meta_epochs, "threshold": args.threshold}
+    options.update({
+        "metaerr-cheap-topk": {**meta, "skip": "auto"},  # the cheap preset's head
+        "metaerr-more-topk": {**meta, "meta_rows": "labelled+pseudo"},  # more errors: labelled + accepted, cross-fitted
+        "metaerr-balanced": meta,
+        "metaerr-perclass": meta,
+    })
     runs = _resumable_runs(name, args) if args.resume else []
     for seed in args.seeds:
         done = {r["selector"]: r for r in runs if r["seed"] == seed}
@@ -78,7 +107,7 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
         torch.manual_seed(seed)
         labelled = sample_labelled(data.train.labels, n_labels, seed)
         t0 = time.perf_counter()
-        base0 = train_round0(data, labelled, fit, seed, arch_kwargs=arch_kwargs, min_steps=args.min_steps)
+        base0 = train_round0(data, labelled, fit, seed, arch=args.arch, arch_kwargs=arch_kwargs, min_steps=args.min_steps)
         round0_s = time.perf_counter() - t0
         conf_counts = [r["kept"] for r in done["confidence"]["rounds"][1:]] if "confidence" in done else None
         if conf_counts is None and any(sel in COUNT_MATCHED for sel in todo) and "confidence" not in todo:
@@ -101,7 +130,7 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
                 f"final {last.test_acc:.4f} ({seconds:.0f}s)", flush=True,
             )  # fmt: skip
         partial = _setting_result(name, dataset, n_labels, args, options, runs, complete=False)
-        _save(RESULTS / f"pseudo_label_{name}.json", partial)  # survives an interruption
+        _save(result_path(name, args.protocol), partial)  # survives an interruption
     return _setting_result(name, dataset, n_labels, args, options, runs, complete=True)
 
 
@@ -115,13 +144,18 @@ def _load(path: Path) -> dict:
     return loads_json(path.read_text())
 
 
+def result_path(setting: str, protocol: str) -> Path:
+    """Where a setting's results live: the first protocol's files keep their names."""
+    return RESULTS / (f"pseudo_label_{setting}.json" if protocol == "first" else f"pseudo_label_{protocol}_{setting}.json")
+
+
 def _schedule_key(schedule: dict) -> dict:
-    return {k: v for k, v in schedule.items() if k not in ("seeds", "resume", "threads", "root", "selectors")}
+    return {k: v for k, v in schedule.items() if k not in ("seeds", "resume", "threads", "root", "selectors", "protocol", "out")}
 
 
 def _resumable_runs(name: str, args: argparse.Namespace) -> list[dict]:
     """Runs saved for ``name`` under the same schedule, so ``--resume`` adds missing seeds and selectors."""
-    path = RESULTS / f"pseudo_label_{name}.json"
+    path = result_path(name, args.protocol)
     if not path.exists():
         return []
     saved = _load(path)
@@ -163,9 +197,46 @@ def summarise(runs: list[dict]) -> dict:
             "seconds": _mean_std([r["seconds"] for r in rs]),
             "meta_val_auroc": _mean_std([x["info"]["meta_val_auroc"] for r in rs for x in r["rounds"] if "meta_val_auroc" in x["info"]]),
             "meta_fallbacks": sum("meta_fallback" in x["info"] for r in rs for x in r["rounds"]),
+            "imbalance": _mean_std([x.get("imbalance", float("nan")) for r in rs for x in r["rounds"][1:]]),
             "seeds": len(rs),
         }
     return out
+
+
+def equal_count_gap(runs: list[dict], sel: str) -> tuple[float, int]:
+    """Pooled precision of ``sel`` minus confidence's over the (seed, round) cells where both kept the
+    same count (count-matched selectors: every cell), and how many cells that is."""
+    conf = {(r["seed"], x["round"]): x for r in runs if r["selector"] == "confidence" for x in r["rounds"][1:]}
+    pairs = [(x, conf[(r["seed"], x["round"])]) for r in runs if r["selector"] == sel for x in r["rounds"][1:]
+             if (r["seed"], x["round"]) in conf and x["kept"] == conf[(r["seed"], x["round"])]["kept"] > 0]
+    if not pairs:
+        return float("nan"), 0
+    kept = sum(a["kept"] for a, _ in pairs)
+    return (sum(a["kept"] * a["precision"] for a, _ in pairs) - sum(b["kept"] * b["precision"] for _, b in pairs)) / kept, len(pairs)
+
+
+def plot_rounds(results: list[dict], path: Path) -> None:
+    """Test accuracy per round (mean over seeds), one line per selector, one panel per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
+    for ax, res in zip(axes[0], results):
+        for sel in dict.fromkeys(r["selector"] for r in res["runs"]):
+            rs = [r for r in res["runs"] if r["selector"] == sel]
+            acc = np.mean([[x["test_acc"] for x in r["rounds"]] for r in rs], axis=0)
+            ax.plot(range(len(acc)), 100 * acc, marker="o", ms=3, lw=2.2 if sel.startswith("metaerr") else 1.2,
+                    ls="-" if sel.startswith("metaerr") else "--", label=sel)
+        ax.set_title(f"{res['setting']} ({len({r['seed'] for r in res['runs']})} seeds)")
+        ax.set_xlabel("round (0: labelled set only)")
+        ax.set_ylabel("test accuracy %")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -175,7 +246,7 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
-    markers = dict(zip(SELECTORS, "os^Dv"))
+    markers = dict(zip(SELECTORS, "os^Dv<>ph*X"))
     for ax, res in zip(axes[0], results):
         for sel in dict.fromkeys(r["selector"] for r in res["runs"]):
             pts = [(x["kept"], x["precision"]) for r in res["runs"] if r["selector"] == sel for x in r["rounds"][1:] if x["kept"]]
@@ -186,9 +257,9 @@ def plot(results: list[dict], path: Path) -> None:
         ax.set_xlabel("pseudo-labels kept (per round, seed)")
         ax.set_ylabel("pseudo-label precision")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -197,42 +268,74 @@ def _fmt(ms: tuple[float, float], scale: float = 100.0, digits: int = 1) -> str:
     return "-" if math.isnan(m) else f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
 
 
-def readme_section(results: list[dict]) -> str:
-    lines = [
-        SECTION,
-        "",
-        "`python benchmarks/pseudo_label.py --root ../shared/datasets` (one CPU thread; the schedule is in each JSON).",
-        "Round 0 trains on the labelled set only; each round re-selects pseudo-labels from the whole pool with the",
-        "previous base and retrains from scratch on labelled + pseudo-labelled. `topk` and `metaerr-topk` keep, per",
-        "round, exactly as many as `confidence` kept in the same seed (precision at equal count). Test accuracy",
-        "in %, mean ± std over seeds; kept/precision are the last round's; \"prec. all\" pools every round and seed.",
-        "",
-    ]
+def readme_section(found: dict[str, list[dict]]) -> str:
+    """The README section: the first attempt's tables and notes as they were, then the realistic protocol's."""
+    lines = [SECTION, ""]
+    if found.get("first"):
+        lines += [
+            "`python benchmarks/pseudo_label.py --root ../shared/datasets` (one CPU thread; the schedule is in each JSON).",
+            "Round 0 trains on the labelled set only; each round re-selects pseudo-labels from the whole pool with the",
+            "previous base and retrains from scratch on labelled + pseudo-labelled. `topk` and `metaerr-topk` keep, per",
+            "round, exactly as many as `confidence` kept in the same seed (precision at equal count). Test accuracy",
+            "in %, mean ± std over seeds; kept/precision are the last round's; \"prec. all\" pools every round and seed.",
+            "",
+        ]
+        lines += _setting_tables(found["first"], realistic=False)
+        lines += ["![precision against count](results/pseudo_label_precision.png)", ""]
+        notes = RESULTS / "pseudo_label_notes.md"  # hand-written reading of the numbers, kept across re-runs
+        if notes.exists():
+            lines += [notes.read_text().strip(), ""]
+    if found.get("realistic"):
+        lines += [
+            "### Realistic protocol", "",
+            "`python benchmarks/pseudo_label.py --protocol realistic --resume` (the whole pool and test split, 5 rounds,",
+            "the base retrained from scratch each round; the schedule is in each JSON). Every count-matched selector keeps,",
+            "per round, as many as `confidence`; \"vs confidence\" is its pooled precision minus confidence's over those",
+            "equal-count rounds (points). Imbalance: the kept set's largest class over its mean class (1 = balanced).",
+            "",
+        ]
+        lines += _setting_tables(found["realistic"], realistic=True)
+        lines += ["![precision against count](results/pseudo_label_realistic_precision.png)", "",
+                  "![test accuracy per round](results/pseudo_label_realistic_accuracy.png)", ""]
+        notes = RESULTS / "pseudo_label_realistic_notes.md"
+        if notes.exists():
+            lines += [notes.read_text().strip(), ""]
+    return "\n".join(lines)
+
+
+def _setting_tables(results: list[dict], realistic: bool) -> list[str]:
+    lines = []
     for res in results:
         sch = res["schedule"]
+        head = "####" if realistic else "###"
         lines += [
             (
-                f"### {res['setting']} ({res['dataset']}, {res['labels']} labels; pool {sch['pool_size'] or 'all'}, "
+                f"{head} {res['setting']} ({res['dataset']}, {res['labels']} labels; pool {sch['pool_size'] or 'all'}, "
                 f"test {sch['max_test'] or 'all'}, {sch['rounds']} rounds, {len(sch['seeds'])} seeds"
                 f"{'' if res.get('complete', True) else '; PARTIAL: interrupted'})"
             ),
             "",
-            "| selector | round-0 acc | final acc | kept (last round) | precision % (last round) | prec. all % | s / run |",
-            "|---|---|---|---|---|---|---|",
         ]
+        if realistic:
+            lines += ["| selector | seeds | round-0 acc | final acc | kept (last round) | precision % (last round) | prec. all % | "
+                      "vs confidence (pts, rounds) | imbalance | s / run |", "|---|---|---|---|---|---|---|---|---|---|"]
+        else:
+            lines += ["| selector | round-0 acc | final acc | kept (last round) | precision % (last round) | prec. all % | s / run |",
+                      "|---|---|---|---|---|---|---|"]
         for sel, s in summarise(res["runs"]).items():
             kept = "-" if math.isnan(s["last_kept"][0]) else f"{s['last_kept'][0]:.0f} ± {s['last_kept'][1]:.0f}"
             pa = "-" if math.isnan(s["precision_all_rounds"]) else f"{100 * s['precision_all_rounds']:.2f}"
-            lines.append(
-                f"| {sel} | {_fmt(s['round0_test_acc'])} | {_fmt(s['final_test_acc'])} | {kept} | "
-                f"{_fmt(s['last_precision'], digits=2)} | {pa} | {s['seconds'][0]:.0f} |"
-            )
+            if not realistic:
+                lines.append(f"| {sel} | {_fmt(s['round0_test_acc'])} | {_fmt(s['final_test_acc'])} | {kept} | "
+                             f"{_fmt(s['last_precision'], digits=2)} | {pa} | {s['seconds'][0]:.0f} |")
+                continue
+            gap, cells = equal_count_gap(res["runs"], sel) if sel in COUNT_MATCHED else (float("nan"), 0)
+            vs = f"{100 * gap:+.2f} ({cells})" if cells else "-"
+            imb = "-" if math.isnan(s["imbalance"][0]) else f"{s['imbalance'][0]:.2f}"
+            lines.append(f"| {sel} | {s['seeds']} | {_fmt(s['round0_test_acc'])} | {_fmt(s['final_test_acc'])} | {kept} | "
+                         f"{_fmt(s['last_precision'], digits=2)} | {pa} | {vs} | {imb} | {s['seconds'][0]:.0f} |")
         lines.append("")
-    lines += ["![precision against count](results/pseudo_label_precision.png)", ""]
-    notes = RESULTS / "pseudo_label_notes.md"  # hand-written reading of the numbers, kept across re-runs
-    if notes.exists():
-        lines += [notes.read_text().strip(), ""]
-    return "\n".join(lines)
+    return lines
 
 
 def write_readme(section: str, path: Path = HERE / "README.md") -> None:
@@ -247,27 +350,33 @@ def write_readme(section: str, path: Path = HERE / "README.md") -> None:
     path.write_text(text.rstrip() + "\n")
 
 
-def load_results() -> list[dict]:
-    found = {p.stem.removeprefix("pseudo_label_"): _load(p) for p in RESULTS.glob("pseudo_label_*.json")}
-    return [found[s] for s in SETTINGS if s in found]
+def load_results(protocol: str = "first") -> list[dict]:
+    """The saved results of ``protocol``, in the order of SETTINGS."""
+    return [_load(result_path(s, protocol)) for s in SETTINGS if result_path(s, protocol).is_file()]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", default=str(HERE.parents[1] / "shared" / "datasets"))
-    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    p.add_argument("--selectors", nargs="+", default=list(SELECTORS), choices=list(SELECTORS))
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="first",
+                   help="the schedule defaults (module docstring); a flag given explicitly wins")
+    p.add_argument("--settings", nargs="+", default=None, choices=list(SETTINGS),
+                   help="default: the protocol's (first: the four first-attempt settings; realistic: all)")
+    p.add_argument("--selectors", nargs="+", default=None, choices=list(SELECTORS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--max-pool", dest="pool_size", type=int, default=2000,
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--max-pool", dest="pool_size", type=int, default=None,
                    help="unlabelled pool cap (0 = the whole rest of the train split)")
-    p.add_argument("--max-test", type=int, default=1000, help="test subset size (0 = the whole test split)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--min-steps", type=int, default=300, help="at least this many optimiser steps per training")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-3)
-    p.add_argument("--width", type=int, default=16, help="small_cnn width")
-    p.add_argument("--threshold", type=float, default=0.9, help="confidence threshold (0.9: short CPU schedules give under-confident bases)")
+    p.add_argument("--max-test", type=int, default=None, help="test subset size (0 = the whole test split)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--min-steps", type=int, default=None, help="at least this many optimiser steps per training")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--width", type=int, default=None, help="small_cnn width")
+    p.add_argument("--arch", choices=("small_cnn", "resnet9"), default="small_cnn",
+                   help="the base (resnet9: the failure-prediction benchmark's widths 32/64/128 on the grey sets)")
+    p.add_argument("--threshold", type=float, default=None, help="confidence threshold (first protocol: 0.9, as short CPU "
+                   "schedules give under-confident bases)")
     p.add_argument("--max-std", type=float, default=0.05)
     p.add_argument("--mc-passes", type=int, default=10)
     p.add_argument("--meta-mode", default="probs")
@@ -275,9 +384,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--resume", action="store_true", help="keep saved runs of the same schedule and only add missing seeds")
-    p.add_argument("--readme-only", action="store_true", help="re-tabulate the saved JSON into README.md and the plot")
+    p.add_argument("--resume", action="store_true", help="keep saved runs of the same schedule and only add missing "
+                   "seeds and selectors")
+    p.add_argument("--readme-only", action="store_true", help="re-tabulate the saved JSON into README.md and the plots")
     args = p.parse_args(argv)
+    for key, value in PROTOCOLS[args.protocol].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, list(value) if isinstance(value, tuple) else value)
+    if args.settings is None:
+        args.settings = list(FIRST_SETTINGS if args.protocol == "first" else SETTINGS)
     if not args.readme_only:
         import torch
 
@@ -287,16 +402,24 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             res = run_setting(name, args)
             res["wall_seconds"] = time.perf_counter() - t0
-            _save(RESULTS / f"pseudo_label_{name}.json", res)
+            _save(result_path(name, args.protocol), res)
             print(f"[{name}] done in {res['wall_seconds']:.0f}s", flush=True)
-            results = load_results()
-            plot(results, RESULTS / "pseudo_label_precision.png")
-            write_readme(readme_section(results))
-    results = load_results()
-    if results:
-        plot(results, RESULTS / "pseudo_label_precision.png")
-        write_readme(readme_section(results))
+            publish()
+    publish()
     return 0
+
+
+def publish() -> None:
+    """The plots and the README section from every saved result, per protocol."""
+    found = {protocol: load_results(protocol) for protocol in PROTOCOLS}
+    for protocol, results in found.items():
+        if results:
+            stem = "pseudo_label" if protocol == "first" else f"pseudo_label_{protocol}"
+            plot(results, RESULTS / f"{stem}_precision.png")
+            if protocol != "first":
+                plot_rounds(results, RESULTS / f"{stem}_accuracy.png")
+    if any(found.values()):
+        write_readme(readme_section(found))
 
 
 if __name__ == "__main__":

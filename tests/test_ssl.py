@@ -305,3 +305,20 @@ def test_the_round_loop_trains_on_the_models_labels_never_the_true_ones(digits, 
         wrong = ctx.probs[idx].argmax(1) != pool.labels[idx]
         assert res.rounds[r].precision == pytest.approx(1 - wrong.mean())
         assert sum(res.rounds[r].class_counts) == 40 and res.rounds[r].imbalance >= 1.0
+
+
+def test_a_rounds_base_does_not_depend_on_the_random_numbers_its_selector_drew(digits):
+    class Nothing(selectors_mod.ConfidenceSelector):
+        def select(self, ctx):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+
+    class HungryNothing(Nothing):  # e.g. a selector that trains fold models before it decides
+        def select(self, ctx):
+            torch.randn(10_000)
+            create_base("small_cnn", 1, 10, (8, 8), **TINY)
+            return super().select(ctx)
+
+    labelled_idx = sample_labelled(digits.train.labels, 100, seed=3)
+    runs = [run_pseudo_labelling(digits, labelled_idx, sel, rounds=1, fit=FIT, seed=3, arch_kwargs=TINY, pool_size=100,
+                                 min_steps=10) for sel in (Nothing(), HungryNothing())]
+    assert runs[0].rounds[1].test_acc == runs[1].rounds[1].test_acc

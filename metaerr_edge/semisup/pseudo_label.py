@@ -203,6 +203,7 @@ def run_pseudo_labelling(
         x = np.concatenate([labelled.images, pseudo_x])
         y = np.concatenate([labelled.labels, pseudo_y])
         cur_fit = fit_for(fit, len(x), min_steps, seed * 1000 + r)
+        torch.manual_seed(seed * 1000 + r)  # the round's initial weights: the same for every selector, whatever it drew
         model = fit_classifier(factory(), x, y, pre, cur_fit, progress, f"round {r}")
         records.append(RoundRecord(r, len(idx), precision, test_acc(model), len(x), time.perf_counter() - t0, dict(ctx.info),
                                    tuple(int(v) for v in np.bincount(plabels, minlength=num_classes))))
