@@ -129,8 +129,8 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
                 f"prec {[round(r.precision, 4) for r in res.rounds[1:]]} acc {[round(r.test_acc, 4) for r in res.rounds]} "
                 f"final {last.test_acc:.4f} ({seconds:.0f}s)", flush=True,
             )  # fmt: skip
-        partial = _setting_result(name, dataset, n_labels, args, options, runs, complete=False)
-        _save(result_path(name, args.protocol), partial)  # survives an interruption
+            partial = _setting_result(name, dataset, n_labels, args, options, runs, complete=False)
+            _save(result_path(name, args.protocol), partial)  # each selector run survives an interruption
     return _setting_result(name, dataset, n_labels, args, options, runs, complete=True)
 
 
