@@ -160,7 +160,7 @@ def _resumable_runs(name: str, args: argparse.Namespace) -> list[dict]:
         return []
     saved = _load(path)
     mine = _schedule_key({k: v for k, v in vars(args).items() if k not in ("settings", "readme_only")})
-    if _schedule_key(saved["schedule"]) != mine:
+    if {"arch": "small_cnn", **_schedule_key(saved["schedule"])} != mine:  # files from before --arch: small_cnn
         raise SystemExit(f"--resume: {path} was run with another schedule; remove it or match its flags")
     return list(saved["runs"])
 
