@@ -215,8 +215,8 @@ def equal_count_gap(runs: list[dict], sel: str) -> tuple[float, int]:
     return (sum(a["kept"] * a["precision"] for a, _ in pairs) - sum(b["kept"] * b["precision"] for _, b in pairs)) / kept, len(pairs)
 
 
-def plot_rounds(results: list[dict], path: Path) -> None:
-    """Test accuracy per round (mean over seeds), one line per selector, one panel per setting."""
+def _per_setting_figure(results: list[dict], path: Path, draw) -> None:
+    """One panel per setting, filled by ``draw(ax, result)``; the legend outside the last panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,43 +224,42 @@ def plot_rounds(results: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
     for ax, res in zip(axes[0], results):
+        draw(ax, res)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_rounds(results: list[dict], path: Path) -> None:
+    """Test accuracy per round (mean over seeds), one line per selector, one panel per setting."""
+
+    def draw(ax, res: dict) -> None:
         for sel in dict.fromkeys(r["selector"] for r in res["runs"]):
             rs = [r for r in res["runs"] if r["selector"] == sel]
             acc = np.mean([[x["test_acc"] for x in r["rounds"]] for r in rs], axis=0)
             ax.plot(range(len(acc)), 100 * acc, marker="o", ms=3, lw=2.2 if sel.startswith("metaerr") else 1.2,
                     ls="-" if sel.startswith("metaerr") else "--", label=sel)
-        ax.set_title(f"{res['setting']} ({len({r['seed'] for r in res['runs']})} seeds)")
-        ax.set_xlabel("round (0: labelled set only)")
-        ax.set_ylabel("test accuracy %")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+        ax.set(title=f"{res['setting']} ({len({r['seed'] for r in res['runs']})} seeds)",
+               xlabel="round (0: labelled set only)", ylabel="test accuracy %")
+
+    _per_setting_figure(results, path, draw)
 
 
 def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
+    """Pseudo-label precision against the count kept, every (seed, round) a point, one panel per setting."""
     markers = dict(zip(SELECTORS, "os^Dv<>ph*X"))
-    for ax, res in zip(axes[0], results):
+
+    def draw(ax, res: dict) -> None:
         for sel in dict.fromkeys(r["selector"] for r in res["runs"]):
             pts = [(x["kept"], x["precision"]) for r in res["runs"] if r["selector"] == sel for x in r["rounds"][1:] if x["kept"]]
             if pts:
                 k, p = zip(*pts)
                 ax.scatter(k, p, label=sel, marker=markers.get(sel, "o"), alpha=0.7, s=22)
-        ax.set_title(res["setting"])
-        ax.set_xlabel("pseudo-labels kept (per round, seed)")
-        ax.set_ylabel("pseudo-label precision")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+        ax.set(title=res["setting"], xlabel="pseudo-labels kept (per round, seed)", ylabel="pseudo-label precision")
+
+    _per_setting_figure(results, path, draw)
 
 
 def _fmt(ms: tuple[float, float], scale: float = 100.0, digits: int = 1) -> str:
