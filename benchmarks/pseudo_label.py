@@ -41,11 +41,12 @@ SETTINGS = {  # name -> (dataset, labels)
     "cifar10-10000": ("cifar10", 10000),
 }
 SELECTORS = ("confidence", "topk", "mc-dropout", "metaerr", "metaerr-topk", "metaerr-mentor-topk", "metaerr-cheap-topk",
-             "metaerr-more-topk", "metaerr-balanced", "metaerr-perclass")
-COUNT_MATCHED = ("topk", "metaerr-topk", "metaerr-mentor-topk", "metaerr-cheap-topk", "metaerr-more-topk", "metaerr-balanced",
-                 "metaerr-perclass")
+             "metaerr-robust-topk", "metaerr-more-topk", "metaerr-balanced", "metaerr-perclass")
+COUNT_MATCHED = ("topk", "metaerr-topk", "metaerr-mentor-topk", "metaerr-cheap-topk", "metaerr-robust-topk", "metaerr-more-topk",
+                 "metaerr-balanced", "metaerr-perclass")
 #: benchmark label -> registered selector (with the options of ``run_setting``)
-REGISTERED = {"metaerr-mentor-topk": "metaerr-topk", "metaerr-cheap-topk": "metaerr-topk", "metaerr-more-topk": "metaerr-topk"}
+REGISTERED = {"metaerr-mentor-topk": "metaerr-topk", "metaerr-cheap-topk": "metaerr-topk", "metaerr-robust-topk": "metaerr-topk",
+              "metaerr-more-topk": "metaerr-topk"}
 FIRST_SETTINGS = ("mnist-100", "mnist-1000", "fashion-mnist-1000", "cifar10-4000")
 #: Per-protocol defaults of the schedule flags (a flag given explicitly wins).
 PROTOCOLS = {
@@ -94,6 +95,7 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
     meta = {"mode": args.meta_mode, "folds": args.folds, "meta_epochs": args.meta_epochs, "threshold": args.threshold}
     options.update({
         "metaerr-cheap-topk": {**meta, "skip": "auto"},  # the cheap preset's head
+        "metaerr-robust-topk": {**meta, "mode": "mentor-features", "shift_views": 2},  # the robust preset's head
         "metaerr-more-topk": {**meta, "meta_rows": "labelled+pseudo"},  # more errors: labelled + accepted, cross-fitted
         "metaerr-balanced": meta,
         "metaerr-perclass": meta,
@@ -378,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                    "schedules give under-confident bases)")
     p.add_argument("--max-std", type=float, default=0.05)
     p.add_argument("--mc-passes", type=int, default=10)
-    p.add_argument("--meta-mode", default="probs")
+    p.add_argument("--meta-mode", default="probs", help="head of the metaerr selectors without a preset of their own")
     p.add_argument("--meta-epochs", type=int, default=30)
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--device", default="cpu")

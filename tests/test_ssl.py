@@ -156,8 +156,8 @@ def test_metaerr_oof_pseudo_trains_the_fold_models_on_the_pseudo_labels_too(ssl_
     base = make_ctx(budget=5)
     pseudo_x, pseudo_y = base.pool_images[:7], base.probs[:7].argmax(1)
     ctx = dataclasses.replace(base, pseudo_images=pseudo_x, pseudo_labels=pseudo_y)
-    oof = selectors_mod.labelled_oof_probs(ctx, 2, with_pseudo=True)
-    assert oof.shape == (len(ctx.labelled_labels), ctx.num_classes)
+    data, views = create_selector("metaerr-topk", folds=2, oof_pseudo=True).meta_data(ctx)
+    assert data.probs.shape == (len(ctx.labelled_labels), ctx.num_classes) and views is None
     assert seen["extra"][0] is pseudo_x and seen["extra"][1] is pseudo_y
 
 
@@ -203,8 +203,6 @@ def test_metaerr_mentor_selector_gets_a_second_network_and_selects_the_budget(ss
     assert len(idx) == 25 == len(np.unique(idx)) and idx.max() < len(pool)
     np.testing.assert_array_equal(labels, ctx.probs[idx].argmax(1))
     assert "meta_val_auroc" in ctx.info or ctx.info.get("meta_fallback") == "msp"
-    with pytest.raises(ConfigError, match="not mentor-features"):
-        create_selector("metaerr-topk", mode="mentor-features")
 
 
 def _fixed_ctx(probs: np.ndarray, budget=None, **kw) -> SelectContext:
@@ -258,10 +256,10 @@ def test_metaerr_on_labelled_and_pseudo_rows_cross_fits_over_both(ssl_setup, mon
     base = make_ctx(budget=5)
     ctx = dataclasses.replace(base, pseudo_images=base.pool_images[:30], pseudo_labels=base.probs[:30].argmax(1))
     sel = create_selector("metaerr-topk", folds=2, meta_epochs=2, meta_rows="labelled+pseudo")
-    data = sel.meta_data(ctx)
+    data, _ = sel.meta_data(ctx)
     assert seen["n"] == len(base.labelled_labels) + 30 and seen["extra"] is None
     assert np.array_equal(data.labels[-30:], ctx.pseudo_labels) and ctx.info["meta_pseudo_rows"] == 30
-    assert len(sel.meta_data(base).labels) == len(base.labelled_labels)  # round 1: no pseudo-labels yet
+    assert len(sel.meta_data(base)[0].labels) == len(base.labelled_labels)  # round 1: no pseudo-labels yet
     with pytest.raises(ConfigError, match="meta_rows must be one of"):
         create_selector("metaerr", meta_rows="pool")
     with pytest.raises(ConfigError, match="unknown head skip"):
@@ -322,3 +320,29 @@ def test_a_rounds_base_does_not_depend_on_the_random_numbers_its_selector_drew(d
     runs = [run_pseudo_labelling(digits, labelled_idx, sel, rounds=1, fit=FIT, seed=3, arch_kwargs=TINY, pool_size=100,
                                  min_steps=10) for sel in (Nothing(), HungryNothing())]
     assert runs[0].rounds[1].test_acc == runs[1].rounds[1].test_acc
+
+
+def test_the_robust_preset_selector_learns_from_views_scored_out_of_fold(ssl_setup, monkeypatch):
+    *_, make_ctx = ssl_setup
+    fits, folds = [], []
+    real_fit, real_crossfit = selectors_mod.fit_meta, selectors_mod.crossfit_probs
+    monkeypatch.setattr(selectors_mod, "fit_meta", lambda meta, data, *a, **k: fits.append((meta, data, k["views"]))
+                        or real_fit(meta, data, *a, **k))
+
+    def spy_crossfit(*a, on_fold=None, **k):  # record which view rows each fold model scores
+        def record(model, held):
+            folds.append(held)
+            on_fold(model, held)
+        return real_crossfit(*a, on_fold=record if on_fold else None, **k)
+
+    monkeypatch.setattr(selectors_mod, "crossfit_probs", spy_crossfit)
+    ctx = make_ctx(budget=15)
+    idx, _ = create_selector("metaerr-topk", mode="mentor-features", shift_views=2, folds=2, meta_epochs=2).select(ctx)
+    meta, data, views = fits[0]
+    n = len(ctx.labelled_labels)
+    assert len(idx) == 15 and meta.config.target == "tcp" and meta.feature_dim > 0
+    assert len(views.labels) == 2 * n and np.array_equal(views.labels, np.tile(data.labels, 2))
+    assert sorted(np.concatenate(folds).tolist()) == list(range(n))  # every row's views scored by one fold model
+    assert (views.probs.sum(1) > 0.99).all()  # every view got probabilities
+    with pytest.raises(ConfigError, match="shift_views must be"):
+        create_selector("metaerr-topk", shift_views=-1)

@@ -8,7 +8,7 @@ import os
 
 from metaerr_edge.config import add_config_options
 from metaerr_edge.data import available_sources
-from metaerr_edge.options import at_most, fold_count, fraction, name, positive_int, round_count
+from metaerr_edge.options import at_most, fold_count, fraction, name, positive_int, round_count, view_count
 from metaerr_edge.errors import ConfigError
 from metaerr_edge._fileio import write_json
 
@@ -31,7 +31,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "count-based metaerr selectors (metaerr-perclass: also its class mix) (default: 0.95)")
     p.add_argument("--max-score", type=fraction, default=None,
                    help="metaerr keeps pool images whose failure score is below this (default: 0.5)")
-    p.add_argument("--meta-mode", type=name, default="probs", help="metaerr head input: probs, image, image+probs (default: %(default)s)")
+    p.add_argument("--meta-mode", type=name, default="probs",
+                   help="metaerr head input: probs, image, image+probs, mentor, mentor-features (default: %(default)s)")
+    p.add_argument("--shift-views", type=view_count, default=0,
+                   help="corrupted views of each meta row the metaerr head also learns from (validation corruption "
+                        "families, scored out of fold); --meta-mode mentor-features --shift-views 2 is train's robust "
+                        "preset (default: %(default)s)")
     p.add_argument("--folds", type=fold_count, default=3, help="cross-fitting folds for the metaerr error labels (default: %(default)s)")
     p.add_argument("--meta-rows", choices=("labelled", "labelled+pseudo"), default="labelled",
                    help="what the metaerr meta-model learns from: the labelled set's out-of-fold errors, or also the "
@@ -65,7 +70,7 @@ def _selector_options(args: argparse.Namespace) -> dict:
                           f"{', '.join('--' + k.replace('_', '-') for k in takes)}")
     opts = {k: getattr(args, k) for k in ("threshold", "max_score") if k in takes and getattr(args, k) is not None}
     if name.startswith("metaerr"):
-        opts.update(mode=args.meta_mode, folds=args.folds, meta_rows=args.meta_rows)
+        opts.update(mode=args.meta_mode, folds=args.folds, meta_rows=args.meta_rows, shift_views=args.shift_views)
     return opts
 
 

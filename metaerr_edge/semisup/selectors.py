@@ -42,7 +42,8 @@ from torch import nn
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.meta import HeadConfig, MentorData, MetaData, MetaFitConfig, MetaModel, crossfit_probs, fit_meta, meta_scores
-from metaerr_edge.models import FitConfig
+from metaerr_edge.data import shift_views
+from metaerr_edge.models import FitConfig, predict_probs
 from metaerr_edge.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -228,28 +229,16 @@ class MCDropoutSelector(Selector):
         return _selection(keep, mean)
 
 
-def labelled_oof_probs(ctx: SelectContext, folds: int, with_pseudo: bool = False) -> np.ndarray:
-    """Out-of-fold base probabilities on the labelled set, each fold scored by a model that never saw it.
-
-    :func:`~metaerr_edge.meta.crossfit_probs` on the labelled set with the round's training schedule
-    and a round-dependent seed. With ``with_pseudo`` the fold models also train on the current
-    pseudo-labels (as the current base did), which tracks the base more closely between rounds at
-    ``folds`` times the cost of a base training.
-    """
-    fit = FitConfig(**{**ctx.fit.__dict__, "seed": ctx.fit.seed + 7 + 101 * ctx.round})
-    extra = (ctx.pseudo_images, ctx.pseudo_labels) if with_pseudo and ctx.pseudo_labels is not None else None
-    return crossfit_probs(ctx.factory, ctx.labelled_images, ctx.labelled_labels, ctx.preprocess, fit, k=folds,
-                          progress=ctx.progress, desc="meta fold", extra=extra)[0]
-
-
 @dataclass(frozen=True)
 class _MetaErrBase(Selector):
-    """Shared by ``metaerr`` and ``metaerr-topk``: fit a meta-model on out-of-fold labelled errors.
+    """Shared by the MetaErr selectors: fit a meta-model on out-of-fold errors, every round.
 
-    The meta-model's training set is the labelled set only, re-fitted every round: accepted
-    pseudo-labels are never meta-training *targets* (their labels may be wrong, and the base agrees
-    with its own pseudo-labels by construction). ``oof_pseudo=True`` adds them to the fold models'
-    training data (see :func:`labelled_oof_probs`).
+    Its rows (:meth:`meta_data`) are the labelled set, scored out of fold by ``folds`` models of the
+    round's schedule (``oof_pseudo=True``: those models also train on the current pseudo-labels, as
+    the current base did); ``meta_rows="labelled+pseudo"`` cross-fits over the labelled set and the
+    accepted pseudo-labels together, which gives many more (pseudo-)errors whose targets are guesses.
+    ``mode="mentor-features"`` with ``shift_views=2`` is the robust preset of ``metaerr-edge train``
+    (its small_cnn mentor trained on the labelled set; the views scored out of fold).
     """
 
     mode: str = "probs"
@@ -260,31 +249,38 @@ class _MetaErrBase(Selector):
     oof_pseudo: bool = False
     meta_rows: str = "labelled"
     skip: str = "none"
+    shift_views: int = 0
 
     def __post_init__(self) -> None:
-        HeadConfig(self.mode, skip=self.skip)  # validates the mode and the skip (skip="auto": the cheap preset's head)
+        self.head()  # validates the mode and the skip (skip="auto": the cheap preset's head)
         _check_threshold("max_score", self.max_score)
         _check_threshold("threshold", self.threshold)
         if self.meta_rows not in META_ROWS:
             raise ConfigError(f"meta_rows must be one of {list(META_ROWS)}, got {self.meta_rows!r}")
-        if self.mode == "mentor-features":
-            raise ConfigError("the metaerr selector supports modes probs, image, image+probs, mentor (not mentor-features)")
+        if isinstance(self.shift_views, bool) or not isinstance(self.shift_views, int) or not 0 <= self.shift_views <= 16:
+            raise ConfigError(f"shift_views must be an integer from 0 to 16, got {self.shift_views!r}")
+
+    def head(self) -> HeadConfig:
+        """The meta-model's shape: mentor-features regresses the true-class probability, as in ``train``."""
+        return HeadConfig(self.mode, skip=self.skip, target="tcp" if self.mode == "mentor-features" else "error")
 
     def failure_scores(self, ctx: SelectContext) -> np.ndarray:
         if len(ctx.labelled_labels) < 2 * self.folds:
             raise ConfigError(f"metaerr needs at least {2 * self.folds} labelled samples for {self.folds} folds, got {len(ctx.labelled_labels)}")
-        data = self.meta_data(ctx)
+        data, views = self.meta_data(ctx)
         ctx.info.update(meta_train=len(data.labels), meta_errors=int(data.is_error.sum()))
         c, h, w = ctx.labelled_images.shape[1:]
-        meta = MetaModel(HeadConfig(self.mode, skip=self.skip), c, ctx.num_classes, (h, w))
+        meta = MetaModel(self.head(), c, ctx.num_classes, (h, w))
         mentor = None
-        if self.mode == "mentor":  # a second opinion: the base's architecture, trained on the labelled set with another seed
-            mentor = MentorData(ctx.labelled_images, ctx.labelled_labels, oof_folds=self.folds, factory=ctx.factory,
+        if meta.mentor is not None:  # a second opinion trained on the labelled set with another seed: for mode "mentor"
+            # the base's architecture (out of fold, like the base's labels), for "mentor-features" the head's own small_cnn
+            mentor = MentorData(ctx.labelled_images, ctx.labelled_labels, oof_folds=self.folds,
+                                factory=ctx.factory if self.mode == "mentor" else None,
                                 fit=FitConfig(**{**ctx.fit.__dict__, "seed": ctx.fit.seed + 7919 + 101 * ctx.round}))
         try:
             res = fit_meta(meta, data, ctx.preprocess,
                            MetaFitConfig(epochs=self.meta_epochs, seed=ctx.seed + ctx.round, device=ctx.fit.device),
-                           mentor=mentor, progress=ctx.progress)  # fmt: skip
+                           mentor=mentor, views=views, progress=ctx.progress)  # fmt: skip
         except DataError as exc:  # too few (or too many) out-of-fold errors to learn from
             log.warning("metaerr round %d: %s; falling back to 1 - max prob", ctx.round, exc)
             ctx.info.update(meta_fallback="msp")
@@ -292,19 +288,27 @@ class _MetaErrBase(Selector):
         ctx.info.update(meta_val_auroc=res.val_auroc)
         return meta_scores(meta, ctx.pool_images, ctx.probs.astype(np.float32), ctx.preprocess, device=ctx.fit.device)
 
+    def meta_data(self, ctx: SelectContext) -> tuple[MetaData, MetaData | None]:
+        """The rows the meta-model learns from, with out-of-fold probabilities, and their corrupted
+        views (``shift_views``; each scored by the fold model that did not see its source row)."""
+        more = self.meta_rows == "labelled+pseudo" and ctx.pseudo_labels is not None and len(ctx.pseudo_labels) > 0
+        x, y = ctx.labelled_images, ctx.labelled_labels
+        if more:
+            x, y = np.concatenate([x, ctx.pseudo_images]), np.concatenate([y, ctx.pseudo_labels])
+            ctx.info.update(meta_pseudo_rows=int(len(ctx.pseudo_labels)))
+        extra = (ctx.pseudo_images, ctx.pseudo_labels) if self.oof_pseudo and not more and ctx.pseudo_labels is not None else None
+        views_x = shift_views(x, self.shift_views, ctx.seed + ctx.round) if self.shift_views else None
+        views_p = None if views_x is None else np.zeros((len(views_x), ctx.num_classes), np.float32)
 
-    def meta_data(self, ctx: SelectContext) -> MetaData:
-        """The rows the meta-model learns from: the labelled set with out-of-fold probabilities, and
-        with ``meta_rows="labelled+pseudo"`` the round's accepted pseudo-labels too (one cross-fit over
-        both; a pseudo-labelled row's "error" is disagreement with its pseudo-label)."""
-        if self.meta_rows == "labelled" or ctx.pseudo_labels is None or len(ctx.pseudo_labels) == 0:
-            return MetaData(ctx.labelled_images, labelled_oof_probs(ctx, self.folds, self.oof_pseudo), ctx.labelled_labels)
-        x = np.concatenate([ctx.labelled_images, ctx.pseudo_images])
-        y = np.concatenate([ctx.labelled_labels, ctx.pseudo_labels])
+        def score_views(model: nn.Module, held: np.ndarray) -> None:
+            rows = (np.arange(self.shift_views)[:, None] * len(x) + held[None, :]).reshape(-1)  # copy-major views
+            views_p[rows] = predict_probs(model, views_x[rows], ctx.preprocess, device=ctx.fit.device)
+
         fit = FitConfig(**{**ctx.fit.__dict__, "seed": ctx.fit.seed + 7 + 101 * ctx.round})
-        oof, _ = crossfit_probs(ctx.factory, x, y, ctx.preprocess, fit, k=self.folds, progress=ctx.progress, desc="meta fold")
-        ctx.info.update(meta_pseudo_rows=int(len(ctx.pseudo_labels)))
-        return MetaData(x, oof, y)
+        oof, _ = crossfit_probs(ctx.factory, x, y, ctx.preprocess, fit, k=self.folds, progress=ctx.progress, desc="meta fold",
+                                extra=extra, on_fold=score_views if views_x is not None else None)
+        views = None if views_x is None else MetaData(views_x, views_p, np.tile(y, self.shift_views))
+        return MetaData(x, oof, y), views
 
 
 @register_selector("metaerr")
