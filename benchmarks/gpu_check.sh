@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared check for a lent GPU machine (no TensorRT, no internet, no pip needed).
 #
-#   OUT=/some/empty/dir PYTHONPATH=$PWD bash benchmarks/gpu_check.sh [--dry-run] [--no-fullsize]
+#   OUT=/some/empty/dir PYTHONPATH=$PWD bash benchmarks/gpu_check.sh [--dry-run] [--no-fullsize] [--pseudo]
 #
 # Steps (each under its own timeout; one call fits in 10 minutes of wall time):
 #   1. the GPU-marked tests (pytest -m "gpu or tensorrt"; TensorRT tests skip with their reason) and the
@@ -14,21 +14,28 @@
 #      one seed, for every dataset carried in .gpu_data/ (benchmarks/gpu_data.py pack writes it; a call
 #      carries 64 MiB at most: the two cifar10 parts in one call, mnist + fashion-mnist in another),
 #      writing the same JSON as the CPU benchmark under $OUT/results
+#   6. (--pseudo; give it a call of its own, with --no-fullsize) the realistic pseudo-labelling protocol
+#      at full size: benchmarks/pseudo_label.py --protocol realistic --arch resnet9 on CUDA for the
+#      datasets carried, seeds 0-2, resuming from the committed results/pseudo_label_realistic_*.json
+#      (copied into $OUT/results first), so each call adds the selector runs that fit its 540 s
 # Without CUDA (torch.cuda.is_available() is False) steps 3-5 run their CPU part only and say why.
 # --dry-run: every step that needs no CUDA, at toy sizes (step 5: 1 epoch on 1,200 images of each
 #   dataset found in .gpu_data/ or ../shared/datasets), to check the script on a CPU machine first.
 #
 # Writes under $OUT: gpu_check.log (everything printed), bench/bench.{json,md,png}, bench/bench_device.png,
-# latency_gpu.{json,md}, results/failure_prediction_<dataset>.json (+ its risk-coverage plot).
+# latency_gpu.{json,md}, results/failure_prediction_<dataset>.json (+ its risk-coverage plot),
+# with --pseudo results/pseudo_label_realistic_<setting>.json (+ its plots).
 # Exit status: 0 when every step that could run passed, 1 otherwise.
 
 DRY=0
 FULLSIZE=1
+PSEUDO=0
 for arg in "$@"; do
     case "$arg" in
         --dry-run) DRY=1 ;;
         --no-fullsize) FULLSIZE=0 ;;
-        *) echo "gpu_check.sh: unknown option $arg (expected --dry-run, --no-fullsize)" >&2; exit 2 ;;
+        --pseudo) PSEUDO=1 ;;
+        *) echo "gpu_check.sh: unknown option $arg (expected --dry-run, --no-fullsize, --pseudo)" >&2; exit 2 ;;
     esac
 done
 
@@ -116,9 +123,10 @@ else
     say "latency.py GPU variant skipped: torch.cuda.is_available() is False"
 fi
 
-# 5. The full-size failure-prediction run, for the datasets this call carried.
-if [ "$FULLSIZE" -eq 1 ]; then
-    DATA="$WORK/data"
+# The datasets this call carried (.gpu_data/), for steps 5 and 6.
+DATA="$WORK/data"
+FOUND=""
+if [ "$FULLSIZE" -eq 1 ] || [ "$PSEUDO" -eq 1 ]; then
     if ls .gpu_data/*of*.npz >/dev/null 2>&1; then
         step "unpack .gpu_data" 120 "$PY" benchmarks/gpu_data.py unpack --archives .gpu_data --root "$DATA"
         FOUND=""
@@ -129,9 +137,11 @@ if [ "$FULLSIZE" -eq 1 ]; then
     elif [ "$DRY" -eq 1 ] && [ -d ../shared/datasets ]; then
         DATA=../shared/datasets
         FOUND="mnist"
-    else
-        FOUND=""
     fi
+fi
+
+# 5. The full-size failure-prediction run, for the datasets this call carried.
+if [ "$FULLSIZE" -eq 1 ]; then
     if [ -z "$FOUND" ]; then
         say "full-size run skipped: no dataset in .gpu_data/ (python benchmarks/gpu_data.py pack, then carry its parts)"
     elif [ "$CUDA" -eq 1 ]; then
@@ -147,6 +157,36 @@ if [ "$FULLSIZE" -eq 1 ]; then
             --out "$OUT/results" --readme "$WORK/README.md" --runs-dir "$WORK/runs" --quiet
     else
         say "full-size run skipped: it needs CUDA (torch.cuda.is_available() is False)"
+    fi
+fi
+
+# 6. The realistic pseudo-labelling protocol (opt-in), resuming from the committed results.
+if [ "$PSEUDO" -eq 1 ]; then
+    SETTINGS=""
+    for ds in $FOUND; do
+        case "$ds" in
+            mnist) SETTINGS="$SETTINGS mnist-100 mnist-1000" ;;
+            fashion-mnist) SETTINGS="$SETTINGS fashion-mnist-1000 fashion-mnist-4000" ;;
+            cifar10) SETTINGS="$SETTINGS cifar10-4000 cifar10-10000" ;;
+        esac
+    done
+    mkdir -p "$OUT/results"
+    cp benchmarks/results/pseudo_label_realistic_*.json "$OUT/results/" 2>/dev/null || true
+    if [ -z "$SETTINGS" ]; then
+        say "pseudo-labelling skipped: no dataset in .gpu_data/"
+    elif [ "$CUDA" -eq 1 ]; then
+        # shellcheck disable=SC2086
+        step "pseudo_label.py --protocol realistic ($SETTINGS)" 540 "$PY" benchmarks/pseudo_label.py --protocol realistic \
+            --arch resnet9 --device cuda --threads 8 --root "$DATA" --settings $SETTINGS --seeds 0 1 2 --resume \
+            --out "$OUT/results" --readme "$WORK/README.md"
+    elif [ "$DRY" -eq 1 ]; then
+        # shellcheck disable=SC2086
+        step "pseudo_label.py dry run ($SETTINGS)" 300 "$PY" benchmarks/pseudo_label.py --protocol realistic \
+            --device cpu --threads 2 --root "$DATA" --settings $SETTINGS --seeds 0 --rounds 1 --max-pool 300 \
+            --max-test 200 --epochs 1 --min-steps 10 --meta-epochs 2 --folds 2 --selectors confidence metaerr-perclass \
+            --out "$WORK/pseudo" --readme "$WORK/README.md"
+    else
+        say "pseudo-labelling skipped: it needs CUDA (torch.cuda.is_available() is False)"
     fi
 fi
 

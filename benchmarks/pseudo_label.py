@@ -32,6 +32,7 @@ from metaerr_edge._fileio import loads_json, write_json
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+README = HERE / "README.md"
 SETTINGS = {  # name -> (dataset, labels)
     "mnist-100": ("mnist", 100),
     "mnist-1000": ("mnist", 1000),
@@ -228,7 +229,9 @@ def _per_setting_figure(results: list[dict], path: Path, draw) -> None:
     for ax, res in zip(axes[0], results):
         draw(ax, res)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    shown = dict(pair for ax in axes[0] for pair in zip(*reversed(ax.get_legend_handles_labels())))  # label -> handle
+    if shown:  # a panel may have no point (a selector that kept nothing): the legend gathers every panel's
+        axes[0][-1].legend(list(shown.values()), list(shown), fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -243,7 +246,8 @@ def plot_rounds(results: list[dict], path: Path) -> None:
             acc = np.mean([[x["test_acc"] for x in r["rounds"]] for r in rs], axis=0)
             ax.plot(range(len(acc)), 100 * acc, marker="o", ms=3, lw=2.2 if sel.startswith("metaerr") else 1.2,
                     ls="-" if sel.startswith("metaerr") else "--", label=sel)
-        ax.set(title=f"{res['setting']} ({len({r['seed'] for r in res['runs']})} seeds)",
+        rounds = max(len(r["rounds"]) for r in res["runs"])
+        ax.set(title=f"{res['setting']} ({len({r['seed'] for r in res['runs']})} seeds)", xticks=range(rounds),
                xlabel="round (0: labelled set only)", ylabel="test accuracy %")
 
     _per_setting_figure(results, path, draw)
@@ -339,8 +343,9 @@ def _setting_tables(results: list[dict], realistic: bool) -> list[str]:
     return lines
 
 
-def write_readme(section: str, path: Path = HERE / "README.md") -> None:
+def write_readme(section: str, path: Path | None = None) -> None:
     """Replace (or append) only the '## Pseudo-labelling' section; other sections are left as they are."""
+    path = path or README
     text = path.read_text() if path.exists() else ""
     start = text.find(SECTION + "\n")
     if start < 0:
@@ -357,6 +362,7 @@ def load_results(protocol: str = "first") -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global RESULTS, README
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", default=str(HERE.parents[1] / "shared" / "datasets"))
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="first",
@@ -388,7 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="keep saved runs of the same schedule and only add missing "
                    "seeds and selectors")
     p.add_argument("--readme-only", action="store_true", help="re-tabulate the saved JSON into README.md and the plots")
+    p.add_argument("--out", default=str(RESULTS), help="results folder (JSON, plots; --resume reads it)")
+    p.add_argument("--readme", default=str(HERE / "README.md"), help="README holding the generated section")
     args = p.parse_args(argv)
+    RESULTS, README = Path(args.out), Path(args.readme)
     for key, value in PROTOCOLS[args.protocol].items():
         if getattr(args, key, None) is None:
             setattr(args, key, list(value) if isinstance(value, tuple) else value)
