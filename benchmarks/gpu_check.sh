@@ -170,6 +170,7 @@ if [ "$PSEUDO" -eq 1 ]; then
             cifar10) SETTINGS="$SETTINGS cifar10-4000 cifar10-10000" ;;
         esac
     done
+    SETTINGS="${SETTINGS# }"
     mkdir -p "$OUT/results"
     cp benchmarks/results/pseudo_label_realistic_*.json "$OUT/results/" 2>/dev/null || true
     if [ -z "$SETTINGS" ]; then
