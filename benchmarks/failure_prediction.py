@@ -200,7 +200,8 @@ def reusable(folder: Path, config: RunConfig) -> bool:
 def get_run(config: RunConfig, folder: Path, progress: bool, base_from: Path | None = None) -> tuple[Run, float]:
     """Reuse a finished run folder with the same config, else train one (on ``base_from``'s base)."""
     if reusable(folder, config):
-        return Run(folder), float(json.loads((folder / "config.json").read_text())["summary"].get("train_seconds", 0.0))
+        run = Run(folder)
+        return run, float(run.summary.get("train_seconds", 0.0))
     t0 = time.perf_counter()
     run = train_run(config, folder, progress=progress, base_from=base_from)
     return run, time.perf_counter() - t0

@@ -35,8 +35,7 @@ from torch import nn
 
 from metaerr_edge.console import warn
 from metaerr_edge.config import RunConfig
-from metaerr_edge.data import (DatasetArrays, ImageArrays, SplitConfig, Splits, load_dataset, make_splits, outlier_views,
-                               shift_views)
+from metaerr_edge.data import DatasetArrays, ImageArrays, SplitConfig, Splits, load_dataset, make_splits, shift_views
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge._fileio import atomic_write_bytes, atomic_write_text, dumps_json, write_npz
 from metaerr_edge.contract.spec import Contract, InputSpec, ThresholdSpec
@@ -54,6 +53,7 @@ from metaerr_edge.meta import (
     crossfit_probs,
     fit_meta,
     meta_scores,
+    outlier_rows,
 )
 from metaerr_edge.models import FitConfig, create_base, fit_classifier, predict_probs
 from metaerr_edge.models.registry import BASES
@@ -387,11 +387,8 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
             views_p = predict_probs(base, views_x, pre, device=config.device)
         meta_data = MetaData(meta_x, meta_probs, meta_y)
         views = None if views_x is None else MetaData(views_x, views_p, np.tile(meta_y, config.meta.shift_views))
-        outliers = None
-        if config.meta.outliers:  # images of no class, made from the meta-train images: failures, whatever the base says
-            outlier_x = outlier_views(meta_x, config.meta.outliers, config.seed)
-            outliers = MetaData(outlier_x, predict_probs(base, outlier_x, pre, device=config.device),
-                                np.full(len(outlier_x), -1, np.int64))
+        # images of no class, made from the meta-train images: failures, whatever the base says
+        outliers = outlier_rows(base, meta_x, config.meta.outliers, pre, config.seed, device=config.device)
         is_error = meta_data.is_error
         preds: dict[str, np.ndarray] = {
             "calib_probs": predict_probs(base, calib.images, pre, device=config.device),

@@ -120,8 +120,9 @@ def evaluate_shift(run: Run, scores: Sequence[str] | None = None, *, group: str,
     data_root = root if root is not None else run.config.data.root
     if ood and group == "validation":  # first: a missing OOD dataset fails before any corruption is computed
         oods = outlier_sets(images, "validation", seed=seed, dataset=run.config.data.dataset, root=data_root)
-        for source in VALIDATION_OOD_SOURCES.get(run.config.data.dataset, ()) if data_root is None else ():
-            skipped[f"ood:{source}"] = "the validation OOD dataset needs a data root; pass root= (--root)"
+        if data_root is None:
+            skipped.update({f"ood:{source}": "the validation OOD dataset needs a data root; pass root= (--root)"
+                            for source in VALIDATION_OOD_SOURCES.get(run.config.data.dataset, ())})
     elif ood:
         oods = ood_sets(run.config.data.dataset, (run.channels, run.height, run.width), data_root, n=len(images), seed=seed)
         if run.config.data.dataset == "digits" and data_root is None:

@@ -27,7 +27,7 @@ from metaerr_edge.meta.heads import SKIP_SCORES, MetaModel, skip_score
 from metaerr_edge.meta.labels import crossfit_probs
 from metaerr_edge.models import distributed
 from metaerr_edge.models.preprocess import Preprocess
-from metaerr_edge.models.training import FitConfig, fit_classifier, resolve_device, run_batched, to_float
+from metaerr_edge.models.training import FitConfig, fit_classifier, predict_probs, resolve_device, run_batched, to_float
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,19 @@ class MetaData:
         tcp = np.zeros(len(self.labels), np.float32)
         tcp[known] = self.probs[np.flatnonzero(known), self.labels[known]]
         return tcp
+
+
+def outlier_rows(base: nn.Module, images: np.ndarray, fraction: float, preprocess: Preprocess, seed: int = 0,
+                 device: str = "cpu") -> MetaData | None:
+    """``fraction`` synthetic outliers per image of ``images`` (:func:`metaerr_edge.data.outlier_views`)
+    with the base's probabilities on them, labelled -1 (no class): ``fit_meta(outliers=...)``'s rows;
+    None when ``fraction`` is 0."""
+    from metaerr_edge.data import outlier_views
+
+    if not fraction:
+        return None
+    x = outlier_views(images, fraction, seed)
+    return MetaData(x, predict_probs(base, x, preprocess, device=device), np.full(len(x), -1, np.int64))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from torch import nn
 from metaerr_edge.errors import ConfigError
 from metaerr_edge.models.fused import FusedModel
 from metaerr_edge.models.preprocess import Preprocess
-from metaerr_edge.meta.fit import MentorData, MetaData, MetaFitConfig, MetaFitResult, fit_meta, meta_scores
+from metaerr_edge.meta.fit import MentorData, MetaData, MetaFitConfig, MetaFitResult, fit_meta, meta_scores, outlier_rows
 from metaerr_edge.meta.heads import HeadConfig, MetaModel
 from metaerr_edge.models.training import FitConfig, predict_probs
 
@@ -70,7 +70,7 @@ class MetaErr:
         families, :func:`metaerr_edge.data.outlier_views`), each a failure. The robust preset of
         ``metaerr-edge train`` is ``mode="mentor-features"`` with ``shift_views=2``.
         """
-        from metaerr_edge.data import outlier_views, shift_views as make_views
+        from metaerr_edge.data import shift_views as make_views
 
         if not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.uint8:
             got = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
@@ -80,13 +80,11 @@ class MetaErr:
         self.base = base.eval()
         device, seed = self.fit_config.device, self.fit_config.seed
         data = MetaData(images, predict_probs(base, images, pre, device=device), np.asarray(labels))
-        views = odd = None
+        views = None
         if shift_views:
             x = make_views(images, shift_views, seed)
             views = MetaData(x, predict_probs(base, x, pre, device=device), np.tile(data.labels, shift_views))
-        if outliers:
-            x = outlier_views(images, outliers, seed)
-            odd = MetaData(x, predict_probs(base, x, pre, device=device), np.full(len(x), -1, np.int64))
+        odd = outlier_rows(base, images, outliers, pre, seed, device=device)
         meta = MetaModel(self.head, images.shape[1], data.probs.shape[1], images.shape[2:])
         mentor = None
         if meta.mentor is not None:
