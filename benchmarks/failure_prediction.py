@@ -49,7 +49,8 @@ from metaerr_edge.pipeline import Run, fit_config, fit_meta_mode, train_run
 RESULTS = ROOT / "benchmarks" / "results"
 #: Per-dataset base recipes (architecture, its kwargs, epochs, batch size, augmentation), by pass.
 #: ``converged-v2`` (the default) reaches the accuracy users deploy at on the calib split (MNIST >= 99.2%,
-#: Fashion-MNIST >= 92%; ``base_recipes.py``, attempt 15; CIFAR-10 still at v1's recipe, below 88%);
+#: Fashion-MNIST >= 92%; ``base_recipes.py``, attempt 15) or, where no candidate reached its target, the most
+#: accurate one (CIFAR-10: resnet9 for 24 epochs, 87.76% on calib, below 88%; attempt 20);
 #: ``converged-v1`` is the first converged pass (attempt 9, below the targets), kept so that its
 #: committed numbers (``results/v1/``, the quantization benchmark) still reproduce.
 RECIPES = {
@@ -63,7 +64,7 @@ RECIPES = {
                   "augment": "shift"},
         "fashion-mnist": {"arch": "resnet9", "arch_kwargs": {"widths": [32, 64, 128]}, "epochs": 15, "batch_size": 128,
                           "augment": "shift_flip"},
-        "cifar10": {"arch": "resnet9", "arch_kwargs": {}, "epochs": 14, "batch_size": 256, "augment": "auto"},
+        "cifar10": {"arch": "resnet9", "arch_kwargs": {}, "epochs": 24, "batch_size": 256, "augment": "auto"},
     },
     # The full-size pass for a lent GPU (benchmarks/gpu_check.sh): a ResNet-18 on CIFAR-10 aiming at
     # >= 93% on the JPEG copy, the converged-v2 bases trained longer on MNIST and Fashion-MNIST.
