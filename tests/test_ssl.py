@@ -346,3 +346,37 @@ def test_the_robust_preset_selector_learns_from_views_scored_out_of_fold(ssl_set
     assert (views.probs.sum(1) > 0.99).all()  # every view got probabilities
     with pytest.raises(ConfigError, match="shift_views must be"):
         create_selector("metaerr-topk", shift_views=-1)
+
+
+@pytest.mark.parametrize("mode", ["probs", "mentor-features"])
+def test_models_a_selector_trains_get_the_steps_of_their_own_rows_every_round(digits, monkeypatch, mode):
+    """Round 2's base trains on labelled + pseudo-labels, so its epochs are few; a fold model (or
+    mentor) on the labelled set alone must still get ``min_steps`` steps, not those few epochs."""
+    import metaerr_edge.meta.fit as fit_mod
+    from metaerr_edge.meta import labels as labels_mod
+
+    steps: list[tuple[str, int, int]] = []  # (who, round, optimiser steps)
+    rnd = {"r": 0}
+    real_fit = labels_mod.fit_classifier
+
+    def spy(net, x, y, pre, config, *a, **k):
+        steps.append((k.get("desc", a[1] if len(a) > 1 else ""), rnd["r"], config.epochs * math.ceil(len(x) / config.batch_size)))
+        return real_fit(net, x, y, pre, config, *a, **k)
+
+    monkeypatch.setattr(labels_mod, "fit_classifier", spy)
+    monkeypatch.setattr(fit_mod, "fit_classifier", spy)
+
+    class Counting(selectors_mod.MetaErrTopKSelector):
+        def select(self, ctx):
+            rnd["r"] = ctx.round
+            return super().select(ctx)
+
+    labelled_idx = sample_labelled(digits.train.labels, 60, seed=4)
+    fit = FitConfig(epochs=1, batch_size=32, augment="none")
+    res = run_pseudo_labelling(digits, labelled_idx, Counting(mode=mode, folds=2, meta_epochs=2), rounds=2, fit=fit, seed=4,
+                               arch_kwargs=TINY, pool_size=600, budgets=[500, 500], min_steps=40)
+    assert res.rounds[2].n_train == 560  # round 2's base: 18 steps a epoch, so 3 epochs (54 steps >= 40)
+    trained = [s for s in steps if s[1] == 2]
+    assert trained, "no model was trained by the selector in round 2"
+    assert ("mentor" in {who for who, _, _ in trained}) == (mode == "mentor-features")
+    assert all(n >= 40 for _, _, n in trained), trained  # 30 labelled rows a fold at 1 step an epoch: 40 epochs, not 3

@@ -48,6 +48,18 @@ class FitConfig:
                               "use --amp auto or off on CPU (CPU training is float32)")
 
 
+def steps_at_least(fit: FitConfig, n: int, min_steps: int, seed: int) -> FitConfig:
+    """``fit`` with its epochs raised so that training on ``n`` rows takes at least ``min_steps``
+    optimiser steps (tiny labelled sets), and with ``seed``.
+
+    Example:
+        >>> steps_at_least(FitConfig(epochs=3, batch_size=128), 100, 300, seed=0).epochs
+        300
+    """
+    steps = max(1, math.ceil(n / fit.batch_size))
+    return FitConfig(**{**fit.__dict__, "epochs": max(fit.epochs, math.ceil(min_steps / steps)), "seed": seed})
+
+
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``amp`` on ``device`` (None: float32)."""
     if device.type != "cuda" or amp == "off":

@@ -10,7 +10,6 @@ the schedule is fixed and the meta-model picks its checkpoint on a split of the 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from metaerr_edge.data import DatasetArrays, ImageArrays
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.models import FitConfig, create_base, fit_classifier, predict_probs
+from metaerr_edge.models.training import steps_at_least
 from metaerr_edge.semisup.selectors import SelectContext, Selector, create_selector
 
 
@@ -97,12 +97,6 @@ def sample_labelled(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     taken = np.concatenate(chosen)
     rest = rng.permutation(np.setdiff1d(np.arange(len(labels)), taken))
     return np.sort(np.concatenate([taken, rest[: n - len(taken)]]))
-
-
-def fit_for(fit: FitConfig, n: int, min_steps: int, seed: int) -> FitConfig:
-    """``fit`` with enough epochs for ``min_steps`` optimiser steps on ``n`` samples (tiny labelled sets)."""
-    steps = max(1, math.ceil(n / fit.batch_size))
-    return FitConfig(**{**fit.__dict__, "epochs": max(fit.epochs, math.ceil(min_steps / steps)), "seed": seed})
 
 
 def split_for_ssl(
@@ -183,7 +177,7 @@ def run_pseudo_labelling(
         return float((predict_probs(model, test.images, pre, device=fit.device).argmax(1) == test.labels).mean())
 
     t0 = time.perf_counter()
-    fit0 = fit_for(fit, len(labelled), min_steps, seed * 1000)
+    fit0 = steps_at_least(fit, len(labelled), min_steps, seed * 1000)
     model = warm_start if warm_start is not None else fit_classifier(factory(), labelled.images, labelled.labels, pre, fit0, progress, "round 0")
     records = [RoundRecord(0, 0, float("nan"), test_acc(model), len(labelled), time.perf_counter() - t0)]
     cur_fit = fit0
@@ -195,6 +189,7 @@ def run_pseudo_labelling(
             model=model, probs=probs, pool_images=pool.images, labelled_images=labelled.images,
             labelled_labels=labelled.labels, preprocess=pre, round=r, budget=None if budgets is None else budgets[r - 1],
             fit=cur_fit, factory=factory, pseudo_images=pseudo_x, pseudo_labels=pseudo_y, seed=seed, progress=progress,
+            schedule=fit, min_steps=min_steps,
         )  # fmt: skip
         idx, plabels = sel.select(ctx)
         _check_selection(idx, plabels, len(pool), sel.name)
@@ -202,7 +197,7 @@ def run_pseudo_labelling(
         pseudo_x, pseudo_y = pool.images[idx], plabels
         x = np.concatenate([labelled.images, pseudo_x])
         y = np.concatenate([labelled.labels, pseudo_y])
-        cur_fit = fit_for(fit, len(x), min_steps, seed * 1000 + r)
+        cur_fit = steps_at_least(fit, len(x), min_steps, seed * 1000 + r)
         torch.manual_seed(seed * 1000 + r)  # the round's initial weights: the same for every selector, whatever it drew
         model = fit_classifier(factory(), x, y, pre, cur_fit, progress, f"round {r}")
         records.append(RoundRecord(r, len(idx), precision, test_acc(model), len(x), time.perf_counter() - t0, dict(ctx.info),
@@ -222,7 +217,7 @@ def train_round0(
     net = create_base(arch, data.channels, len(data.classes), data.image_size, **(arch_kwargs or {}))
     return fit_classifier(
         net, data.train.images[labelled_idx], data.train.labels[labelled_idx], Preprocess(mean, std),
-        fit_for(fit, len(labelled_idx), min_steps, seed * 1000), progress, "round 0",
+        steps_at_least(fit, len(labelled_idx), min_steps, seed * 1000), progress, "round 0",
     )  # fmt: skip
 
 

@@ -44,6 +44,7 @@ from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.meta import HeadConfig, MentorData, MetaData, MetaFitConfig, MetaModel, crossfit_probs, fit_meta, meta_scores
 from metaerr_edge.data import shift_views
 from metaerr_edge.models import FitConfig, predict_probs
+from metaerr_edge.models.training import steps_at_least
 from metaerr_edge.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,10 @@ class SelectContext:
 
     ``pseudo_images``/``pseudo_labels`` are the pseudo-labels the current ``model`` was trained on
     (empty in round 1); ``fit`` is the config the current model was trained with; ``factory`` builds a
-    fresh, untrained base of the same architecture.
+    fresh, untrained base of the same architecture. ``schedule`` and ``min_steps`` are the base's
+    schedule before its epochs were raised for the round's training-set size (``schedule`` None:
+    ``fit``): a model a selector trains on ``n`` rows gets :meth:`fit_on` ``(n)``, the same rule, so a
+    fold model on 67 labelled images is not trained for the 3 epochs the round's 55,000-image base got.
     """
 
     model: nn.Module
@@ -77,10 +81,16 @@ class SelectContext:
     seed: int = 0
     progress: bool = False
     info: dict = field(default_factory=dict)  # selectors write diagnostics here (meta AUROC...)
+    schedule: FitConfig | None = None
+    min_steps: int = 0
 
     @property
     def num_classes(self) -> int:
         return int(self.probs.shape[1])
+
+    def fit_on(self, n: int, seed: int) -> FitConfig:
+        """The schedule for a model trained on ``n`` rows: the base's, with at least ``min_steps`` steps."""
+        return steps_at_least(self.schedule or self.fit, n, self.min_steps, seed)
 
 
 class Selector(abc.ABC):
@@ -276,7 +286,7 @@ class _MetaErrBase(Selector):
             # the base's architecture (out of fold, like the base's labels), for "mentor-features" the head's own small_cnn
             mentor = MentorData(ctx.labelled_images, ctx.labelled_labels, oof_folds=self.folds,
                                 factory=ctx.factory if self.mode == "mentor" else None,
-                                fit=FitConfig(**{**ctx.fit.__dict__, "seed": ctx.fit.seed + 7919 + 101 * ctx.round}))
+                                fit=ctx.fit_on(len(ctx.labelled_labels), ctx.fit.seed + 7919 + 101 * ctx.round))
         try:
             res = fit_meta(meta, data, ctx.preprocess,
                            MetaFitConfig(epochs=self.meta_epochs, seed=ctx.seed + ctx.round, device=ctx.fit.device),
@@ -304,7 +314,8 @@ class _MetaErrBase(Selector):
             rows = (np.arange(self.shift_views)[:, None] * len(x) + held[None, :]).reshape(-1)  # copy-major views
             views_p[rows] = predict_probs(model, views_x[rows], ctx.preprocess, device=ctx.fit.device)
 
-        fit = FitConfig(**{**ctx.fit.__dict__, "seed": ctx.fit.seed + 7 + 101 * ctx.round})
+        n_fold = len(x) - len(x) // self.folds + (0 if extra is None else len(extra[1]))  # rows a fold model trains on
+        fit = ctx.fit_on(n_fold, ctx.fit.seed + 7 + 101 * ctx.round)
         oof, _ = crossfit_probs(ctx.factory, x, y, ctx.preprocess, fit, k=self.folds, progress=ctx.progress, desc="meta fold",
                                 extra=extra, on_fold=score_views if views_x is not None else None)
         views = None if views_x is None else MetaData(views_x, views_p, np.tile(y, self.shift_views))
