@@ -12,7 +12,12 @@ Two protocols (``--protocol``; any flag given explicitly wins over the protocol'
 - ``realistic`` (``results/pseudo_label_realistic_<setting>.json``): the whole unlabelled pool and
   test split, 5 rounds, the base retrained from scratch each round, a width-32 CNN at batch 128
   on CPU (``--arch resnet9`` with the failure-prediction benchmark's recipes on a GPU); resumable
-  per seed and selector (``--resume``), so it can be spread over sessions.
+  per seed and selector (``--resume``), so it can be spread over sessions. Two comparisons:
+  *equal count on the same model*: along the ``confidence`` run, every selector of ``--shadows``
+  picks each round from the same base at confidence's count, and its precision is recorded
+  (``run_pseudo_labelling(shadows=...)``: no training run per selector, so every selector gets this
+  on CPU); *own trajectory*: each selector of ``--selectors`` trains its own rounds on its own
+  pseudo-labels (final test accuracy; count-matched selectors keep confidence's count per round).
 
     python benchmarks/pseudo_label.py --root ../shared/datasets            # all settings, first protocol
     python benchmarks/pseudo_label.py --protocol realistic --settings mnist-100 --seeds 0 1 2 --resume
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +48,15 @@ SETTINGS = {  # name -> (dataset, labels)
     "cifar10-10000": ("cifar10", 10000),
 }
 SELECTORS = ("confidence", "topk", "mc-dropout", "metaerr", "metaerr-topk", "metaerr-mentor-topk", "metaerr-cheap-topk",
-             "metaerr-robust-topk", "metaerr-more-topk", "metaerr-balanced", "metaerr-perclass")
+             "metaerr-robust-topk", "metaerr-more-topk", "metaerr-balanced", "metaerr-perclass", "mc-dropout-topk")
 COUNT_MATCHED = ("topk", "metaerr-topk", "metaerr-mentor-topk", "metaerr-cheap-topk", "metaerr-robust-topk", "metaerr-more-topk",
-                 "metaerr-balanced", "metaerr-perclass")
+                 "metaerr-balanced", "metaerr-perclass", "mc-dropout-topk")
+#: The shipped MetaErr presets as selectors (the targets are checked on these; the rest are explorations).
+PRESETS = {"cheap": "metaerr-cheap-topk", "robust": "metaerr-robust-topk"}
+#: Realistic protocol: the selectors that train their own rounds (final accuracy), and those compared
+#: at equal count on the confidence run's models (every other selector).
+TRAJECTORIES = ("confidence", "topk", "mc-dropout", *PRESETS.values())
+SHADOWS = tuple(s for s in SELECTORS if s != "confidence")
 #: benchmark label -> registered selector (with the options of ``run_setting``)
 REGISTERED = {"metaerr-mentor-topk": "metaerr-topk", "metaerr-cheap-topk": "metaerr-topk", "metaerr-robust-topk": "metaerr-topk",
               "metaerr-more-topk": "metaerr-topk"}
@@ -52,9 +64,9 @@ FIRST_SETTINGS = ("mnist-100", "mnist-1000", "fashion-mnist-1000", "cifar10-4000
 #: Per-protocol defaults of the schedule flags (a flag given explicitly wins).
 PROTOCOLS = {
     "first": {"rounds": 2, "pool_size": 2000, "max_test": 1000, "epochs": 3, "min_steps": 300, "batch_size": 32, "lr": 5e-3,
-              "width": 16, "threshold": 0.9, "selectors": SELECTORS[:6]},
+              "width": 16, "threshold": 0.9, "selectors": SELECTORS[:6], "shadows": ()},
     "realistic": {"rounds": 5, "pool_size": 0, "max_test": 0, "epochs": 3, "min_steps": 300, "batch_size": 128, "lr": 2e-3,
-                  "width": 32, "threshold": 0.95, "selectors": SELECTORS},
+                  "width": 32, "threshold": 0.95, "selectors": TRAJECTORIES, "shadows": SHADOWS},
 }
 SECTION = "## Pseudo-labelling"
 
@@ -89,6 +101,7 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
         "confidence": {"threshold": args.threshold},
         "topk": {"threshold": args.threshold},
         "mc-dropout": {"threshold": args.threshold, "max_std": args.max_std, "passes": args.mc_passes},
+        "mc-dropout-topk": {"threshold": args.threshold, "passes": args.mc_passes},
         "metaerr": {"mode": args.meta_mode, "folds": args.folds, "meta_epochs": args.meta_epochs},
         "metaerr-topk": {"mode": args.meta_mode, "folds": args.folds, "meta_epochs": args.meta_epochs, "threshold": args.threshold},
         "metaerr-mentor-topk": {"mode": "mentor", "folds": args.folds, "meta_epochs": args.meta_epochs, "threshold": args.threshold},
@@ -101,10 +114,20 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
         "metaerr-balanced": meta,
         "metaerr-perclass": meta,
     })
+    def create(sel: str):
+        return create_selector(REGISTERED.get(sel, sel), **options[sel])
+
     runs = _resumable_runs(name, args) if args.resume else []
     for seed in args.seeds:
         done = {r["selector"]: r for r in runs if r["seed"] == seed}
+        if "confidence" in done and not set(args.shadows) <= shadow_names(done["confidence"]):
+            old_counts = [x["kept"] for x in done.pop("confidence")["rounds"]]  # rerun with the shadows it lacks
+            runs = [r for r in runs if not (r["seed"] == seed and r["selector"] == "confidence")]
+        else:
+            old_counts = None
         todo = [sel for sel in args.selectors if sel not in done]
+        if old_counts is not None and "confidence" not in todo:
+            todo.insert(0, "confidence")
         if not todo:
             continue
         torch.manual_seed(seed)
@@ -118,13 +141,16 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
         for sel in sorted(todo, key=lambda name: name != "confidence"):
             budgets = conf_counts if sel in COUNT_MATCHED else None
             t0 = time.perf_counter()
-            res = run_pseudo_labelling(
-                data, labelled, create_selector(REGISTERED.get(sel, sel), **options[sel]), args.rounds, fit, seed,
-                budgets=budgets, warm_start=base0, **common,
-            )  # fmt: skip
+            shadows = {s: create(s) for s in args.shadows} if sel == "confidence" else None
+            res = run_pseudo_labelling(data, labelled, create(sel), args.rounds, fit, seed, budgets=budgets, warm_start=base0,
+                                       shadows=shadows, **common)  # fmt: skip
             seconds = time.perf_counter() - t0
             if sel == "confidence":
                 conf_counts = [r.kept for r in res.rounds[1:]]
+                if old_counts is not None and [r.kept for r in res.rounds] != old_counts:
+                    raise SystemExit(f"[{name}] seed {seed}: the confidence run, rerun for its shadows, kept {conf_counts} "
+                                     f"where the saved one kept {old_counts[1:]}; the count-matched runs of this seed no "
+                                     "longer match it. Rerun the seed without --resume.")
             runs.append({**res.to_dict(), "selector": sel, "seconds": seconds, "round0_seconds": round0_s, "count_matched_to": "confidence" if budgets else None})
             last = res.rounds[-1]
             print(
@@ -132,6 +158,9 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
                 f"prec {[round(r.precision, 4) for r in res.rounds[1:]]} acc {[round(r.test_acc, 4) for r in res.rounds]} "
                 f"final {last.test_acc:.4f} ({seconds:.0f}s)", flush=True,
             )  # fmt: skip
+            for s in shadows or ():
+                print(f"[{name}] seed {seed}   at its count, {s:20s} prec "
+                      f"{[round(r.shadows[s]['precision'], 4) for r in res.rounds[1:]]}", flush=True)
             partial = _setting_result(name, dataset, n_labels, args, options, runs, complete=False)
             _save(result_path(name, args.protocol), partial)  # each selector run survives an interruption
     return _setting_result(name, dataset, n_labels, args, options, runs, complete=True)
@@ -153,7 +182,14 @@ def result_path(setting: str, protocol: str) -> Path:
 
 
 def _schedule_key(schedule: dict) -> dict:
-    return {k: v for k, v in schedule.items() if k not in ("seeds", "resume", "threads", "root", "selectors", "protocol", "out")}
+    skip = ("seeds", "resume", "threads", "root", "selectors", "shadows", "protocol", "out", "readme")
+    return {k: v for k, v in schedule.items() if k not in skip}
+
+
+def shadow_names(run: dict) -> set[str]:
+    """The shadow selectors a saved run compared in every round (none for a run without rounds)."""
+    rounds = run["rounds"][1:]
+    return set.intersection(*(set(x.get("shadows", {})) for x in rounds)) if rounds else set()
 
 
 def _resumable_runs(name: str, args: argparse.Namespace) -> list[dict]:
@@ -218,6 +254,65 @@ def equal_count_gap(runs: list[dict], sel: str) -> tuple[float, int]:
     return (sum(a["kept"] * a["precision"] for a, _ in pairs) - sum(b["kept"] * b["precision"] for _, b in pairs)) / kept, len(pairs)
 
 
+def shadow_summary(runs: list[dict]) -> dict:
+    """Per shadow selector, over the confidence runs: per seed, its precision pooled over the rounds and
+    confidence's over the same rounds; their means over seeds (mean, std), the gap (the mean of the
+    per-seed differences, so it equals the difference of the means) and the seeds at or above
+    confidence; kept per round and imbalance."""
+    conf = [r for r in runs if r["selector"] == "confidence"]
+    out = {}
+    for name in sorted(set().union(*(shadow_names(r) for r in conf)) if conf else (), key=SELECTORS.index):
+        own, main, kept, imb = [], [], [], []
+        for r in conf:
+            cells = [(x["shadows"][name], x) for x in r["rounds"][1:] if name in x.get("shadows", {})]
+            s_k, m_k = sum(s["kept"] for s, _ in cells), sum(x["kept"] for _, x in cells)
+            if s_k and m_k:
+                own.append(sum(s["kept"] * s["precision"] for s, _ in cells if s["kept"]) / s_k)
+                main.append(sum(x["kept"] * x["precision"] for _, x in cells if x["kept"]) / m_k)
+            kept += [s["kept"] for s, _ in cells]
+            imb += [s["imbalance"] for s, _ in cells]
+        out[name] = {
+            "precision": _mean_std(own), "confidence_precision": _mean_std(main),
+            "gap": _mean_std([a - b for a, b in zip(own, main)]), "seeds_at_or_above": sum(a >= b for a, b in zip(own, main)),
+            "seeds": len(own), "equal_count": name in COUNT_MATCHED, "kept": _mean_std(kept), "imbalance": _mean_std(imb),
+        }
+    return out
+
+
+def targets(results: list[dict]) -> list[str]:
+    """The issue's targets for the shipped presets, held or not, with the numbers (test accuracy is
+    reported, never chosen on; precision is on the pool, whose labels no selector sees)."""
+    lines = ["| target | " + " | ".join(r["setting"] for r in results) + " |", "|---|" + "---|" * len(results)]
+    for preset, sel in PRESETS.items():
+        cells = []
+        for res in results:
+            s = shadow_summary(res["runs"]).get(sel)
+            if s is None or not s["seeds"]:
+                cells.append("not run")
+                continue
+            gap, sd = s["gap"]
+            held = round(100 * gap, 2) >= 0
+            cells.append(f"{'**held**' if held else 'not held'}: {100 * s['precision'][0]:.2f}% vs {100 * s['confidence_precision'][0]:.2f}% "
+                         f"({100 * gap:+.2f} ± {100 * sd:.2f} pts, {s['seeds_at_or_above']}/{s['seeds']} seeds)")
+        lines.append(f"| {preset} (`{sel}`): precision at equal count >= confidence's | " + " | ".join(cells) + " |")
+    for preset, sel in PRESETS.items():
+        cells = []
+        wins = 0
+        for res in results:
+            summ = summarise(res["runs"])
+            if sel not in summ or "confidence" not in summ:
+                cells.append("not run")
+                continue
+            (m, sd), (c, csd) = summ[sel]["final_test_acc"], summ["confidence"]["final_test_acc"]
+            held = round(100 * m, 1) >= round(100 * c, 1)
+            wins += held
+            cells.append(f"{'**at or above**' if held else 'below'}: {100 * m:.1f} ± {100 * sd:.1f} vs {100 * c:.1f} ± {100 * csd:.1f} "
+                         f"({summ[sel]['seeds']} seeds)")
+        lines.append(f"| {preset} (`{sel}`): final test accuracy >= confidence's (target: on 2 of 3 datasets; "
+                     f"{wins} settings so far) | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _per_setting_figure(results: list[dict], path: Path, draw) -> None:
     """One panel per setting, filled by ``draw(ax, result)``; the legend outside the last panel."""
     import matplotlib
@@ -253,9 +348,30 @@ def plot_rounds(results: list[dict], path: Path) -> None:
     _per_setting_figure(results, path, draw)
 
 
+def plot_equal_count(results: list[dict], path: Path) -> None:
+    """Precision per round on the confidence run's models (mean over seeds): confidence and every
+    count-matched shadow at its count, one panel per setting."""
+
+    def draw(ax, res: dict) -> None:
+        conf = [r for r in res["runs"] if r["selector"] == "confidence"]
+        names = ["confidence", *[n for n in shadow_summary(res["runs"]) if n in COUNT_MATCHED]]
+        for name in names:
+            prec = [[x["precision"] if name == "confidence" else x["shadows"][name]["precision"] for x in r["rounds"][1:]]
+                    for r in conf if name == "confidence" or name in shadow_names(r)]
+            if prec:
+                with np.errstate(all="ignore"), warnings.catch_warnings():  # a round none kept is NaN, drawn as a gap
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    mean = np.nanmean(np.array(prec, float), axis=0)
+                ax.plot(range(1, len(mean) + 1), 100 * mean, marker="o", ms=3,
+                        lw=2.2 if name.startswith("metaerr") else 1.2, ls="-" if name.startswith("metaerr") else "--", label=name)
+        ax.set(title=f"{res['setting']} ({len(conf)} seeds)", xlabel="round", ylabel="precision % at confidence's count")
+
+    _per_setting_figure(results, path, draw)
+
+
 def plot(results: list[dict], path: Path) -> None:
     """Pseudo-label precision against the count kept, every (seed, round) a point, one panel per setting."""
-    markers = dict(zip(SELECTORS, "os^Dv<>ph*X"))
+    markers = dict(zip(SELECTORS, "os^Dv<>ph*XP"))
 
     def draw(ax, res: dict) -> None:
         for sel in dict.fromkeys(r["selector"] for r in res["runs"]):
@@ -294,13 +410,24 @@ def readme_section(found: dict[str, list[dict]]) -> str:
         lines += [
             "### Realistic protocol", "",
             "`python benchmarks/pseudo_label.py --protocol realistic --resume` (the whole pool and test split, 5 rounds,",
-            "the base retrained from scratch each round; the schedule is in each JSON). Every count-matched selector keeps,",
-            "per round, as many as `confidence`; \"vs confidence\" is its pooled precision minus confidence's over those",
-            "equal-count rounds (points). Imbalance: the kept set's largest class over its mean class (1 = balanced).",
+            "the base retrained from scratch each round; the schedule is in each JSON). **Equal count on the same model**:",
+            "along the `confidence` run, every other selector picks, each round, from the same base as many pseudo-labels",
+            "as confidence kept (threshold selectors, `mc-dropout` and `metaerr`, keep what their rule says); its",
+            "precision is recorded and never trained on. Per seed, precision is pooled over the rounds; \"gap\" is",
+            "the shadow's minus confidence's on the same rounds; each figure is a mean ± std over seeds of those",
+            "per-seed values. **Own trajectory**: a selector trains its own rounds on its own",
+            "pseudo-labels (count-matched ones keep confidence's count per round); \"vs confidence\" is its pooled",
+            "precision minus confidence's over those rounds. Imbalance: the kept set's largest class over its mean",
+            "class (1 = balanced).",
+            "",
+            "#### Targets (shipped MetaErr presets; precision on the unlabelled pool, test accuracy reported only)",
+            "",
+            *targets(found["realistic"]),
             "",
         ]
         lines += _setting_tables(found["realistic"], realistic=True)
-        lines += ["![precision against count](results/pseudo_label_realistic_precision.png)", "",
+        lines += ["![precision at equal count per round](results/pseudo_label_realistic_equal_count.png)", "",
+                  "![precision against count](results/pseudo_label_realistic_precision.png)", "",
                   "![test accuracy per round](results/pseudo_label_realistic_accuracy.png)", ""]
         notes = RESULTS / "pseudo_label_realistic_notes.md"
         if notes.exists():
@@ -339,6 +466,15 @@ def _setting_tables(results: list[dict], realistic: bool) -> list[str]:
             imb = "-" if math.isnan(s["imbalance"][0]) else f"{s['imbalance'][0]:.2f}"
             lines.append(f"| {sel} | {s['seeds']} | {_fmt(s['round0_test_acc'])} | {_fmt(s['final_test_acc'])} | {kept} | "
                          f"{_fmt(s['last_precision'], digits=2)} | {pa} | {vs} | {imb} | {s['seconds'][0]:.0f} |")
+        shadows = shadow_summary(res["runs"]) if realistic else {}
+        if shadows:
+            lines += ["", "Equal count on the confidence run's models:", "",
+                      "| selector | count | precision % | confidence % (same rounds) | gap (pts) | "
+                      "seeds >= confidence | kept per round | imbalance |", "|---|---|---|---|---|---|---|---|"]
+            for sel, s in shadows.items():
+                lines.append(f"| {sel} | {'equal' if s['equal_count'] else 'own rule'} | {_fmt(s['precision'], digits=2)} | "
+                             f"{_fmt(s['confidence_precision'], digits=2)} | {_fmt(s['gap'], digits=2)} | "
+                             f"{s['seeds_at_or_above']}/{s['seeds']} | {s['kept'][0]:.0f} | {s['imbalance'][0]:.2f} |")
         lines.append("")
     return lines
 
@@ -369,7 +505,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="the schedule defaults (module docstring); a flag given explicitly wins")
     p.add_argument("--settings", nargs="+", default=None, choices=list(SETTINGS),
                    help="default: the protocol's (first: the four first-attempt settings; realistic: all)")
-    p.add_argument("--selectors", nargs="+", default=None, choices=list(SELECTORS))
+    p.add_argument("--selectors", nargs="+", default=None, choices=list(SELECTORS),
+                   help="selectors that train their own rounds (default: the protocol's)")
+    p.add_argument("--shadows", nargs="*", default=None, choices=list(SHADOWS),
+                   help="selectors compared at equal count on the confidence run's models (default: the protocol's: "
+                        "none for first, every other selector for realistic)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--max-pool", dest="pool_size", type=int, default=None,
@@ -428,6 +568,7 @@ def publish() -> None:
             plot(results, RESULTS / f"{stem}_precision.png")
             if protocol != "first":
                 plot_rounds(results, RESULTS / f"{stem}_accuracy.png")
+                plot_equal_count(results, RESULTS / f"{stem}_equal_count.png")
     if any(found.values()):
         write_readme(readme_section(found))
 

@@ -29,7 +29,7 @@ FIT = FitConfig(epochs=2, batch_size=32, augment="none")
 TINY = {"width": 8}
 FAST_OPTIONS = {"metaerr": {"meta_epochs": 3, "folds": 2}, "metaerr-topk": {"meta_epochs": 3, "folds": 2},
                 "metaerr-balanced": {"meta_epochs": 3, "folds": 2}, "metaerr-perclass": {"meta_epochs": 3, "folds": 2},
-                "mc-dropout": {"passes": 3}}
+                "mc-dropout": {"passes": 3}, "mc-dropout-topk": {"passes": 3}}
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,8 @@ def ssl_setup(digits):
 
 
 def test_registry_is_the_one_list():
-    assert available_selectors() == sorted(["confidence", "topk", "mc-dropout", "metaerr", "metaerr-topk", "metaerr-balanced",
-                                            "metaerr-perclass"])
+    assert available_selectors() == sorted(["confidence", "topk", "mc-dropout", "mc-dropout-topk", "metaerr", "metaerr-topk",
+                                            "metaerr-balanced", "metaerr-perclass"])
     for name in available_selectors():
         assert create_selector(name).name == name
 
@@ -92,8 +92,8 @@ def test_selector_returns_valid_unique_pool_indices(name, ssl_setup):
     assert len(idx) > 0 and len(np.unique(idx)) == len(idx)
     assert idx.min() >= 0 and idx.max() < len(pool)
     assert np.intersect1d(pool_idx[idx], labelled_idx).size == 0  # never a labelled sample
-    assert np.array_equal(labels, ctx.probs[idx].argmax(1)) or name == "mc-dropout"
-    if name in ("topk", "metaerr-topk", "metaerr-balanced", "metaerr-perclass"):
+    assert np.array_equal(labels, ctx.probs[idx].argmax(1)) or name.startswith("mc-dropout")
+    if name in ("topk", "mc-dropout-topk", "metaerr-topk", "metaerr-balanced", "metaerr-perclass"):
         assert len(idx) == 40  # count-matched to the budget
 
 
@@ -234,6 +234,73 @@ def test_each_selector_keeps_what_its_rule_says_on_fixed_inputs(name, budget, ke
     assert labels.tolist() == FIXED_PROBS[idx].argmax(1).tolist()  # the label is always the model's argmax
 
 
+FIXED_STD = np.array([.02, .05, .01, .01, .2, .03, .05, .3])  # MC-Dropout std of the predicted class
+
+
+@pytest.mark.parametrize(("name", "budget", "kept"), [
+    ("mc-dropout", None, [0, 1, 5]),            # MC mean >= 0.95 and std <= 0.05
+    ("mc-dropout-topk", 4, [2, 3, 0, 5]),       # lowest std; the tie at .01 broken by the higher confidence
+    ("mc-dropout-topk", 5, [2, 3, 0, 5, 1]),    # the tie at .05: row 1 (.95) before row 6 (.6)
+    ("mc-dropout-topk", None, [2, 3, 0]),       # default count: what confidence keeps from the mean (3)
+])
+def test_mc_dropout_selectors_keep_what_their_rule_says_on_fixed_inputs(name, budget, kept, monkeypatch):
+    monkeypatch.setattr(selectors_mod.MCDropoutSelector, "mc_stats", lambda self, ctx: (FIXED_PROBS, FIXED_STD))
+    idx, labels = create_selector(name, threshold=0.95).select(_fixed_ctx(FIXED_PROBS, budget))
+    assert idx.tolist() == sorted(kept)
+    assert labels.tolist() == FIXED_PROBS[idx].argmax(1).tolist()  # the MC-mean argmax
+
+
+def test_selectors_on_one_context_share_their_work_and_a_changed_context_does_not(ssl_setup, monkeypatch):
+    *_, make_ctx = ssl_setup
+    calls = []
+    real = selectors_mod.crossfit_probs
+    monkeypatch.setattr(selectors_mod, "crossfit_probs", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    ctx = make_ctx(budget=20)
+    opts = {"folds": 2, "meta_epochs": 2}
+    a = create_selector("metaerr-topk", **opts).select(ctx)
+    b = create_selector("metaerr-balanced", **opts).select(dataclasses.replace(ctx, budget=10, info={}))
+    assert len(calls) == 1  # the same rows and head: fitted once, used twice
+    assert np.array_equal(a[0], create_selector("metaerr-topk", **opts).select(dataclasses.replace(ctx, cache={}))[0])
+    assert len(calls) == 2 and len(b[0]) == 10
+    create_selector("metaerr-topk", **opts, skip="auto").select(ctx)  # another head on the same rows: no new folds
+    assert len(calls) == 2
+    n = len(ctx.labelled_labels)
+    moved = dataclasses.replace(ctx, pseudo_images=ctx.pool_images[:9], pseudo_labels=ctx.probs[:9].argmax(1))
+    create_selector("metaerr-topk", **opts, meta_rows="labelled+pseudo").select(moved)
+    create_selector("metaerr-topk", **opts).select(dataclasses.replace(ctx, round=2))
+    assert calls[2:] == [n + 9, n]  # other rows, another round: computed anew, not served from the shared cache
+
+
+def test_shadow_selectors_record_their_choice_on_the_main_trajectory_without_training_on_it(digits, monkeypatch):
+    import metaerr_edge.semisup.pseudo_label as loop_mod
+
+    labelled_idx = sample_labelled(digits.train.labels, 100, seed=5)
+    trained = []
+    real_fit = loop_mod.fit_classifier
+    monkeypatch.setattr(loop_mod, "fit_classifier", lambda net, x, y, *a, **k: trained.append(y) or real_fit(net, x, y, *a, **k))
+    contexts = []
+
+    class Spy(selectors_mod.TopKSelector):
+        def select(self, ctx):
+            contexts.append(ctx)
+            return super().select(ctx)
+
+    shadows = {"conf-by-topk": create_selector("topk", threshold=0.5), "mcd": create_selector("mc-dropout-topk", passes=3)}
+    res = run_pseudo_labelling(digits, labelled_idx, Spy(), rounds=2, fit=FIT, seed=5, arch_kwargs=TINY, pool_size=200,
+                               budgets=[30, 50], min_steps=10, shadows=shadows)
+    _, pool, _, _ = split_for_ssl(digits, labelled_idx, seed=5, pool_size=200)
+    assert [len(y) for y in trained] == [100, 130, 150]  # only the main selection is trained on
+    for r, ctx in zip((1, 2), contexts):
+        rec = res.rounds[r].shadows
+        assert set(rec) == {"conf-by-topk", "mcd"}
+        for name, sel in shadows.items():
+            idx, labels = sel.select(dataclasses.replace(ctx, budget=res.rounds[r].kept, info={}, cache={}))
+            assert rec[name]["kept"] == len(idx) == res.rounds[r].kept  # the main selector's count
+            assert rec[name]["precision"] == pytest.approx(float(np.mean(labels == pool.labels[idx])))
+            assert rec[name]["class_counts"] == np.bincount(labels, minlength=10).tolist()
+    assert res.to_dict()["rounds"][1]["shadows"]["mcd"]["kept"] == 30
+
+
 def test_per_class_pick_orders_within_classes_then_fills_and_quotas_scale():
     pred, score = np.array([0, 0, 0, 1, 2, 2]), np.array([.3, .1, .2, .9, .5, .4])
     # class 1 has one candidate for a quota of 2: the rest is filled by the lowest remaining scores
@@ -258,7 +325,9 @@ def test_metaerr_on_labelled_and_pseudo_rows_cross_fits_over_both(ssl_setup, mon
     sel = create_selector("metaerr-topk", folds=2, meta_epochs=2, meta_rows="labelled+pseudo")
     data, _ = sel.meta_data(ctx)
     assert seen["n"] == len(base.labelled_labels) + 30 and seen["extra"] is None
-    assert np.array_equal(data.labels[-30:], ctx.pseudo_labels) and ctx.info["meta_pseudo_rows"] == 30
+    assert np.array_equal(data.labels[-30:], ctx.pseudo_labels) and len(data.labels) == len(base.labelled_labels) + 30
+    sel.failure_scores(ctx)  # the fit reports its rows (served the cached folds: no second crossfit)
+    assert ctx.info["meta_pseudo_rows"] == 30 and ctx.info["meta_train"] == len(data.labels)
     assert len(sel.meta_data(base)[0].labels) == len(base.labelled_labels)  # round 1: no pseudo-labels yet
     with pytest.raises(ConfigError, match="meta_rows must be one of"):
         create_selector("metaerr", meta_rows="pool")
@@ -380,3 +449,23 @@ def test_models_a_selector_trains_get_the_steps_of_their_own_rows_every_round(di
     assert trained, "no model was trained by the selector in round 2"
     assert ("mentor" in {who for who, _, _ in trained}) == (mode == "mentor-features")
     assert all(n >= 40 for _, _, n in trained), trained  # 30 labelled rows a fold at 1 step an epoch: 40 epochs, not 3
+
+
+def test_the_ssl_command_scores_compared_selectors_at_the_selectors_count(tmp_path, capsys):
+    import json
+
+    from metaerr_edge.cli import main
+
+    out = tmp_path / "ssl.json"
+    argv = ["ssl", "--dataset", "digits", "--labelled", "100", "--rounds", "1", "--selector", "topk", "--budget", "40",
+            "--compare", "confidence", "mc-dropout-topk", "--epochs", "1", "--batch-size", "32", "--max-pool", "200",
+            "--width", "8", "--min-steps", "10", "--quiet", "-o", str(out)]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "| confidence | mc-dropout-topk" in table
+    doc = json.loads(out.read_text())
+    shadows = doc["rounds"][1]["shadows"]
+    assert shadows["mc-dropout-topk"]["kept"] == 40 == doc["rounds"][1]["kept"]  # the main selector's count
+    assert 0 <= shadows["confidence"]["kept"] <= 200  # a threshold selector keeps what its threshold says
+    assert main(["ssl", "--dataset", "digits", "--compare", "nope", "-o", str(tmp_path / "x.json")]) == 2
+    assert "unknown selector 'nope'" in capsys.readouterr().err and not (tmp_path / "x.json").exists()

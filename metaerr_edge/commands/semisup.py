@@ -14,7 +14,7 @@ from metaerr_edge._fileio import write_json
 
 
 # Shown in --help only; the selector registry (metaerr_edge.semisup) decides what is valid when the command runs.
-SELECTOR_HELP = "confidence, topk, mc-dropout, metaerr, metaerr-topk, metaerr-balanced, metaerr-perclass"
+SELECTOR_HELP = "confidence, topk, mc-dropout, mc-dropout-topk, metaerr, metaerr-topk, metaerr-balanced, metaerr-perclass"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -22,6 +22,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--labelled", type=positive_int, default=100,
                    help="how many training images keep their label (class-balanced; default: %(default)s)")
     p.add_argument("--selector", default="metaerr", help=f"{SELECTOR_HELP} (default: %(default)s)")
+    p.add_argument("--compare", nargs="+", default=[], metavar="SELECTOR",
+                   help="other selectors to score on the same run: each round each picks from the same model at the "
+                        "--selector's count (precision at equal count), without being trained on; the metaerr flags "
+                        "apply to the metaerr ones")
     p.add_argument("--rounds", type=round_count, default=3, help="pseudo-labelling rounds after round 0 (default: %(default)s)")
     p.add_argument("--budget", type=positive_int, default=None,
                    help="per-round count for topk and the count-based metaerr selectors (default: what confidence "
@@ -55,17 +59,20 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 #: Which of --threshold / --budget / --max-score each selector takes (a flag it does not take is refused).
 SELECTOR_OPTIONS = {"confidence": ("threshold",), "mc-dropout": ("threshold",), "topk": ("threshold", "budget"),
+                    "mc-dropout-topk": ("threshold", "budget"),
                     "metaerr": ("max_score",), "metaerr-topk": ("threshold", "budget"),
                     "metaerr-balanced": ("threshold", "budget"), "metaerr-perclass": ("threshold", "budget")}
 
 
-def _selector_options(args: argparse.Namespace) -> dict:
-    """The selector's options from the flags; a flag the selector does not use is a ConfigError."""
-    name = args.selector
+def _selector_options(args: argparse.Namespace, name: str | None = None) -> dict:
+    """The options of ``name`` (default: ``--selector``) from the flags. A flag ``--selector`` does not
+    use is a ConfigError; a ``--compare`` selector is simply not given the flags it does not take."""
+    compared = name is not None
+    name = name or args.selector
     takes = SELECTOR_OPTIONS.get(name, ("threshold",))
     unused = [f"--{k.replace('_', '-')}" for k in ("threshold", "budget", "max_score")
               if getattr(args, k) is not None and k not in takes]
-    if unused:
+    if unused and not compared:
         raise ConfigError(f"selector {name!r} does not use {', '.join(unused)}; it takes "
                           f"{', '.join('--' + k.replace('_', '-') for k in takes)}")
     opts = {k: getattr(args, k) for k in ("threshold", "max_score") if k in takes and getattr(args, k) is not None}
@@ -75,13 +82,20 @@ def _selector_options(args: argparse.Namespace) -> dict:
 
 
 def format_table(result) -> str:
-    rows = ["round | kept  | precision | imbalance | test acc | train n | seconds",
-            "------|-------|-----------|-----------|----------|---------|--------"]
+    """Per round: the main selector's count, precision, balance and test accuracy, then the precision
+    of each ``--compare`` selector at the same count on the same model."""
+    compared = list(dict.fromkeys(name for r in result.rounds for name in r.shadows))
+    rows = ["round | kept  | precision | imbalance | test acc | train n | seconds" + "".join(f" | {n}" for n in compared),
+            "------|-------|-----------|-----------|----------|---------|--------" + "".join(f"-|-{'-' * len(n)}" for n in compared)]
+
+    def pct(value: float) -> str:
+        return "-" if math.isnan(value) else f"{100 * value:8.2f}%"
+
     for r in result.rounds:
-        prec = "-" if math.isnan(r.precision) else f"{100 * r.precision:8.2f}%"
         imb = "-" if math.isnan(r.imbalance) else f"{r.imbalance:9.2f}"
-        rows.append(f"{r.round:5d} | {r.kept:5d} | {prec:>9s} | {imb:>9s} | {100 * r.test_acc:7.2f}% | {r.n_train:7d} | "
-                    f"{r.seconds:6.1f}")
+        rows.append(f"{r.round:5d} | {r.kept:5d} | {pct(r.precision):>9s} | {imb:>9s} | {100 * r.test_acc:7.2f}% | "
+                    f"{r.n_train:7d} | {r.seconds:6.1f}"
+                    + "".join(f" | {pct(r.shadows[n]['precision']) if n in r.shadows else '-':>{len(n)}s}" for n in compared))
     return "\n".join(rows)
 
 
@@ -102,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     if args.arch not in available_bases():
         raise ConfigError(f"--arch {args.arch!r} is not a registered base architecture; choose one of {available_bases()}")
     selector = create_selector(args.selector, **_selector_options(args))
+    compare = {name: create_selector(name, **_selector_options(args, name)) for name in dict.fromkeys(args.compare)}
     data = load_dataset(args.dataset, args.root)
     fit = FitConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
@@ -112,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         data, labelled, selector, args.rounds, fit, args.seed, arch=args.arch,
         arch_kwargs={} if args.width is None else {"width": args.width}, pool_size=args.max_pool,
         max_test=args.max_test, budgets=None if args.budget is None else [args.budget] * args.rounds,
-        min_steps=args.min_steps, progress=not args.quiet,
+        min_steps=args.min_steps, progress=not args.quiet, shadows=compare,
     )  # fmt: skip
     print(f"{args.dataset}: {result.n_labelled} labelled, pool {result.n_pool}, test {result.n_test}, selector {result.selector}")
     print(format_table(result))

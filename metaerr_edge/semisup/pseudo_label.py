@@ -6,12 +6,18 @@ re-decided, not frozen, as in UPS), then retrains the base from scratch on label
 Per round it records how many pseudo-labels were kept, their precision against the true labels (known
 in a benchmark, never shown to the selector) and test accuracy. Nothing is selected on the test split:
 the schedule is fixed and the meta-model picks its checkpoint on a split of the labelled set.
+
+``shadows`` compares other selectors on the same trajectory: each round, every shadow selects from
+the same model and pool with the main selector's count as its budget, and its count, precision and
+class counts are recorded beside the main selector's; only the main selection is trained on. That is
+precision at equal count on the same model, without a training run per selector.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -30,7 +36,8 @@ from metaerr_edge.semisup.selectors import SelectContext, Selector, create_selec
 @dataclass(frozen=True)
 class RoundRecord:
     """One round. ``kept``/``precision``/``class_counts`` (kept per pseudo-label class) describe the
-    pseudo-labels the round's base trained on."""
+    pseudo-labels the round's base trained on; ``shadows`` the same for each shadow selector's choice
+    from the same model at the same budget (name -> kept, precision, class_counts, imbalance, info)."""
 
     round: int
     kept: int
@@ -40,12 +47,23 @@ class RoundRecord:
     seconds: float
     info: dict = field(default_factory=dict)
     class_counts: tuple[int, ...] = ()
+    shadows: dict = field(default_factory=dict)
 
     @property
     def imbalance(self) -> float:
         """Largest class count over the mean count of the kept set (1 = balanced; NaN when none kept)."""
-        counts = np.asarray(self.class_counts, np.float64)
-        return float(counts.max() / counts.mean()) if counts.size and counts.sum() > 0 else float("nan")
+        return imbalance(self.class_counts)
+
+
+def imbalance(class_counts: Sequence[int]) -> float:
+    """Largest class count over the mean count (1 = balanced; NaN when nothing was kept).
+
+    Example:
+        >>> imbalance([30, 10, 20])
+        1.5
+    """
+    counts = np.asarray(class_counts, np.float64)
+    return float(counts.max() / counts.mean()) if counts.size and counts.sum() > 0 else float("nan")
 
 
 @dataclass(frozen=True)
@@ -141,6 +159,7 @@ def run_pseudo_labelling(
     min_steps: int = 100,
     warm_start: nn.Module | None = None,
     progress: bool = False,
+    shadows: Mapping[str, Selector | str] | None = None,
 ) -> SSLResult:
     """Pseudo-labelling with ``selector`` for ``rounds`` rounds after a supervised round 0.
 
@@ -152,6 +171,8 @@ def run_pseudo_labelling(
             lets them match the confidence selector's count on the same model.
         warm_start: the round-0 base already trained with this config (``train_round0``), to share it
             between selectors of the same seed.
+        shadows: name -> selector (or registered name) compared each round on the main selector's
+            model and count (``RoundRecord.shadows``); never trained on.
 
     Example:
         >>> res = run_pseudo_labelling(ds, sample_labelled(ds.train.labels, 100, 0), "metaerr-topk", rounds=2)
@@ -159,6 +180,7 @@ def run_pseudo_labelling(
     """
     fit = fit or FitConfig()
     sel = create_selector(selector) if isinstance(selector, str) else selector
+    shadow_sels = {name: create_selector(s) if isinstance(s, str) else s for name, s in (shadows or {}).items()}
     if rounds < 0:
         raise ConfigError(f"rounds must be >= 0, got {rounds}")
     if budgets is not None and len(budgets) < rounds:
@@ -194,6 +216,8 @@ def run_pseudo_labelling(
         idx, plabels = sel.select(ctx)
         _check_selection(idx, plabels, len(pool), sel.name)
         precision = pseudo_label_precision(plabels, pool.labels[idx])
+        shadow_records = {name: _shadow(s, dataclasses.replace(ctx, budget=len(idx), info={}), pool, num_classes)
+                          for name, s in shadow_sels.items()}  # fmt: skip
         pseudo_x, pseudo_y = pool.images[idx], plabels
         x = np.concatenate([labelled.images, pseudo_x])
         y = np.concatenate([labelled.labels, pseudo_y])
@@ -201,9 +225,18 @@ def run_pseudo_labelling(
         torch.manual_seed(seed * 1000 + r)  # the round's initial weights: the same for every selector, whatever it drew
         model = fit_classifier(factory(), x, y, pre, cur_fit, progress, f"round {r}")
         records.append(RoundRecord(r, len(idx), precision, test_acc(model), len(x), time.perf_counter() - t0, dict(ctx.info),
-                                   tuple(int(v) for v in np.bincount(plabels, minlength=num_classes))))
+                                   tuple(int(v) for v in np.bincount(plabels, minlength=num_classes)), shadow_records))
         _warn_if_degenerate(records, len(pool), sel.name)
     return SSLResult(sel.name, sel.params(), seed, len(labelled), len(pool), len(test), tuple(records))
+
+
+def _shadow(sel: Selector, ctx: SelectContext, pool: ImageArrays, num_classes: int) -> dict:
+    """What ``sel`` would keep from the round's model at the main selector's budget (``ctx.budget``)."""
+    idx, labels = sel.select(ctx)
+    _check_selection(idx, labels, len(pool), sel.name)
+    counts = [int(v) for v in np.bincount(labels, minlength=num_classes)]
+    return {"kept": int(len(idx)), "precision": pseudo_label_precision(labels, pool.labels[idx]), "class_counts": counts,
+            "imbalance": imbalance(counts), "info": dict(ctx.info)}
 
 
 def train_round0(

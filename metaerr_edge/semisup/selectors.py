@@ -10,6 +10,8 @@ The registry below is the one list of them:
 - ``topk``: class-balanced top-``budget`` by confidence (``budget // K`` per predicted class).
 - ``mc-dropout``: UPS-style, confident (MC-mean probability >= ``threshold``) AND certain (std of the
   predicted class's probability over ``passes`` dropout passes <= ``max_std``).
+- ``mc-dropout-topk``: the same MC-Dropout passes, keeping the ``budget`` samples whose predicted
+  class's probability varies least over the passes (UPS's uncertainty as a ranking, count-matched).
 - ``metaerr``: a MetaErr meta-model, re-fitted each round on out-of-fold errors of the labelled set,
   keeps the pool samples it predicts correct (failure score < ``max_score``).
 - ``metaerr-topk``: the same meta-model, keeping the ``budget`` samples with the lowest failure score
@@ -25,7 +27,9 @@ cross-fits over the labelled set and the pseudo-labels accepted in the round bef
 meta-model sees many more (pseudo-)errors, at the price of targets that are themselves guesses.
 
 A count-based selector given no budget uses the count ``confidence`` would keep from the same model
-in the same round, so it is count-matched by default.
+in the same round, so it is count-matched by default. Selectors that share work in one round (the
+MetaErr selectors' out-of-fold rows and heads, the MC-Dropout passes) keep it in ``ctx.cache``, so
+several of them compared on the same context (``run_pseudo_labelling(shadows=...)``) pay for it once.
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ class SelectContext:
     info: dict = field(default_factory=dict)  # selectors write diagnostics here (meta AUROC...)
     schedule: FitConfig | None = None
     min_steps: int = 0
+    cache: dict = field(default_factory=dict)  # work shared by selectors on this context (see the module doc)
 
     @property
     def num_classes(self) -> int:
@@ -123,6 +128,17 @@ def create_selector(name: str, **kwargs) -> Selector:
         >>> sel = create_selector("confidence", threshold=0.95)
     """
     return SELECTORS.create(name, **kwargs)
+
+
+def _cached(ctx: SelectContext, key: tuple, compute: Callable[[], object]) -> object:
+    """``compute()`` once per ``key`` and context inputs: a context made by ``dataclasses.replace``
+    shares the cache, and finds an entry only where it reads the same model, arrays and round."""
+    inputs = (ctx.model, ctx.probs, ctx.pool_images, ctx.labelled_images, ctx.labelled_labels, ctx.pseudo_images,
+              ctx.pseudo_labels, ctx.preprocess, ctx.fit, ctx.schedule, ctx.factory)
+    full = (*key, ctx.round, ctx.seed, ctx.min_steps, *map(id, inputs))
+    if full not in ctx.cache:  # the entry holds its inputs, so no id in its key is reused while it lives
+        ctx.cache[full] = (inputs, compute())
+    return ctx.cache[full][1]
 
 
 def _selection(order: np.ndarray, probs: np.ndarray) -> Selection:
@@ -229,14 +245,38 @@ class MCDropoutSelector(Selector):
             raise ConfigError(f"mc-dropout needs passes >= 2 and max_std >= 0, got {self.passes}, {self.max_std}")
 
     def select(self, ctx: SelectContext) -> Selection:
-        from metaerr_edge.scores.mc_dropout import mc_dropout_probs
-
-        mc = mc_dropout_probs(ctx.model, ctx.pool_images, ctx.preprocess, passes=self.passes, seed=ctx.seed + ctx.round, device=ctx.fit.device)
-        mean = mc.mean(axis=0)
-        pred = mean.argmax(axis=1)
-        std = mc[:, np.arange(len(pred)), pred].std(axis=0)
+        mean, std = self.mc_stats(ctx)
         keep = np.flatnonzero((mean.max(axis=1) >= self.threshold) & (std <= self.max_std))
         return _selection(keep, mean)
+
+    def mc_stats(self, ctx: SelectContext) -> tuple[np.ndarray, np.ndarray]:
+        """The MC-mean probabilities on the pool and the std of the predicted class's probability."""
+
+        def compute() -> tuple[np.ndarray, np.ndarray]:
+            from metaerr_edge.scores.mc_dropout import mc_dropout_probs
+
+            mc = mc_dropout_probs(ctx.model, ctx.pool_images, ctx.preprocess, passes=self.passes, seed=ctx.seed + ctx.round,
+                                  device=ctx.fit.device)  # fmt: skip
+            mean = mc.mean(axis=0)
+            pred = mean.argmax(axis=1)
+            return mean, mc[:, np.arange(len(pred)), pred].std(axis=0)
+
+        return _cached(ctx, ("mc-dropout", self.passes), compute)
+
+
+@register_selector("mc-dropout-topk")
+@dataclass(frozen=True)
+class MCDropoutTopKSelector(MCDropoutSelector):
+    """UPS's uncertainty as a ranking: the ``budget`` pool samples with the lowest std of the predicted
+    class's probability over the dropout passes (ties: the more confident MC mean first), labelled by
+    the MC-mean argmax. ``threshold`` only sets the default budget (the confidence selector's count);
+    ``max_std`` is not used."""
+
+    def select(self, ctx: SelectContext) -> Selection:
+        n = _budget(ctx, self.threshold)
+        mean, std = self.mc_stats(ctx)
+        order = np.lexsort((-mean.max(axis=1), std))[:n]  # by std, then by confidence
+        return _selection(order, mean)
 
 
 @dataclass(frozen=True)
@@ -274,11 +314,28 @@ class _MetaErrBase(Selector):
         """The meta-model's shape: mentor-features regresses the true-class probability, as in ``train``."""
         return HeadConfig(self.mode, skip=self.skip, target="tcp" if self.mode == "mentor-features" else "error")
 
+    def rows_key(self) -> tuple:
+        """What the meta-model's rows depend on beyond the context (selectors sharing it share the rows)."""
+        return ("metaerr-rows", self.folds, self.meta_rows, self.oof_pseudo, self.shift_views)
+
     def failure_scores(self, ctx: SelectContext) -> np.ndarray:
+        """The meta-model's failure score of every pool sample (fitted once per context and head)."""
+        key = (*self.rows_key(), self.mode, self.skip, self.meta_epochs)
+        scores, info = _cached(ctx, ("metaerr-scores", *key), lambda: self._failure_scores(ctx))
+        ctx.info.update(info)
+        return scores
+
+    def _failure_scores(self, ctx: SelectContext) -> tuple[np.ndarray, dict]:
+        info: dict = {}  # what the fit reports (rows, errors, meta-validation AUROC), replayed on a cache hit
+        return self._fit_and_score(ctx, info), info
+
+    def _fit_and_score(self, ctx: SelectContext, info: dict) -> np.ndarray:
         if len(ctx.labelled_labels) < 2 * self.folds:
             raise ConfigError(f"metaerr needs at least {2 * self.folds} labelled samples for {self.folds} folds, got {len(ctx.labelled_labels)}")
         data, views = self.meta_data(ctx)
-        ctx.info.update(meta_train=len(data.labels), meta_errors=int(data.is_error.sum()))
+        info.update(meta_train=len(data.labels), meta_errors=int(data.is_error.sum()))
+        if self.meta_rows == "labelled+pseudo" and len(data.labels) > len(ctx.labelled_labels):
+            info.update(meta_pseudo_rows=len(data.labels) - len(ctx.labelled_labels))
         c, h, w = ctx.labelled_images.shape[1:]
         meta = MetaModel(self.head(), c, ctx.num_classes, (h, w))
         mentor = None
@@ -293,19 +350,21 @@ class _MetaErrBase(Selector):
                            mentor=mentor, views=views, progress=ctx.progress)  # fmt: skip
         except DataError as exc:  # too few (or too many) out-of-fold errors to learn from
             log.warning("metaerr round %d: %s; falling back to 1 - max prob", ctx.round, exc)
-            ctx.info.update(meta_fallback="msp")
+            info.update(meta_fallback="msp")
             return 1.0 - ctx.probs.max(axis=1)
-        ctx.info.update(meta_val_auroc=res.val_auroc)
+        info.update(meta_val_auroc=res.val_auroc)
         return meta_scores(meta, ctx.pool_images, ctx.probs.astype(np.float32), ctx.preprocess, device=ctx.fit.device)
 
     def meta_data(self, ctx: SelectContext) -> tuple[MetaData, MetaData | None]:
         """The rows the meta-model learns from, with out-of-fold probabilities, and their corrupted
         views (``shift_views``; each scored by the fold model that did not see its source row)."""
+        return _cached(ctx, self.rows_key(), lambda: self._meta_data(ctx))
+
+    def _meta_data(self, ctx: SelectContext) -> tuple[MetaData, MetaData | None]:
         more = self.meta_rows == "labelled+pseudo" and ctx.pseudo_labels is not None and len(ctx.pseudo_labels) > 0
         x, y = ctx.labelled_images, ctx.labelled_labels
         if more:
             x, y = np.concatenate([x, ctx.pseudo_images]), np.concatenate([y, ctx.pseudo_labels])
-            ctx.info.update(meta_pseudo_rows=int(len(ctx.pseudo_labels)))
         extra = (ctx.pseudo_images, ctx.pseudo_labels) if self.oof_pseudo and not more and ctx.pseudo_labels is not None else None
         views_x = shift_views(x, self.shift_views, ctx.seed + ctx.round) if self.shift_views else None
         views_p = None if views_x is None else np.zeros((len(views_x), ctx.num_classes), np.float32)
