@@ -265,10 +265,26 @@ def test_selectors_on_one_context_share_their_work_and_a_changed_context_does_no
     create_selector("metaerr-topk", **opts, skip="auto").select(ctx)  # another head on the same rows: no new folds
     assert len(calls) == 2
     n = len(ctx.labelled_labels)
-    moved = dataclasses.replace(ctx, pseudo_images=ctx.pool_images[:9], pseudo_labels=ctx.probs[:9].argmax(1))
-    create_selector("metaerr-topk", **opts, meta_rows="labelled+pseudo").select(moved)
+    more = create_selector("metaerr-topk", **opts, meta_rows="labelled+pseudo")
+    nine = dataclasses.replace(ctx, pseudo_images=ctx.pool_images[:9], pseudo_labels=ctx.probs[:9].argmax(1))
+    more.select(nine)
+    more.select(dataclasses.replace(nine, pseudo_images=ctx.pool_images[9:18], pseudo_labels=ctx.probs[9:18].argmax(1)))
+    more.select(dataclasses.replace(nine, info={}))  # the same arrays: served
+    assert calls[2:] == [n + 9, n + 9]  # only the pseudo-labels differ, and the rows are computed anew
     create_selector("metaerr-topk", **opts).select(dataclasses.replace(ctx, round=2))
-    assert calls[2:] == [n + 9, n]  # other rows, another round: computed anew, not served from the shared cache
+    create_selector("metaerr-topk", **opts).select(dataclasses.replace(ctx, probs=ctx.probs.copy()))
+    assert calls[4:] == [n, n]  # another round, other probabilities: computed anew, not served from the shared cache
+
+
+def test_a_metaerr_head_scores_the_same_alone_or_after_another_head_on_the_same_context(ssl_setup):
+    *_, make_ctx = ssl_setup
+    opts = {"folds": 2, "meta_epochs": 3}
+    alone = create_selector("metaerr-topk", **opts).failure_scores(make_ctx(budget=20))
+    shared = make_ctx(budget=20)
+    create_selector("metaerr-topk", **opts, skip="auto").failure_scores(shared)  # fits a head, leaves the RNG moved
+    torch.randn(1000)
+    np.testing.assert_array_equal(create_selector("metaerr-topk", **opts).failure_scores(dataclasses.replace(shared, info={})),
+                                  alone)
 
 
 def test_shadow_selectors_record_their_choice_on_the_main_trajectory_without_training_on_it(digits, monkeypatch):
@@ -299,6 +315,12 @@ def test_shadow_selectors_record_their_choice_on_the_main_trajectory_without_tra
             assert rec[name]["precision"] == pytest.approx(float(np.mean(labels == pool.labels[idx])))
             assert rec[name]["class_counts"] == np.bincount(labels, minlength=10).tolist()
     assert res.to_dict()["rounds"][1]["shadows"]["mcd"]["kept"] == 30
+    alone = run_pseudo_labelling(digits, labelled_idx, Spy(), rounds=2, fit=FIT, seed=5, arch_kwargs=TINY, pool_size=200,
+                                 budgets=[30, 50], min_steps=10)
+    # the shadows changed nothing of the trajectory: the same pseudo-labels, the same bases
+    assert [(r.kept, r.test_acc, r.class_counts) for r in alone.rounds] == [(r.kept, r.test_acc, r.class_counts) for r in res.rounds]
+    assert [r.precision for r in alone.rounds[1:]] == [r.precision for r in res.rounds[1:]]
+    assert all(s["seconds"] >= 0 for r in res.rounds[1:] for s in r.shadows.values())
 
 
 def test_per_class_pick_orders_within_classes_then_fills_and_quotas_scale():
@@ -326,8 +348,10 @@ def test_metaerr_on_labelled_and_pseudo_rows_cross_fits_over_both(ssl_setup, mon
     data, _ = sel.meta_data(ctx)
     assert seen["n"] == len(base.labelled_labels) + 30 and seen["extra"] is None
     assert np.array_equal(data.labels[-30:], ctx.pseudo_labels) and len(data.labels) == len(base.labelled_labels) + 30
-    sel.failure_scores(ctx)  # the fit reports its rows (served the cached folds: no second crossfit)
-    assert ctx.info["meta_pseudo_rows"] == 30 and ctx.info["meta_train"] == len(data.labels)
+    calls: list[int] = []
+    monkeypatch.setattr(selectors_mod, "crossfit_probs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    sel.failure_scores(ctx)  # the fit reports its rows, and is served the folds meta_data cached
+    assert ctx.info["meta_pseudo_rows"] == 30 and ctx.info["meta_train"] == len(data.labels) and calls == []
     assert len(sel.meta_data(base)[0].labels) == len(base.labelled_labels)  # round 1: no pseudo-labels yet
     with pytest.raises(ConfigError, match="meta_rows must be one of"):
         create_selector("metaerr", meta_rows="pool")
@@ -417,7 +441,7 @@ def test_the_robust_preset_selector_learns_from_views_scored_out_of_fold(ssl_set
         create_selector("metaerr-topk", shift_views=-1)
 
 
-@pytest.mark.parametrize("mode", ["probs", "mentor-features"])
+@pytest.mark.parametrize("mode", ["probs", "mentor", "mentor-features"])
 def test_models_a_selector_trains_get_the_steps_of_their_own_rows_every_round(digits, monkeypatch, mode):
     """Round 2's base trains on labelled + pseudo-labels, so its epochs are few; a fold model (or
     mentor) on the labelled set alone must still get ``min_steps`` steps, not those few epochs."""
@@ -447,7 +471,8 @@ def test_models_a_selector_trains_get_the_steps_of_their_own_rows_every_round(di
     assert res.rounds[2].n_train == 560  # round 2's base: 18 steps a epoch, so 3 epochs (54 steps >= 40)
     trained = [s for s in steps if s[1] == 2]
     assert trained, "no model was trained by the selector in round 2"
-    assert ("mentor" in {who for who, _, _ in trained}) == (mode == "mentor-features")
+    assert ("mentor" in {who for who, _, _ in trained}) == (mode != "probs")
+    assert any(who.startswith("mentor fold") for who, _, _ in trained) == (mode == "mentor")  # out-of-fold mentors too
     assert all(n >= 40 for _, _, n in trained), trained  # 30 labelled rows a fold at 1 step an epoch: 40 epochs, not 3
 
 
@@ -461,8 +486,11 @@ def test_the_ssl_command_scores_compared_selectors_at_the_selectors_count(tmp_pa
             "--compare", "confidence", "mc-dropout-topk", "--epochs", "1", "--batch-size", "32", "--max-pool", "200",
             "--width", "8", "--min-steps", "10", "--quiet", "-o", str(out)]
     assert main(argv) == 0
-    table = capsys.readouterr().out
-    assert "| confidence | mc-dropout-topk" in table
+    table = capsys.readouterr().out.splitlines()
+    header = next(line for line in table if line.startswith("round"))
+    assert [c.strip() for c in header.split("|")][-2:] == ["confidence", "mc-dropout-topk"]
+    round1 = next(line for line in table if line.startswith("    1 |"))
+    assert round1.endswith("% (40)") and len(round1) == len(header)  # precision (kept) at the main count; aligned
     doc = json.loads(out.read_text())
     shadows = doc["rounds"][1]["shadows"]
     assert shadows["mc-dropout-topk"]["kept"] == 40 == doc["rounds"][1]["kept"]  # the main selector's count

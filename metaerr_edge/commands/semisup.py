@@ -85,17 +85,20 @@ def format_table(result) -> str:
     """Per round: the main selector's count, precision, balance and test accuracy, then the precision
     of each ``--compare`` selector at the same count on the same model."""
     compared = list(dict.fromkeys(name for r in result.rounds for name in r.shadows))
-    rows = ["round | kept  | precision | imbalance | test acc | train n | seconds" + "".join(f" | {n}" for n in compared),
-            "------|-------|-----------|-----------|----------|---------|--------" + "".join(f"-|-{'-' * len(n)}" for n in compared)]
+    widths = {n: max(len(n), 15) for n in compared}  # "precision% (kept)"
+    rows = ["round | kept  | precision | imbalance | test acc | train n | seconds" + "".join(f" | {n:>{widths[n]}s}" for n in compared),
+            "------|-------|-----------|-----------|----------|---------|--------" + "".join(f"-|-{'-' * widths[n]}" for n in compared)]
 
     def pct(value: float) -> str:
-        return "-" if math.isnan(value) else f"{100 * value:8.2f}%"
+        return "-" if math.isnan(value) else f"{100 * value:.2f}%"
+
+    def cell(shadow: dict | None) -> str:
+        return "-" if shadow is None or not shadow["kept"] else f"{pct(shadow['precision'])} ({shadow['kept']})"
 
     for r in result.rounds:
         imb = "-" if math.isnan(r.imbalance) else f"{r.imbalance:9.2f}"
         rows.append(f"{r.round:5d} | {r.kept:5d} | {pct(r.precision):>9s} | {imb:>9s} | {100 * r.test_acc:7.2f}% | "
-                    f"{r.n_train:7d} | {r.seconds:6.1f}"
-                    + "".join(f" | {pct(r.shadows[n]['precision']) if n in r.shadows else '-':>{len(n)}s}" for n in compared))
+                    f"{r.n_train:7d} | {r.seconds:7.1f}" + "".join(f" | {cell(r.shadows.get(n)):>{widths[n]}s}" for n in compared))
     return "\n".join(rows)
 
 

@@ -108,6 +108,8 @@ class MentorData:
             ``meta.mentor`` (default: none; the folds' mentors are of the head's ``mentor_arch``
             and ``meta.mentor`` itself is trained).
         trained: ``meta.mentor`` already holds a trained mentor; only its outputs are computed.
+        fold_fit: the out-of-fold mentors' schedule (default: ``fit``), for when they should get the
+            optimiser steps of their own, smaller, training sets.
     """
 
     images: np.ndarray
@@ -116,6 +118,7 @@ class MentorData:
     oof_folds: int = 0
     factory: Callable[[], nn.Module] | None = None
     trained: bool = False
+    fold_fit: FitConfig | None = None
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.labels):
@@ -243,8 +246,8 @@ def _mentor_outputs(meta: MetaModel, data: MetaData, pre: Preprocess, mentor: Me
         if mentor.oof_folds >= 2 and meta.config.mode == "mentor":
             c, h, w = data.images.shape[1:]
             factory = mentor.factory or (lambda: _new_mentor(meta, c, (h, w)))
-            oof, _ = crossfit_probs(factory, data.images, data.labels, pre, mentor.fit, mentor.oof_folds, progress,
-                                    "mentor fold")
+            oof, _ = crossfit_probs(factory, data.images, data.labels, pre, mentor.fold_fit or mentor.fit, mentor.oof_folds,
+                                    progress, "mentor fold")
         if mentor.factory is not None:  # built after the folds: its initial weights follow theirs, seed-determined
             meta.mentor = mentor.factory()
         fit_classifier(meta.mentor, mentor.images, mentor.labels, pre, mentor.fit, progress, "mentor")

@@ -37,7 +37,8 @@ from metaerr_edge.semisup.selectors import SelectContext, Selector, create_selec
 class RoundRecord:
     """One round. ``kept``/``precision``/``class_counts`` (kept per pseudo-label class) describe the
     pseudo-labels the round's base trained on; ``shadows`` the same for each shadow selector's choice
-    from the same model at the same budget (name -> kept, precision, class_counts, imbalance, info)."""
+    from the same model at the same budget (name -> kept, precision, class_counts, imbalance, seconds,
+    info); ``seconds`` is the main selector's round (selection and retraining), without the shadows."""
 
     round: int
     kept: int
@@ -216,8 +217,10 @@ def run_pseudo_labelling(
         idx, plabels = sel.select(ctx)
         _check_selection(idx, plabels, len(pool), sel.name)
         precision = pseudo_label_precision(plabels, pool.labels[idx])
+        t_shadows = time.perf_counter()
         shadow_records = {name: _shadow(s, dataclasses.replace(ctx, budget=len(idx), info={}), pool, num_classes)
                           for name, s in shadow_sels.items()}  # fmt: skip
+        t0 += time.perf_counter() - t_shadows  # the round's seconds are the main selector's: the shadows time themselves
         pseudo_x, pseudo_y = pool.images[idx], plabels
         x = np.concatenate([labelled.images, pseudo_x])
         y = np.concatenate([labelled.labels, pseudo_y])
@@ -232,11 +235,13 @@ def run_pseudo_labelling(
 
 def _shadow(sel: Selector, ctx: SelectContext, pool: ImageArrays, num_classes: int) -> dict:
     """What ``sel`` would keep from the round's model at the main selector's budget (``ctx.budget``)."""
+    t0 = time.perf_counter()
     idx, labels = sel.select(ctx)
+    seconds = time.perf_counter() - t0  # work shared with an earlier shadow (ctx.cache) is timed where it ran
     _check_selection(idx, labels, len(pool), sel.name)
     counts = [int(v) for v in np.bincount(labels, minlength=num_classes)]
     return {"kept": int(len(idx)), "precision": pseudo_label_precision(labels, pool.labels[idx]), "class_counts": counts,
-            "imbalance": imbalance(counts), "info": dict(ctx.info)}
+            "imbalance": imbalance(counts), "seconds": seconds, "info": dict(ctx.info)}
 
 
 def train_round0(
@@ -256,7 +261,7 @@ def train_round0(
 
 #: How to make each selector keep fewer pseudo-labels (the knob the `ssl` command exposes).
 _STRICTER = {"confidence": "Raise --threshold", "mc-dropout": "Raise --threshold (or lower max_std)",
-             "topk": "Give a smaller --budget", "metaerr-topk": "Give a smaller --budget",
+             "topk": "Give a smaller --budget", "mc-dropout-topk": "Give a smaller --budget", "metaerr-topk": "Give a smaller --budget",
              "metaerr-balanced": "Give a smaller --budget", "metaerr-perclass": "Give a smaller --budget",
              "metaerr": "Lower --max-score"}
 

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 import numpy as np
+import torch
 from torch import nn
 
 from metaerr_edge.errors import ConfigError, DataError
@@ -337,13 +338,17 @@ class _MetaErrBase(Selector):
         if self.meta_rows == "labelled+pseudo" and len(data.labels) > len(ctx.labelled_labels):
             info.update(meta_pseudo_rows=len(data.labels) - len(ctx.labelled_labels))
         c, h, w = ctx.labelled_images.shape[1:]
+        # the head's (and its mentor's) initial weights depend on the seed and round only, not on what
+        # ran before on this context (another selector's fit, or none when the rows came from the cache)
+        torch.manual_seed(ctx.fit.seed + 13 + 101 * ctx.round)
         meta = MetaModel(self.head(), c, ctx.num_classes, (h, w))
         mentor = None
         if meta.mentor is not None:  # a second opinion trained on the labelled set with another seed: for mode "mentor"
             # the base's architecture (out of fold, like the base's labels), for "mentor-features" the head's own small_cnn
+            n, seed = len(ctx.labelled_labels), ctx.fit.seed + 7919 + 101 * ctx.round
             mentor = MentorData(ctx.labelled_images, ctx.labelled_labels, oof_folds=self.folds,
-                                factory=ctx.factory if self.mode == "mentor" else None,
-                                fit=ctx.fit_on(len(ctx.labelled_labels), ctx.fit.seed + 7919 + 101 * ctx.round))
+                                factory=ctx.factory if self.mode == "mentor" else None, fit=ctx.fit_on(n, seed),
+                                fold_fit=ctx.fit_on(n - n // self.folds, seed))  # fmt: skip
         try:
             res = fit_meta(meta, data, ctx.preprocess,
                            MetaFitConfig(epochs=self.meta_epochs, seed=ctx.seed + ctx.round, device=ctx.fit.device),
