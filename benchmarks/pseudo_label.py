@@ -286,11 +286,12 @@ def shadow_summary(runs: list[dict]) -> dict:
 def targets(results: list[dict]) -> list[str]:
     """The issue's targets for the shipped presets, held or not, with the numbers (test accuracy is
     reported, never chosen on; precision is on the pool, whose labels no selector sees)."""
+    summaries = [(shadow_summary(res["runs"]), summarise(res["runs"])) for res in results]
     lines = ["| target | " + " | ".join(r["setting"] for r in results) + " |", "|---|" + "---|" * len(results)]
     for preset, sel in PRESETS.items():
         cells = []
-        for res in results:
-            s = shadow_summary(res["runs"]).get(sel)
+        for shadows, _ in summaries:
+            s = shadows.get(sel)
             if s is None or not s["seeds"]:
                 cells.append("not run")
                 continue
@@ -302,8 +303,7 @@ def targets(results: list[dict]) -> list[str]:
     for preset, sel in PRESETS.items():
         cells = []
         wins = 0
-        for res in results:
-            summ = summarise(res["runs"])
+        for _, summ in summaries:
             if sel not in summ or "confidence" not in summ:
                 cells.append("not run")
                 continue

@@ -56,6 +56,11 @@ class RoundRecord:
         return imbalance(self.class_counts)
 
 
+def class_counts(labels: np.ndarray, num_classes: int) -> tuple[int, ...]:
+    """How many of ``labels`` fall in each of ``num_classes`` classes."""
+    return tuple(int(v) for v in np.bincount(labels, minlength=num_classes))
+
+
 def imbalance(class_counts: Sequence[int]) -> float:
     """Largest class count over the mean count (1 = balanced; NaN when nothing was kept).
 
@@ -228,7 +233,7 @@ def run_pseudo_labelling(
         torch.manual_seed(seed * 1000 + r)  # the round's initial weights: the same for every selector, whatever it drew
         model = fit_classifier(factory(), x, y, pre, cur_fit, progress, f"round {r}")
         records.append(RoundRecord(r, len(idx), precision, test_acc(model), len(x), time.perf_counter() - t0, dict(ctx.info),
-                                   tuple(int(v) for v in np.bincount(plabels, minlength=num_classes)), shadow_records))
+                                   class_counts(plabels, num_classes), shadow_records))
         _warn_if_degenerate(records, len(pool), sel.name)
     return SSLResult(sel.name, sel.params(), seed, len(labelled), len(pool), len(test), tuple(records))
 
@@ -239,7 +244,7 @@ def _shadow(sel: Selector, ctx: SelectContext, pool: ImageArrays, num_classes: i
     idx, labels = sel.select(ctx)
     seconds = time.perf_counter() - t0  # work shared with an earlier shadow (ctx.cache) is timed where it ran
     _check_selection(idx, labels, len(pool), sel.name)
-    counts = [int(v) for v in np.bincount(labels, minlength=num_classes)]
+    counts = list(class_counts(labels, num_classes))
     return {"kept": int(len(idx)), "precision": pseudo_label_precision(labels, pool.labels[idx]), "class_counts": counts,
             "imbalance": imbalance(counts), "seconds": seconds, "info": dict(ctx.info)}
 

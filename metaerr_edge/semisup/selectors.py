@@ -322,20 +322,17 @@ class _MetaErrBase(Selector):
     def failure_scores(self, ctx: SelectContext) -> np.ndarray:
         """The meta-model's failure score of every pool sample (fitted once per context and head)."""
         key = (*self.rows_key(), self.mode, self.skip, self.meta_epochs)
-        scores, info = _cached(ctx, ("metaerr-scores", *key), lambda: self._failure_scores(ctx))
-        ctx.info.update(info)
+        scores, info = _cached(ctx, ("metaerr-scores", *key), lambda: self._fit_and_score(ctx))
+        ctx.info.update(info)  # replayed on a cache hit
         return scores
 
-    def _failure_scores(self, ctx: SelectContext) -> tuple[np.ndarray, dict]:
-        info: dict = {}  # what the fit reports (rows, errors, meta-validation AUROC), replayed on a cache hit
-        return self._fit_and_score(ctx, info), info
-
-    def _fit_and_score(self, ctx: SelectContext, info: dict) -> np.ndarray:
+    def _fit_and_score(self, ctx: SelectContext) -> tuple[np.ndarray, dict]:
+        """Fit the meta-model on this round's rows; its pool scores and what the fit reports."""
         if len(ctx.labelled_labels) < 2 * self.folds:
             raise ConfigError(f"metaerr needs at least {2 * self.folds} labelled samples for {self.folds} folds, got {len(ctx.labelled_labels)}")
         data, views = self.meta_data(ctx)
-        info.update(meta_train=len(data.labels), meta_errors=int(data.is_error.sum()))
-        if self.meta_rows == "labelled+pseudo" and len(data.labels) > len(ctx.labelled_labels):
+        info: dict = {"meta_train": len(data.labels), "meta_errors": int(data.is_error.sum())}
+        if len(data.labels) > len(ctx.labelled_labels):  # meta_rows="labelled+pseudo" after round 1
             info.update(meta_pseudo_rows=len(data.labels) - len(ctx.labelled_labels))
         c, h, w = ctx.labelled_images.shape[1:]
         # the head's (and its mentor's) initial weights depend on the seed and round only, not on what
@@ -355,10 +352,9 @@ class _MetaErrBase(Selector):
                            mentor=mentor, views=views, progress=ctx.progress)  # fmt: skip
         except DataError as exc:  # too few (or too many) out-of-fold errors to learn from
             log.warning("metaerr round %d: %s; falling back to 1 - max prob", ctx.round, exc)
-            info.update(meta_fallback="msp")
-            return 1.0 - ctx.probs.max(axis=1)
-        info.update(meta_val_auroc=res.val_auroc)
-        return meta_scores(meta, ctx.pool_images, ctx.probs.astype(np.float32), ctx.preprocess, device=ctx.fit.device)
+            return 1.0 - ctx.probs.max(axis=1), {**info, "meta_fallback": "msp"}
+        scores = meta_scores(meta, ctx.pool_images, ctx.probs.astype(np.float32), ctx.preprocess, device=ctx.fit.device)
+        return scores, {**info, "meta_val_auroc": res.val_auroc}
 
     def meta_data(self, ctx: SelectContext) -> tuple[MetaData, MetaData | None]:
         """The rows the meta-model learns from, with out-of-fold probabilities, and their corrupted
