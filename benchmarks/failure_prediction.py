@@ -395,6 +395,8 @@ def run_dataset(args, dataset: str, progress: bool) -> dict:
         if same_config(old["config"], run_config(args, dataset, 0)):
             done = {s["seed"]: s for s in old["seeds"] if set(s.get("candidates", ())) <= set(CANDIDATES)}
             t0 -= old.get("wall_seconds", 0.0)
+    # Finished seeds not asked for this time stay in the file (``--seeds 1`` adds seed 1 to seed 0).
+    others = [s for n, s in sorted(done.items()) if n not in args.seeds]
     for seed in args.seeds:
         config = run_config(args, dataset, seed)
         missing = sorted(set(CANDIDATES) - set(done[seed]["candidates"])) if seed in done else []
@@ -408,14 +410,18 @@ def run_dataset(args, dataset: str, progress: bool) -> dict:
         else:  # not run yet, or its run folder is gone (the base is trained again): the whole seed anew
             res, scores, err = one_seed(args, config, specs, True, progress)
             seeds.append(res)
-            if seed == args.seeds[0]:
+            if seed == min([*args.seeds, *done]):  # the plot shows the file's first seed
                 shown = {k: v for k, v in scores.items() if k in PLOTTED}
                 plot_risk_coverage(shown, err, RESULTS / f"risk_coverage_{dataset}.png",
                                    f"{dataset} / {config.base.arch} (seed {seed}, acc {res['test_accuracy']:.3f})")  # fmt: skip
-        atomic_write_text(path, dumps_json(results_doc(dataset, config, seeds, time.perf_counter() - t0), indent=1))
+        atomic_write_text(path, dumps_json(results_doc(dataset, config, _by_seed(others + seeds), time.perf_counter() - t0), indent=1))
         log(f"{dataset} seed {seed}: acc {seeds[-1]['test_accuracy']:.4f} selected {seeds[-1]['selected']} "
             f"{json.dumps(seeds[-1]['seconds'])}")  # fmt: skip
-    return results_doc(dataset, run_config(args, dataset, 0), seeds, time.perf_counter() - t0)
+    return results_doc(dataset, run_config(args, dataset, 0), _by_seed(others + seeds), time.perf_counter() - t0)
+
+
+def _by_seed(seeds: list[dict]) -> list[dict]:
+    return sorted(seeds, key=lambda s: s["seed"])
 
 
 def results_doc(dataset: str, config: RunConfig, seeds: list[dict], wall_s: float) -> dict:

@@ -51,6 +51,14 @@ def test_failure_prediction_keeps_adds_or_reruns_each_seed(tmp_path, monkeypatch
     calls.clear()
     again = fp.run_dataset(args, "mnist", False)
     assert calls == [] and [s["seed"] for s in again["seeds"]] == [0, 1, 2]
+    # seeds not asked for stay in the file: --seeds 3 adds seed 3 to 0, 1 and 2 (and leaves seed 0's plot alone)
+    plots: list = []
+    monkeypatch.setattr(fp, "plot_risk_coverage", lambda *a, **k: plots.append(a))
+    doc = fp.run_dataset(fp.parse_args(["--datasets", "mnist", "--resume", "--quiet", "--seeds", "3"]), "mnist", False)
+    assert calls == [("anew", 3)] and plots == []
+    saved = loads_json((tmp_path / "failure_prediction_mnist.json").read_text())
+    assert [s["seed"] for s in saved["seeds"]] == [s["seed"] for s in doc["seeds"]] == [0, 1, 2, 3]
+    assert saved["aggregate"]["scores"]["msp"]["auroc"]["n"] == 4
 
 
 def test_select_best_never_picks_the_selected_row_and_prefers_the_cheaper_tie():
