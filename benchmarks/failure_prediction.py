@@ -79,7 +79,8 @@ RECIPES = {
 }
 README = ROOT / "benchmarks" / "README.md"
 BEGIN, END = "<!-- failure-prediction:begin -->", "<!-- failure-prediction:end -->"
-BASELINES = ["msp", "entropy", "margin", "doctor-gini", "doctor-ratio", "temperature", "mc-dropout", "trustscore", "confidnet"]
+BASELINES = ["msp", "entropy", "margin", "logit-margin", "doctor-gini", "doctor-ratio", "temperature", "maxlogit-pnorm", "rel-u",
+             "mc-dropout", "trustscore", "confidnet"]
 WHITE_BOX = {"mc-dropout", "trustscore", "confidnet"}
 PLOTTED = ("metaerr[selected]", "metaerr[probs]", "metaerr[mentor]", "msp", "temperature", "doctor-gini",
            "mc-dropout", "trustscore", "confidnet")  # the risk-coverage plot stays readable
@@ -343,14 +344,15 @@ def select_best(rows: dict, costs: dict) -> str:
     return best
 
 
-def add_candidates(args, config: RunConfig, kept: dict, names: list[str], progress: bool) -> dict:
-    """A kept seed with the CANDIDATES ``names`` added, from its run folder (the same base, the same
-    test split): their rows, costs, and ``metaerr[selected]`` chosen again on calib."""
+def add_candidates(args, config: RunConfig, kept: dict, names: list[str], progress: bool, baselines: list[str] = ()) -> dict:
+    """A kept seed with the CANDIDATES ``names`` and the BASELINES ``baselines`` added since, from its
+    run folder (the same base, the same test split): their rows, costs, and ``metaerr[selected]``
+    chosen again on calib."""
     run, _ = get_run(config, run_folder(args, config), progress)
     t0 = time.perf_counter()
     cand_runs = candidate_runs(run, progress, {n: CANDIDATES[n] for n in names})
-    report = evaluate_run(run, candidate_specs(cand_runs), n_boot=args.n_boot, seed=config.seed, progress=progress,
-                          meta_runs=cand_runs)
+    report = evaluate_run(run, [*baselines, *candidate_specs(cand_runs)], n_boot=args.n_boot, seed=config.seed,
+                          progress=progress, meta_runs=cand_runs)
     if report.n_test != kept["n_test"] or abs(report.test_accuracy - kept["test_accuracy"]) > 1e-9:
         raise SystemExit(f"{run.path}: its test accuracy {report.test_accuracy:.6f} on {report.n_test} images is not the kept "
                          f"seed's ({kept['test_accuracy']:.6f} on {kept['n_test']}); rerun without --resume")
@@ -359,7 +361,7 @@ def add_candidates(args, config: RunConfig, kept: dict, names: list[str], progre
     add_calib_and_costs(rows, costs, cand_runs, error_labels(run.predictions["calib_probs"], run.predictions["calib_labels"]))
     best = select_best(rows, costs)
     return {**kept, "rows": rows, "costs": costs, "selected": best, "candidates": sorted(set(kept["candidates"]) | set(names)),
-            "seconds": {**kept["seconds"], "added": round(time.perf_counter() - t0, 1)}}
+            "skipped": {**kept.get("skipped", {}), **report.skipped}, "seconds": {**kept["seconds"], "added": round(time.perf_counter() - t0, 1)}}
 
 
 def aggregate(seeds: list[dict]) -> dict:
@@ -400,13 +402,16 @@ def run_dataset(args, dataset: str, progress: bool) -> dict:
     for seed in args.seeds:
         config = run_config(args, dataset, seed)
         missing = sorted(set(CANDIDATES) - set(done[seed]["candidates"])) if seed in done else []
-        if seed in done and not missing:
+        scored = set(done[seed]["rows"]) | set(done[seed].get("skipped", {})) if seed in done else set()
+        unscored = [b for b in BASELINES if b not in scored]
+        if seed in done and reusable(run_folder(args, config), config) and (missing or unscored):  # only what was added since
+            seeds.append(add_candidates(args, config, done[seed], missing, progress, unscored))
+            log(f"{dataset} seed {seed}: kept from {path.name}, candidates {missing} and baselines {unscored} added from its run folder")
+        elif seed in done and not missing:  # a baseline added since cannot be scored without the run folder: said, kept
             seeds.append(done[seed])
-            log(f"{dataset} seed {seed}: kept from {path.name} (--resume)")
+            log(f"{dataset} seed {seed}: kept from {path.name} (--resume)"
+                + (f"; without baselines {unscored} (its run folder is gone)" if unscored else ""))
             continue
-        if seed in done and reusable(run_folder(args, config), config):  # a candidate added since: only it is computed
-            seeds.append(add_candidates(args, config, done[seed], missing, progress))
-            log(f"{dataset} seed {seed}: kept from {path.name}, candidates {missing} added from its run folder")
         else:  # not run yet, or its run folder is gone (the base is trained again): the whole seed anew
             res, scores, err = one_seed(args, config, specs, True, progress)
             seeds.append(res)

@@ -37,16 +37,24 @@ def test_failure_prediction_keeps_adds_or_reruns_each_seed(tmp_path, monkeypatch
     (tmp_path / "failure_prediction_mnist.json").write_text(dumps_json(old))
     calls: list[tuple] = []
     monkeypatch.setattr(fp, "reusable", lambda folder, config: config.seed == 1)  # seed 2's run folder is gone
-    monkeypatch.setattr(fp, "add_candidates", lambda a, config, kept, names, progress: calls.append(("add", config.seed, names))
-                        or {**kept, "candidates": sorted(set(kept["candidates"]) | set(names))})
+    monkeypatch.setattr(fp, "BASELINES", ["msp", "rel-u"])  # rel-u added since the seeds ran
+
+    def add(a, config, kept, names, progress, baselines=()):
+        calls.append(("add", config.seed, names, list(baselines)))
+        return {**kept, "candidates": sorted(set(kept["candidates"]) | set(names)),
+                "rows": {**kept["rows"], **{b: _row(0.5) for b in baselines}}}
+
+    monkeypatch.setattr(fp, "add_candidates", add)
     monkeypatch.setattr(fp, "one_seed", lambda a, config, specs, variants, progress: calls.append(("anew", config.seed))
                         or (_seed(config.seed, ["a", "b"]), {}, np.zeros(0)))
     monkeypatch.setattr(fp, "plot_risk_coverage", lambda *a, **k: None)
     doc = fp.run_dataset(args, "mnist", False)
-    assert calls == [("add", 1, ["b"]), ("anew", 2)]  # seed 0 kept whole
+    # seed 0 kept whole (its folder is gone: without rel-u), seed 1 gets candidate b and rel-u from its folder
+    assert calls == [("add", 1, ["b"], ["rel-u"]), ("anew", 2)]
     assert [s["candidates"] for s in doc["seeds"]] == [["a", "b"]] * 3
     saved = loads_json((tmp_path / "failure_prediction_mnist.json").read_text())
     assert saved["aggregate"]["scores"]["metaerr[probs@b]"]["auroc"]["n"] == 2  # seeds 0 and 2 carry it (the add is a stub)
+    assert saved["aggregate"]["scores"]["rel-u"]["auroc"]["n"] == 1  # seed 1's, added (seed 2's stub run has none)
     # every seed kept: nothing runs, and the results come back (no unbound document)
     calls.clear()
     again = fp.run_dataset(args, "mnist", False)
@@ -102,3 +110,24 @@ def test_shift_merges_an_added_candidate_into_the_kept_sets(monkeypatch):
     with pytest.raises(SystemExit, match="not the kept seed's"):
         shift.add_candidates(args, config, {**_report({"msp": 0.8}).to_dict(), "selection": {"summary": {}},
                                             "seconds": {}}, ["new"])
+
+
+def test_failure_prediction_scores_an_added_baseline_from_the_run_folder(digits_run, monkeypatch):
+    """A baseline added since a seed ran is scored on that seed's own test split, its rows merged,
+    the kept rows and the selected head untouched; another base's folder is refused."""
+    from metaerr_edge.evaluate import evaluate_run
+
+    run = digits_run
+    monkeypatch.setattr(fp, "get_run", lambda config, folder, progress: (run, 0.0))
+    args = fp.parse_args(["--quiet", "--n-boot", "50"])
+    first = evaluate_run(run, ["msp"], n_boot=50, seed=0, progress=False)
+    kept = {"seed": 0, "test_accuracy": first.test_accuracy, "n_test": first.n_test, "candidates": [], "seconds": {"train": 1.0},
+            "rows": {"msp": first.rows["msp"], "metaerr[probs]": {**first.rows["msp"], "calib_auroc": 0.8}},
+            "costs": {"metaerr[probs]": {"params": 1, "flops": 1}}, "selected": "metaerr[probs]"}
+    added = fp.add_candidates(args, run.config, kept, [], False, ["rel-u", "maxlogit-pnorm"])
+    direct = evaluate_run(run, ["rel-u", "maxlogit-pnorm"], n_boot=50, seed=0, progress=False)
+    assert added["rows"]["rel-u"]["auroc"] == pytest.approx(direct.rows["rel-u"]["auroc"])
+    assert added["rows"]["maxlogit-pnorm"]["aurc"] == pytest.approx(direct.rows["maxlogit-pnorm"]["aurc"])
+    assert added["rows"]["msp"] == kept["rows"]["msp"] and added["selected"] == "metaerr[probs]"
+    with pytest.raises(SystemExit, match="not the kept seed's"):
+        fp.add_candidates(args, run.config, {**kept, "test_accuracy": kept["test_accuracy"] - 0.01}, [], False, ["rel-u"])
