@@ -75,3 +75,38 @@ def test_linked_files_exist():
     assert local, "no local links found"
     missing = [link for link in local if not (REPO / link).exists()]
     assert not missing, missing
+
+
+RESULTS_ROWS = {"MSP": "msp", "temperature scaling": "temperature", "TrustScore": "trustscore", "ConfidNet": "confidnet",
+                "MetaErr `--preset cheap`": "metaerr[probs@stack]", "MetaErr `--preset robust`": "metaerr[mentor-features@views2]"}
+RESULTS_COLUMNS = {"MNIST": "mnist", "Fashion-MNIST": "fashion-mnist", "CIFAR-10 JPEG": "cifar10"}
+
+
+def test_the_results_table_is_the_committed_benchmark_results():
+    """Each cell of the README's failure-prediction table (clean / test-shift mean / OOD mean) is the
+    seed mean of the committed results JSON at the precision shown: hand-edited numbers cannot go stale."""
+    import json
+
+    import numpy as np
+
+    section = README[README.index("## Results"):]
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[0] == "score" and set(header[1:]) == set(RESULTS_COLUMNS), header
+    checked = 0
+    for line in lines[2:]:
+        cells = [c.strip().replace("**", "") for c in line.strip("|").split("|")]
+        name = next((v for k, v in RESULTS_ROWS.items() if cells[0].startswith(k)), None)
+        if name is None:
+            break  # the table ended
+        for column, cell in zip(header[1:], cells[1:]):
+            dataset = RESULTS_COLUMNS[column]
+            clean = json.loads((REPO / f"benchmarks/results/failure_prediction_{dataset}.json").read_text())
+            shifted = [s["summary"][name] for s in json.loads((REPO / f"benchmarks/results/shift_{dataset}.json").read_text())["seeds"].values()]
+            want = (round(clean["aggregate"]["scores"][name]["auroc"]["mean"], 4),
+                    round(float(np.mean([s["shift_auroc_mean"] for s in shifted])), 3),
+                    round(float(np.mean([s["ood_auroc_mean"] for s in shifted])), 3))
+            got = tuple(float(x) for x in cell.split(" / "))
+            assert got == pytest.approx(want, abs=1e-9), f"README Results, {cells[0]!r} on {column}: {got}, the JSON says {want}"
+            checked += 1
+    assert checked == len(RESULTS_ROWS) * len(RESULTS_COLUMNS)
