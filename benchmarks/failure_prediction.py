@@ -200,12 +200,13 @@ def reusable(folder: Path, config: RunConfig) -> bool:
 
 
 def get_run(config: RunConfig, folder: Path, progress: bool, base_from: Path | None = None) -> tuple[Run, float]:
-    """Reuse a finished run folder with the same config, else train one (on ``base_from``'s base)."""
+    """Reuse a finished run folder with the same config, else train one (on ``base_from``'s base),
+    going on from the base's last finished epoch where a training of it was killed."""
     if reusable(folder, config):
         run = Run(folder)
         return run, float(run.summary.get("train_seconds", 0.0))
     t0 = time.perf_counter()
-    run = train_run(config, folder, progress=progress, base_from=base_from)
+    run = train_run(config, folder, progress=progress, base_from=base_from, resume=True)  # a killed seed loses one epoch
     return run, time.perf_counter() - t0
 
 

@@ -23,6 +23,7 @@ import io
 import json
 import os
 import re
+import shutil
 import time
 from dataclasses import asdict
 from functools import cached_property
@@ -304,8 +305,14 @@ def check_architecture_fits(arch: str, channels: int, num_classes: int, size: tu
                           f"expected (2, {num_classes}) logits")
 
 
+def resume_state(out_dir: str | os.PathLike) -> Path:
+    """Where ``train_run(resume=True)`` keeps the base's training state: ``.<name>.resume/`` beside the folder."""
+    out = Path(out_dir)
+    return out.parent / f".{out.name}.resume"
+
+
 def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = True,
-              base_from: str | os.PathLike | None = None) -> Run:
+              base_from: str | os.PathLike | None = None, resume: bool = False) -> Run:
     """Train the base model and every requested MetaErr mode; write the run folder.
 
     ``base_from``: a run folder trained with the same data, base settings, seed and error labels;
@@ -319,6 +326,12 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
     into the same folder fails at once with a :class:`ConfigError`, before any work. Retraining
     drops what ``evaluate`` and ``tradeoff`` wrote from the old run (metrics.*, risk_coverage.png,
     tradeoff/); a folder holding anything else (an exported model, notes) is refused, not deleted.
+
+    ``resume``: the base's training state is saved after every epoch in the hidden
+    :func:`resume_state` folder beside ``out_dir`` (removed once the folder is written): a training
+    that is killed, or fails later, goes on from the base's last finished epoch when the same config
+    is trained into the same folder again with ``resume``, and ends with the same weights
+    (:func:`fit_classifier`'s ``checkpoint``). Single-process only (ignored under torchrun).
 
     Under torchrun (``metaerr-edge train --nproc N``) every rank runs this same function: training is
     data-parallel (:mod:`metaerr_edge.models.distributed`), rank 0 alone takes the lock and writes
@@ -359,6 +372,8 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
             check_architecture_fits(config.meta.mentor_arch, c, k, (h, w), config.meta.mentor_kwargs, role="mentor")
         pool = splits.arrays(data, "pool")
         calib, test = splits.arrays(data, "calib"), splits.arrays(data, "test")
+        # the base's state per epoch (keyed: another config's is ignored)
+        ckpt = resume_state(out) / "base.pt" if resume and not dist.enabled else None
         reuse = _base_source(base_from, config, out) if base_from is not None else None
         crossfit = config.meta.labels == "crossfit"
         meta_split = pool if crossfit else splits.arrays(data, "meta_train")
@@ -379,9 +394,10 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
                     views_p[idx] = predict_probs(model, views_x[idx], pre, device=config.device)
             meta_probs, _ = crossfit_probs(new_base, meta_x, meta_y, pre, fit, config.meta.folds, progress, "base fold",
                                            on_fold=score_views if views_x is not None else None)  # fmt: skip
-            base = fit_classifier(new_base(), pool.images, pool.labels, pre, fit, progress, "base (all)")
+            base = fit_classifier(new_base(), pool.images, pool.labels, pre, fit, progress, "base (all)", checkpoint=ckpt)
         else:
-            base = fit_classifier(new_base(), mentor_train.images, mentor_train.labels, pre, fit, progress, "base")
+            base = fit_classifier(new_base(), mentor_train.images, mentor_train.labels, pre, fit, progress, "base",
+                                  checkpoint=ckpt)
             meta_probs = predict_probs(base, meta_x, pre, device=config.device)
         if views_x is not None and views_p is None:  # held-out rows: the deployed base never saw them
             views_p = predict_probs(base, views_x, pre, device=config.device)
@@ -441,6 +457,8 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, progress: bool = Tr
                                world_size=dist.world_size)
 
         distributed.main_first(dist, write)  # the other ranks wait for rank 0's folder (or its error)
+        if ckpt is not None:
+            shutil.rmtree(ckpt.parent, ignore_errors=True)
         return Run(out)
 
 

@@ -32,3 +32,26 @@ def test_bad_input_gets_a_clear_error_and_exit_code_2(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nope")]) == 2
     assert "not a run folder" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_train_resume_goes_on_after_an_interruption_and_says_where_the_state_is(tmp_path, capsys, monkeypatch):
+    from metaerr_edge import pipeline
+
+    out = tmp_path / "r"
+    argv = ["train", "--epochs", "2", "--meta-epochs", "2", "--meta-modes", "probs", "--error-labels", "heldout", "--quiet",
+            "--resume", "-o", str(out)]
+    real = pipeline.fit_meta_mode
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "fit_meta_mode", interrupted)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert f"training state is kept in {tmp_path / '.r.resume'}" in err and "interrupted" in err
+    monkeypatch.setattr(pipeline, "fit_meta_mode", real)
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["run"] == str(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # the state went with the written run
+    assert main([*argv, "--nproc", "2"]) == 2
+    assert "--resume keeps one process's training state" in capsys.readouterr().err

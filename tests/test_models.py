@@ -166,3 +166,89 @@ def test_a_run_identity_hashes_the_plain_torchvision_layout(arch):
     assert {k.removeprefix("mentor.") for k in canonical_state_dict(meta) if k.startswith("mentor.")} == set(plain)
     small = create_base("small_cnn", 1, 10, (8, 8))
     assert list(canonical_state_dict(small)) == list(small.state_dict())  # no adapter: unchanged
+
+
+def _weights(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def test_an_interrupted_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, monkeypatch):
+    """Killed in epoch 2 of 3, the next call with the checkpoint goes on after epoch 1 and ends with
+    the uninterrupted weights, bit for bit (dropout, augmentation and row order included); a finished
+    checkpoint trains no step; another setting's or a cut-short file is ignored, not loaded."""
+    from metaerr_edge.models import training
+
+    ds = load_dataset("digits")
+    tr = make_splits(ds).arrays(ds, "base_train")
+    pre = Preprocess(*ds.channel_stats())
+    cfg = FitConfig(epochs=3, batch_size=64)
+    net = lambda: create_base("small_cnn", 1, 10, (8, 8), seed=0)  # noqa: E731
+    want = _weights(fit_classifier(net(), tr.images, tr.labels, pre, cfg, progress=False))
+    steps = -(-len(tr) // 64)
+    real, calls = training._augment, []
+
+    def dies_in_epoch_2(x, *a):
+        calls.append(1)
+        if len(calls) == steps + 2:
+            raise KeyboardInterrupt
+        return real(x, *a)
+
+    ckpt = tmp_path / "resume" / "base.pt"
+    monkeypatch.setattr(training, "_augment", dies_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        fit_classifier(net(), tr.images, tr.labels, pre, cfg, progress=False, checkpoint=ckpt)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+    calls.clear()
+    monkeypatch.setattr(training, "_augment", lambda x, *a: calls.append(1) or real(x, *a))
+    got = _weights(fit_classifier(net(), tr.images, tr.labels, pre, cfg, progress=False, checkpoint=ckpt))
+    assert len(calls) == 2 * steps  # epochs 2 and 3 only
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    calls.clear()
+    again = _weights(fit_classifier(net(), tr.images, tr.labels, pre, cfg, progress=False, checkpoint=ckpt))
+    assert calls == [] and all(torch.equal(again[k], want[k]) for k in want)  # finished: restored, no step
+    # another learning rate (or other rows, or other initial weights) is another training: from scratch
+    other = FitConfig(epochs=3, batch_size=64, lr=1e-3)
+    fresh = _weights(fit_classifier(net(), tr.images, tr.labels, pre, other, progress=False))
+    calls.clear()
+    redone = _weights(fit_classifier(net(), tr.images, tr.labels, pre, other, progress=False, checkpoint=ckpt))
+    assert len(calls) == 3 * steps and all(torch.equal(redone[k], fresh[k]) for k in fresh)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 3  # now the other training's
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # cut short: trained anew, the file rewritten
+    calls.clear()
+    fit_classifier(net(), tr.images, tr.labels, pre, cfg, progress=False, checkpoint=ckpt)
+    assert len(calls) == 3 * steps and torch.load(ckpt, weights_only=True)["epoch"] == 3
+
+
+def test_a_run_killed_after_its_base_trained_goes_on_from_the_finished_base(tmp_path, monkeypatch):
+    """train_run(resume=True) keeps the base's per-epoch state beside the run folder: killed while
+    fitting the meta-model, the same training again restores the finished base (no epoch trained
+    again), writes the run an uninterrupted training writes, and removes the state. Without resume
+    nothing is kept."""
+    from metaerr_edge import pipeline
+    from metaerr_edge.config import BaseConfig, MetaConfig, RunConfig
+    from metaerr_edge.models import training
+
+    config = RunConfig(base=BaseConfig(epochs=3), meta=MetaConfig(modes=("probs",), epochs=3))
+    want = pipeline.train_run(config, tmp_path / "whole", progress=False, resume=True).predictions
+    assert not (tmp_path / ".whole.resume").exists()
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    real_fit = pipeline.fit_meta_mode
+    monkeypatch.setattr(pipeline, "fit_meta_mode", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train_run(config, tmp_path / "plain", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["whole"]  # nothing kept without resume
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train_run(config, tmp_path / "run", progress=False, resume=True)
+    assert not (tmp_path / "run").exists() and (tmp_path / ".run.resume" / "base.pt").is_file()
+    restored = []
+    real_restore = training._Checkpoint.restore
+    monkeypatch.setattr(training._Checkpoint, "restore", lambda self, *a: restored.append(real_restore(self, *a)) or restored[-1])
+    monkeypatch.setattr(pipeline, "fit_meta_mode", real_fit)
+    got = pipeline.train_run(config, tmp_path / "run", progress=False, resume=True).predictions
+    assert restored == [3]  # the base's 3 epochs, none trained again
+    for name in ("test_probs", "calib_probs", "test_score_probs"):
+        np.testing.assert_array_equal(got[name], want[name])
+    assert not (tmp_path / ".run.resume").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from metaerr_edge.config import add_config_options, add_preset_option, config_from_args
@@ -36,6 +37,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--base-from", metavar="RUN", default=None,
                    help="reuse the base (and mentor) of this run folder, trained with the same data, base, seed and "
                         "error-label options: only the meta-models are trained")  # fmt: skip
+    p.add_argument("--resume", action="store_true",
+                   help="save the base's training state after every epoch (hidden .<folder>.resume/ beside -o, removed "
+                        "when the run is written); the same command again goes on from the last finished epoch to the "
+                        "same weights. Single process (not with --nproc)")
     p.add_argument("--nproc", type=positive_int, default=1,
                    help="train data-parallel in N processes (DistributedDataParallel: gloo on CPU, nccl on CUDA with one "
                         "GPU each): launches `torchrun --standalone --nproc_per_node N -m metaerr_edge.cli train ...`; "
@@ -46,16 +51,23 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from metaerr_edge.models import distributed
 
-    from metaerr_edge.pipeline import check_config, train_run
+    from metaerr_edge.pipeline import check_config, resume_state, train_run
 
     out = check_run_folder(args.out)
     config = config_from_args(args)
+    if args.resume and args.nproc > 1:
+        raise ConfigError(f"--resume keeps one process's training state; drop --nproc {args.nproc} or --resume")
     if args.nproc > 1 and not distributed.launched_by_torchrun():
         check_config(config)  # a bad architecture or a missing GPU is one line here, not N ranks' tracebacks
         return launch_torchrun(args.nproc, args._argv)
     dist = distributed.init_from_env(config.device)  # under torchrun: join the group (a no-op otherwise)
     try:
-        run_ = train_run(config, out, progress=not args.quiet, base_from=args.base_from)
+        run_ = train_run(config, out, progress=not args.quiet, base_from=args.base_from, resume=args.resume)
+    except BaseException:
+        if args.resume and (resume_state(out) / "base.pt").is_file():
+            print(f"metaerr-edge train: the base's training state is kept in {resume_state(out)}; the same command "
+                  "again goes on from its last finished epoch", file=sys.stderr)
+        raise
     finally:
         distributed.shutdown()
     if dist.is_main:

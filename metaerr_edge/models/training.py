@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -119,6 +122,55 @@ def to_float(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
 
 
+class _Checkpoint:
+    """:func:`fit_classifier`'s state after an epoch, in one file, keyed by what training depends on
+    (the settings, the rows, the weights it started from): the key of another training never matches."""
+
+    def __init__(self, path: str | os.PathLike, model: nn.Module, config: FitConfig, images: np.ndarray, labels: np.ndarray,
+                 sample_weight: np.ndarray | None) -> None:
+        self.path = Path(path)
+        h = hashlib.blake2b(repr(sorted(asdict(config).items())).encode(), digest_size=16)
+        for a in (images, labels, sample_weight):
+            if a is not None:
+                h.update(repr((a.dtype.str, a.shape)).encode())
+                h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+        for name, t in model.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        self.key = h.hexdigest()
+
+    def restore(self, model, opt, sched, scaler, gen: torch.Generator, device: torch.device) -> int:
+        """Load a matching checkpoint into the training objects; the epochs it holds (0: none or another's)."""
+        if not self.path.is_file():
+            return 0
+        try:
+            state = torch.load(self.path, map_location=device, weights_only=True)
+        except Exception:  # a file cut short or from another torch: this training starts over and overwrites it
+            return 0
+        if not isinstance(state, dict) or state.get("key") != self.key:
+            return 0
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        scaler.load_state_dict(state["scaler"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        return int(state["epoch"])
+
+    def save(self, epoch: int, model, opt, sched, scaler, gen: torch.Generator) -> None:
+        from metaerr_edge._fileio import atomic_write_bytes
+
+        state = {"key": self.key, "epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
+                 "sched": sched.state_dict(), "scaler": scaler.state_dict(), "gen": gen.get_state(),
+                 "torch_rng": torch.get_rng_state()}
+        if next(model.parameters()).is_cuda:
+            state["cuda_rng"] = torch.cuda.get_rng_state(next(model.parameters()).device)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.path, lambda tmp: torch.save(state, tmp))
+
+
 def fit_classifier(
     model: nn.Module,
     images: np.ndarray,
@@ -128,6 +180,7 @@ def fit_classifier(
     progress: bool = True,
     desc: str = "base",
     sample_weight: np.ndarray | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> nn.Module:
     """Train ``model`` (normalised image -> logits) with AdamW and a cosine schedule; returns it in eval mode.
 
@@ -140,6 +193,12 @@ def fit_classifier(
     DistributedDataParallel: every rank draws the same order of rows, takes every N-th row of each
     global batch of ``config.batch_size`` and its own augmentation draws (seeded by rank); after
     training, rank 0's BatchNorm statistics are copied to every rank, so all hold the same model.
+
+    ``checkpoint``: a file that holds the training state after every epoch (weights, optimiser,
+    schedule, random generators). A call that finds one written for the same model, initial weights,
+    rows and settings goes on after its last epoch and ends with the weights an uninterrupted call
+    gives (a finished one: no step at all); one written for anything else is ignored and
+    overwritten. The caller removes it when it no longer needs it. Not used under torchrun.
 
     Example:
         >>> fit_classifier(net, ds.train.images, ds.train.labels, Preprocess([0.3], [0.4]), FitConfig(epochs=2))
@@ -168,7 +227,10 @@ def fit_classifier(
     half = amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=half is torch.float16)
     bar = _progress(config.epochs * steps_per_epoch, desc, progress and dist.is_main)
-    for epoch in range(config.epochs):
+    state = _Checkpoint(checkpoint, model, config, images, labels, sample_weight) if checkpoint and not dist.enabled else None
+    first = 0 if state is None else state.restore(model, opt, sched, scaler, gen, device)
+    bar.update(first * steps_per_epoch)
+    for epoch in range(first, config.epochs):
         order = torch.randperm(len(x_all), generator=gen)
         for start in range(0, len(order), config.batch_size):
             idx = order[start : start + config.batch_size]
@@ -195,6 +257,8 @@ def fit_classifier(
                 bar.close()
                 raise ConfigError(f"training {desc!r} diverged in epoch {epoch + 1} (loss {value}): the weights are "
                                   f"no longer numbers. Lower the learning rate (--lr, now {config.lr:g})")
+        if state is not None:
+            state.save(epoch + 1, model, opt, sched, scaler, gen)
     bar.close()
     distributed.sync_buffers(model, dist)
     return model.to(memory_format=torch.contiguous_format).eval()
