@@ -18,6 +18,7 @@ Two protocols (``--protocol``; any flag given explicitly wins over the protocol'
   (``run_pseudo_labelling(shadows=...)``: no training run per selector, so every selector gets this
   on CPU); *own trajectory*: each selector of ``--selectors`` trains its own rounds on its own
   pseudo-labels (final test accuracy; count-matched selectors keep confidence's count per round).
+  A selector run killed mid-way goes on from its last finished round (``benchmarks/runs/pseudo_label/``).
 
     python benchmarks/pseudo_label.py --root ../shared/datasets            # all settings, first protocol
     python benchmarks/pseudo_label.py --protocol realistic --settings mnist-100 --seeds 0 1 2 --resume
@@ -38,6 +39,7 @@ from metaerr_edge._fileio import loads_json, write_json
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+RUNS = HERE / "runs" / "pseudo_label"  # per-round checkpoints of the selector runs in progress (gitignored; beside --out)
 README = HERE / "README.md"
 SETTINGS = {  # name -> (dataset, labels)
     "mnist-100": ("mnist", 100),
@@ -142,8 +144,9 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
             budgets = conf_counts if sel in COUNT_MATCHED else None
             t0 = time.perf_counter()
             shadows = {s: create(s) for s in args.shadows} if sel == "confidence" else None
+            ckpt = RUNS / f"{args.protocol}_{name}_s{seed}_{sel}.pt"  # a run killed mid-way goes on from its last round
             res = run_pseudo_labelling(data, labelled, create(sel), args.rounds, fit, seed, budgets=budgets, warm_start=base0,
-                                       shadows=shadows, **common)  # fmt: skip
+                                       shadows=shadows, checkpoint=ckpt, **common)  # fmt: skip
             shadow_seconds = sum(s["seconds"] for r in res.rounds for s in r.shadows.values())
             seconds = time.perf_counter() - t0 - shadow_seconds  # the selector's own run; the shadows are timed apart
             if sel == "confidence":
@@ -165,6 +168,7 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
                       f"{[round(r.shadows[s]['precision'], 4) for r in res.rounds[1:]]}", flush=True)
             partial = _setting_result(name, dataset, n_labels, args, options, runs, complete=False)
             _save(result_path(name, args.protocol), partial)  # each selector run survives an interruption
+            ckpt.unlink(missing_ok=True)
     return _setting_result(name, dataset, n_labels, args, options, runs, complete=True)
 
 
@@ -508,7 +512,7 @@ def load_results(protocol: str = "first") -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global RESULTS, README
+    global RESULTS, README, RUNS
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", default=str(HERE.parents[1] / "shared" / "datasets"))
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="first",
@@ -548,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readme", default=str(HERE / "README.md"), help="README holding the generated section")
     args = p.parse_args(argv)
     RESULTS, README = Path(args.out), Path(args.readme)
+    RUNS = RESULTS.parent / "runs" / "pseudo_label"
     for key, value in PROTOCOLS[args.protocol].items():
         if getattr(args, key, None) is None:
             setattr(args, key, list(value) if isinstance(value, tuple) else value)

@@ -57,3 +57,27 @@ def test_a_confidence_run_compared_only_some_rounds_counts_the_shadows_of_every_
     run = _conf(0, [(10, 0.9, {CHEAP: (10, 0.9)}), (10, 0.9, {})], 0.9)
     assert pl.shadow_names(run) == set()
     assert pl.shadow_names(RUNS[0]) == {CHEAP, "mc-dropout"}
+
+
+def test_the_realistic_protocol_runs_end_to_end_resumes_and_leaves_no_checkpoint(shared_datasets, tmp_path, monkeypatch):
+    """A toy-sized realistic run on MNIST: the trajectories and the shadow at confidence's count land in
+    the results JSON, the per-round checkpoints are gone once a run is saved, and --resume trains nothing
+    that is saved."""
+    from metaerr_edge._fileio import loads_json
+
+    out = tmp_path / "results"
+    argv = ["--protocol", "realistic", "--root", str(shared_datasets), "--settings", "mnist-100", "--seeds", "0", "--rounds", "1",
+            "--max-pool", "300", "--max-test", "200", "--epochs", "1", "--min-steps", "10", "--width", "8", "--meta-epochs", "2",
+            "--folds", "2", "--mc-passes", "2", "--selectors", "confidence", "topk", "--shadows", "metaerr-cheap-topk",
+            "--out", str(out), "--readme", str(tmp_path / "README.md")]
+    assert pl.main(argv) == 0
+    doc = loads_json((out / "pseudo_label_realistic_mnist-100.json").read_text())
+    assert doc["complete"] and sorted(r["selector"] for r in doc["runs"]) == ["confidence", "topk"]
+    conf = next(r for r in doc["runs"] if r["selector"] == "confidence")
+    topk = next(r for r in doc["runs"] if r["selector"] == "topk")
+    assert conf["rounds"][1]["shadows"]["metaerr-cheap-topk"]["kept"] == conf["rounds"][1]["kept"] == topk["rounds"][1]["kept"]
+    assert list((tmp_path / "runs" / "pseudo_label").glob("*.pt")) == []
+    monkeypatch.setattr("metaerr_edge.semisup.run_pseudo_labelling", lambda *a, **k: pytest.fail("--resume retrained a saved run"))
+    assert pl.main([*argv, "--resume"]) == 0
+    assert loads_json((out / "pseudo_label_realistic_mnist-100.json").read_text())["runs"] == doc["runs"]
+    assert "## Pseudo-labelling" in (tmp_path / "README.md").read_text()

@@ -497,3 +497,53 @@ def test_the_ssl_command_scores_compared_selectors_at_the_selectors_count(tmp_pa
     assert 0 <= shadows["confidence"]["kept"] <= 200  # a threshold selector keeps what its threshold says
     assert main(["ssl", "--dataset", "digits", "--compare", "nope", "-o", str(tmp_path / "x.json")]) == 2
     assert "unknown selector 'nope'" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+
+
+def _trajectory(res) -> list[tuple]:
+    """A result without its wall times: what a resumed run must reproduce."""
+    def plain(d: dict) -> dict:
+        return {k: plain(v) if isinstance(v, dict) else v for k, v in d.items() if k != "seconds" and "seconds" not in k}
+
+    return [(r.round, r.kept, None if math.isnan(r.precision) else r.precision, r.test_acc, r.n_train, r.class_counts,
+             plain(r.info), plain(r.shadows)) for r in res.rounds]
+
+
+def test_pseudo_labelling_killed_mid_round_resumes_from_its_checkpoint_to_the_same_result(digits, tmp_path, monkeypatch):
+    """Killed while retraining round 2 of 3, the same call with the checkpoint goes on after round 1
+    (MetaErr's folds and heads and MC-Dropout's masks drawing random numbers along the way) and returns
+    the uninterrupted result; fewer rounds come from the checkpoint, other budgets are not its run."""
+    import metaerr_edge.semisup.pseudo_label as loop_mod
+
+    labelled_idx = sample_labelled(digits.train.labels, 100, seed=6)
+    kw = dict(rounds=3, fit=FIT, seed=6, arch_kwargs=TINY, pool_size=200, budgets=[30, 40, 50], min_steps=10)
+
+    def selectors():
+        return create_selector("metaerr-topk", meta_epochs=2, folds=2), {"mcd": create_selector("mc-dropout-topk", passes=3)}
+
+    sel, shadows = selectors()
+    want = run_pseudo_labelling(digits, labelled_idx, sel, shadows=shadows, **kw)
+    real_fit, trained = loop_mod.fit_classifier, []
+
+    def dies_in_round_2(net, x, y, pre, fit, progress=False, desc="", *a, **k):
+        if desc == "round 2":
+            raise KeyboardInterrupt
+        return real_fit(net, x, y, pre, fit, progress, desc, *a, **k)
+
+    ckpt = tmp_path / "ssl" / "seed6.pt"
+    monkeypatch.setattr(loop_mod, "fit_classifier", dies_in_round_2)
+    sel, shadows = selectors()
+    with pytest.raises(KeyboardInterrupt):
+        run_pseudo_labelling(digits, labelled_idx, sel, shadows=shadows, checkpoint=ckpt, **kw)
+    monkeypatch.setattr(loop_mod, "fit_classifier", lambda net, x, y, pre, fit, progress=False, desc="", *a, **k:
+                        trained.append(desc) or real_fit(net, x, y, pre, fit, progress, desc, *a, **k))
+    sel, shadows = selectors()
+    got = run_pseudo_labelling(digits, labelled_idx, sel, shadows=shadows, checkpoint=ckpt, **kw)
+    assert trained == ["round 2", "round 3"]  # rounds 0 and 1 came from the checkpoint
+    assert _trajectory(got) == _trajectory(want)
+    trained.clear()
+    sel, shadows = selectors()
+    fewer = run_pseudo_labelling(digits, labelled_idx, sel, shadows=shadows, checkpoint=ckpt, **{**kw, "rounds": 2, "budgets": [30, 40]})
+    assert trained == [] and _trajectory(fewer) == _trajectory(want)[:3]
+    sel, shadows = selectors()
+    run_pseudo_labelling(digits, labelled_idx, sel, shadows=shadows, checkpoint=ckpt, **{**kw, "budgets": [30, 41, 50]})
+    assert trained == ["round 0", "round 1", "round 2", "round 3"]  # another budget: another run, from the start

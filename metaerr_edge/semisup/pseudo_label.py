@@ -16,9 +16,13 @@ precision at equal count on the same model, without a training run per selector.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,7 +33,7 @@ from metaerr_edge.data import DatasetArrays, ImageArrays
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.models import FitConfig, create_base, fit_classifier, predict_probs
-from metaerr_edge.models.training import steps_at_least
+from metaerr_edge.models.training import resolve_device, steps_at_least
 from metaerr_edge.semisup.selectors import SelectContext, Selector, create_selector
 
 
@@ -166,6 +170,7 @@ def run_pseudo_labelling(
     warm_start: nn.Module | None = None,
     progress: bool = False,
     shadows: Mapping[str, Selector | str] | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> SSLResult:
     """Pseudo-labelling with ``selector`` for ``rounds`` rounds after a supervised round 0.
 
@@ -179,6 +184,11 @@ def run_pseudo_labelling(
             between selectors of the same seed.
         shadows: name -> selector (or registered name) compared each round on the main selector's
             model and count (``RoundRecord.shadows``); never trained on.
+        checkpoint: a file holding the state after every finished round (the records, the round's
+            base, its pseudo-labels, the random state). A call that finds one written for the same
+            data, labelled set, selectors, schedule and seed goes on after its last round and gives
+            the result an uninterrupted call gives (more ``rounds`` than it holds: it goes on from
+            there); one written for anything else is ignored and overwritten. The caller removes it.
 
     Example:
         >>> res = run_pseudo_labelling(ds, sample_labelled(ds.train.labels, 100, 0), "metaerr-topk", rounds=2)
@@ -206,11 +216,22 @@ def run_pseudo_labelling(
 
     t0 = time.perf_counter()
     fit0 = steps_at_least(fit, len(labelled), min_steps, seed * 1000)
-    model = warm_start if warm_start is not None else fit_classifier(factory(), labelled.images, labelled.labels, pre, fit0, progress, "round 0")
-    records = [RoundRecord(0, 0, float("nan"), test_acc(model), len(labelled), time.perf_counter() - t0)]
-    cur_fit = fit0
-    pseudo_x = pseudo_y = None
-    for r in range(1, rounds + 1):
+    state = None if checkpoint is None else _RoundState(checkpoint, data, labelled_idx, sel, shadow_sels, fit, seed, arch, arch_kwargs,
+                                                        pool_size, max_test, min_steps, warm_start)  # fmt: skip
+    held = None if state is None else state.load(budgets, rounds)
+    if held is not None:  # rounds 0..R from the checkpoint: their records, the round-R base and pseudo-labels
+        records, weights, cur_fit, pseudo_idx, pseudo_y, rng = held
+        model = _with_state(factory(), weights, fit.device)
+        torch.set_rng_state(rng)  # after factory(), whose initial weights drew from it
+        pseudo_x = None if pseudo_idx is None else pool.images[pseudo_idx]
+    else:
+        model = warm_start if warm_start is not None else fit_classifier(factory(), labelled.images, labelled.labels, pre, fit0, progress, "round 0")
+        records = [RoundRecord(0, 0, float("nan"), test_acc(model), len(labelled), time.perf_counter() - t0)]
+        cur_fit = fit0
+        pseudo_idx = pseudo_x = pseudo_y = None
+        if state is not None:
+            state.save(records, model, cur_fit, None, None, budgets)
+    for r in range(len(records), rounds + 1):
         t0 = time.perf_counter()
         probs = predict_probs(model, pool.images, pre, device=fit.device)
         ctx = SelectContext(
@@ -226,7 +247,7 @@ def run_pseudo_labelling(
         shadow_records = {name: _shadow(s, dataclasses.replace(ctx, budget=len(idx), info={}), pool, num_classes)
                           for name, s in shadow_sels.items()}  # fmt: skip
         t0 += time.perf_counter() - t_shadows  # the round's seconds are the main selector's: the shadows time themselves
-        pseudo_x, pseudo_y = pool.images[idx], plabels
+        pseudo_idx, pseudo_x, pseudo_y = idx, pool.images[idx], plabels
         x = np.concatenate([labelled.images, pseudo_x])
         y = np.concatenate([labelled.labels, pseudo_y])
         cur_fit = steps_at_least(fit, len(x), min_steps, seed * 1000 + r)
@@ -235,7 +256,76 @@ def run_pseudo_labelling(
         records.append(RoundRecord(r, len(idx), precision, test_acc(model), len(x), time.perf_counter() - t0, dict(ctx.info),
                                    class_counts(plabels, num_classes), shadow_records))
         _warn_if_degenerate(records, len(pool), sel.name)
+        if state is not None:
+            state.save(records, model, cur_fit, pseudo_idx, pseudo_y, budgets)
+    records = records[: rounds + 1]  # a checkpoint may hold more rounds than asked for
     return SSLResult(sel.name, sel.params(), seed, len(labelled), len(pool), len(test), tuple(records))
+
+
+class _RoundState:
+    """:func:`run_pseudo_labelling`'s state after a round, in one file, keyed by everything the rounds
+    depend on but their number (a run asked for more rounds goes on from the last one held)."""
+
+    def __init__(self, path, data: DatasetArrays, labelled_idx, sel: Selector, shadows: Mapping[str, Selector], fit: FitConfig,
+                 seed: int, arch: str, arch_kwargs, pool_size, max_test, min_steps: int, warm_start: nn.Module | None) -> None:
+        self.path = Path(path)
+        h = hashlib.blake2b(digest_size=16)
+        h.update(json.dumps([sel.name, sel.params(), {n: [s.name, s.params()] for n, s in shadows.items()},
+                             sorted(asdict(fit).items()), seed, arch, arch_kwargs or {}, pool_size, max_test, min_steps],
+                            sort_keys=True, default=str).encode())
+        for a in (np.asarray(labelled_idx, np.int64), data.train.labels, data.train.images):
+            h.update(repr((a.dtype.str, a.shape)).encode())
+            h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+        for name, t in ({} if warm_start is None else warm_start.state_dict()).items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        self.key = h.hexdigest()
+
+    def load(self, budgets, rounds: int):
+        """(records, base weights, fit, pseudo indices, pseudo-labels, random state) of a matching
+        checkpoint whose first ``rounds`` rounds used the same budgets; None otherwise."""
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            if state.get("key") != self.key:
+                return None
+            records = [RoundRecord(**{**r, "class_counts": tuple(r["class_counts"])}) for r in json.loads(state["records"])]
+        except Exception:  # cut short, from another version: these rounds start over and overwrite it
+            return None
+        n = min(len(records) - 1, rounds)
+        used = state["budgets"]
+        if (used is None) != (budgets is None) or (used is not None and used[:n] != _budgets_used(budgets, n)):
+            return None
+        idx = state["pseudo_idx"]
+        return (records, state["model"], FitConfig(**json.loads(state["fit"])), None if idx is None else idx.numpy(),
+                None if idx is None else state["pseudo_labels"].numpy(), state["torch_rng"])
+
+    def save(self, records, model: nn.Module, fit: FitConfig, pseudo_idx, pseudo_labels, budgets) -> None:
+        from metaerr_edge._fileio import atomic_write_bytes
+
+        state = {"key": self.key, "records": json.dumps([asdict(r) for r in records], default=_plain),
+                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "fit": json.dumps(asdict(fit)),
+                 "pseudo_idx": None if pseudo_idx is None else torch.from_numpy(np.asarray(pseudo_idx, np.int64)),
+                 "pseudo_labels": None if pseudo_labels is None else torch.from_numpy(np.asarray(pseudo_labels, np.int64)),
+                 "budgets": _budgets_used(budgets, len(records) - 1), "torch_rng": torch.get_rng_state()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.path, lambda tmp: torch.save(state, tmp))
+
+
+def _budgets_used(budgets, rounds_done: int) -> list | None:
+    return None if budgets is None else [None if b is None else int(b) for b in budgets[:rounds_done]]
+
+
+def _plain(obj):
+    """numpy scalars and arrays in a round's info, as JSON."""
+    return obj.item() if isinstance(obj, np.generic) else obj.tolist() if isinstance(obj, np.ndarray) else str(obj)
+
+
+def _with_state(model: nn.Module, state: dict, device: str) -> nn.Module:
+    """``model`` holding ``state``, on ``device`` and in eval mode: as :func:`fit_classifier` returns it."""
+    model.load_state_dict(state)
+    return model.to(resolve_device(device)).eval()
 
 
 def _shadow(sel: Selector, ctx: SelectContext, pool: ImageArrays, num_classes: int) -> dict:
