@@ -111,6 +111,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=None, help="base and mentor epochs (default: the recipe's per dataset)")
     ap.add_argument("--batch-size", type=int, default=None, help="base and mentor batch size (default: the recipe's per dataset)")
     ap.add_argument("--resume", action="store_true", help="keep the seeds already in a results file of the same config")
+    ap.add_argument("--retrain-for-baselines", action="store_true",
+                    help="with --resume: a kept seed that lacks a baseline added since and whose run folder is gone has its "
+                         "run trained again (refused unless it gives the kept test accuracy) to score it")
     ap.add_argument("--meta-epochs", type=int, default=30)
     ap.add_argument("--max-pool", type=int, default=0, help="training pool per run (0 = all)")
     ap.add_argument("--max-test", type=int, default=0, help="test images per run (0 = the whole official test split)")
@@ -405,13 +408,14 @@ def run_dataset(args, dataset: str, progress: bool) -> dict:
         missing = sorted(set(CANDIDATES) - set(done[seed]["candidates"])) if seed in done else []
         scored = set(done[seed]["rows"]) | set(done[seed].get("skipped", {})) if seed in done else set()
         unscored = [b for b in BASELINES if b not in scored]
-        if seed in done and reusable(run_folder(args, config), config) and (missing or unscored):  # only what was added since
+        folder_ok = reusable(run_folder(args, config), config) or (args.retrain_for_baselines and bool(unscored))
+        if seed in done and folder_ok and (missing or unscored):  # only what was added since
             seeds.append(add_candidates(args, config, done[seed], missing, progress, unscored))
             log(f"{dataset} seed {seed}: kept from {path.name}, candidates {missing} and baselines {unscored} added from its run folder")
-        elif seed in done and not missing:  # a baseline added since cannot be scored without the run folder: said, kept
+        elif seed in done and not missing:  # a baseline added since needs the run folder: said, kept
             seeds.append(done[seed])
             log(f"{dataset} seed {seed}: kept from {path.name} (--resume)"
-                + (f"; without baselines {unscored} (its run folder is gone)" if unscored else ""))
+                + (f"; without baselines {unscored} (its run folder is gone: --retrain-for-baselines)" if unscored else ""))
             continue
         else:  # not run yet, or its run folder is gone (the base is trained again): the whole seed anew
             res, scores, err = one_seed(args, config, specs, True, progress)

@@ -67,6 +67,11 @@ def test_failure_prediction_keeps_adds_or_reruns_each_seed(tmp_path, monkeypatch
     saved = loads_json((tmp_path / "failure_prediction_mnist.json").read_text())
     assert [s["seed"] for s in saved["seeds"]] == [s["seed"] for s in doc["seeds"]] == [0, 1, 2, 3]
     assert saved["aggregate"]["scores"]["msp"]["auroc"]["n"] == 4
+    # --retrain-for-baselines: seed 0 (its folder gone, rel-u missing) is trained again to score it; the rest kept
+    calls.clear()
+    fp.run_dataset(fp.parse_args(["--datasets", "mnist", "--resume", "--quiet", "--seeds", "0", "2",
+                                  "--retrain-for-baselines"]), "mnist", False)
+    assert calls == [("add", 0, [], ["rel-u"]), ("add", 2, [], ["rel-u"])]
 
 
 def test_select_best_never_picks_the_selected_row_and_prefers_the_cheaper_tie():
