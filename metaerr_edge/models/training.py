@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -122,6 +123,20 @@ def to_float(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
 
 
+def fingerprint(header: str, arrays: Iterable[np.ndarray | None], state: Mapping[str, torch.Tensor]) -> str:
+    """A digest of ``header``, the bytes (and dtypes and shapes) of ``arrays`` and the tensors of ``state``:
+    what a training's checkpoint is keyed by, so that another training's never matches."""
+    h = hashlib.blake2b(header.encode(), digest_size=16)
+    for a in arrays:
+        if a is not None:
+            h.update(repr((a.dtype.str, a.shape)).encode())
+            h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+    for name, t in state.items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 class _Checkpoint:
     """:func:`fit_classifier`'s state after an epoch, in one file, keyed by what training depends on
     (the settings, the rows, the weights it started from): the key of another training never matches."""
@@ -129,15 +144,7 @@ class _Checkpoint:
     def __init__(self, path: str | os.PathLike, model: nn.Module, config: FitConfig, images: np.ndarray, labels: np.ndarray,
                  sample_weight: np.ndarray | None) -> None:
         self.path = Path(path)
-        h = hashlib.blake2b(repr(sorted(asdict(config).items())).encode(), digest_size=16)
-        for a in (images, labels, sample_weight):
-            if a is not None:
-                h.update(repr((a.dtype.str, a.shape)).encode())
-                h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
-        for name, t in model.state_dict().items():
-            h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        self.key = h.hexdigest()
+        self.key = fingerprint(repr(sorted(asdict(config).items())), (images, labels, sample_weight), model.state_dict())
 
     def restore(self, model, opt, sched, scaler, gen: torch.Generator, device: torch.device) -> int:
         """Load a matching checkpoint into the training objects; the epochs it holds (0: none or another's)."""

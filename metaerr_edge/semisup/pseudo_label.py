@@ -16,7 +16,6 @@ precision at equal count on the same model, without a training run per selector.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -33,7 +32,7 @@ from metaerr_edge.data import DatasetArrays, ImageArrays
 from metaerr_edge.errors import ConfigError, DataError
 from metaerr_edge.models.preprocess import Preprocess
 from metaerr_edge.models import FitConfig, create_base, fit_classifier, predict_probs
-from metaerr_edge.models.training import resolve_device, steps_at_least
+from metaerr_edge.models.training import fingerprint, resolve_device, steps_at_least
 from metaerr_edge.semisup.selectors import SelectContext, Selector, create_selector
 
 
@@ -269,17 +268,11 @@ class _RoundState:
     def __init__(self, path, data: DatasetArrays, labelled_idx, sel: Selector, shadows: Mapping[str, Selector], fit: FitConfig,
                  seed: int, arch: str, arch_kwargs, pool_size, max_test, min_steps: int, warm_start: nn.Module | None) -> None:
         self.path = Path(path)
-        h = hashlib.blake2b(digest_size=16)
-        h.update(json.dumps([sel.name, sel.params(), {n: [s.name, s.params()] for n, s in shadows.items()},
+        header = json.dumps([sel.name, sel.params(), {n: [s.name, s.params()] for n, s in shadows.items()},
                              sorted(asdict(fit).items()), seed, arch, arch_kwargs or {}, pool_size, max_test, min_steps],
-                            sort_keys=True, default=str).encode())
-        for a in (np.asarray(labelled_idx, np.int64), data.train.labels, data.train.images):
-            h.update(repr((a.dtype.str, a.shape)).encode())
-            h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
-        for name, t in ({} if warm_start is None else warm_start.state_dict()).items():
-            h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        self.key = h.hexdigest()
+                            sort_keys=True, default=str)
+        self.key = fingerprint(header, (np.asarray(labelled_idx, np.int64), data.train.labels, data.train.images),
+                               {} if warm_start is None else warm_start.state_dict())
 
     def load(self, budgets, rounds: int):
         """(records, base weights, fit, pseudo indices, pseudo-labels, random state) of a matching
